@@ -1,0 +1,87 @@
+"""``embedkit`` command line: ``train | mine | eval | soup | encode``.
+
+Each sub-command lives in ``embedkit/commands/<name>.py`` with ``register(subparsers)`` and ``run(args) -> int``.
+User errors (:class:`embedkit.errors.EmbedkitError`) print one line ``embedkit: error: ...`` and exit 2; no
+traceback unless ``--debug``.
+
+Example::
+
+    embedkit encode --model minilm --input texts.jsonl --output emb.npy
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+import traceback
+
+COMMANDS = ("train", "mine", "eval", "soup", "encode")
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors on one line (exit 2) instead of a usage dump."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        sys.stderr.write(f"embedkit: error: {message} (see '{self.prog} --help')\n")
+        raise SystemExit(2)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="embedkit", description="Fine-tune and use text-embedding models.")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+    parser.add_argument("--version", action="version", version=f"embedkit {_version()}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for name in COMMANDS:
+        module = importlib.import_module(f"embedkit.commands.{name}")
+        module.register(sub)
+    return parser
+
+
+def _version() -> str:
+    from embedkit import __version__
+
+    return __version__
+
+
+def _quiet_libraries() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    for name in ("sentence_transformers", "transformers", "datasets", "mteb", "httpx", "urllib3"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``embedkit`` console script; returns the process exit code."""
+    from embedkit.errors import EmbedkitError
+
+    argv = sys.argv[1:] if argv is None else argv
+    debug = "--debug" in argv
+    logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
+    _quiet_libraries()
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except EmbedkitError as exc:
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write(f"embedkit: error: {exc}\n")
+        return exc.exit_code
+    except KeyboardInterrupt:
+        sys.stderr.write("embedkit: interrupted\n")
+        return 130
+    except Exception as exc:  # a bug: say so on one line, keep the traceback for --debug
+        if debug:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        sys.stderr.write(
+            f"embedkit: internal error: {type(exc).__name__}: {first} (rerun with --debug and report it)\n"
+        )
+        return 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

