@@ -188,8 +188,6 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
         check_bidirectional_supported(model_type)
 
     config_kwargs: dict[str, Any] = {}
-    if decoder:
-        config_kwargs["is_causal"] = not bidirectional
     model_kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
     if cfg.attn_implementation:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
@@ -214,6 +212,8 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
         raise ModelError(f"cannot load model from {folder}: {str(exc).splitlines()[0]}",
                          hint="check the folder is a complete, safetensors model") from None
 
+    if decoder:
+        _set_attention_direction(model, bidirectional)
     prompts = build_prompts(cfg.prompts.style, cfg.prompts.instruction)
     if cfg.prompts.query is not None:
         prompts["query"] = cfg.prompts.query
@@ -230,6 +230,20 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
     model.model_card_data.model_name = model.model_card_data.model_name or Path(cfg.name).name
     model._embedkit_config = cfg  # type: ignore[attr-defined]
     return model
+
+
+def _set_attention_direction(model: SentenceTransformer, bidirectional: bool) -> None:
+    """Set transformers' native ``config.is_causal`` on the backbone.
+
+    ``AutoConfig.from_pretrained(path, is_causal=False)`` silently drops the unknown kwarg (transformers 5.23), so the
+    flag is set on the loaded config object; the attention-mask builders read it at every forward (sdpa and eager),
+    and ``save_pretrained`` writes it, so a saved checkpoint reloads with the same direction.
+    """
+    backbone = getattr(model[0], "model", None)
+    config = getattr(backbone, "config", None)
+    if config is None:
+        raise ModelError("cannot switch attention direction: the first module has no transformers backbone")
+    config.is_causal = not bidirectional
 
 
 def _build(
