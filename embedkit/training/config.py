@@ -1,0 +1,611 @@
+"""Training recipes: one YAML file, validated by pydantic *before* anything is loaded.
+
+A recipe says which model to build, which data to train on, how to mine negatives, which losses to combine, the
+schedule, evaluation and where outputs go. Every section forbids unknown keys, so a typo fails in milliseconds
+with a one-line :class:`~embedkit.errors.ConfigError` that names the file line, the key and the closest valid key
+-- not an hour later, or never. Contradictory settings (a listwise loss with no teacher scores anywhere, a
+GradCache chunk larger than the batch, a dataset with neither in-batch nor hard negatives...) are refused the
+same way, naming both keys.
+
+A recipe may hold ``stages``: a list of partial recipes applied in order on top of the base recipe, each stage
+starting from the previous stage's final model (NV-Embed's two-stage instruction tuning; see
+``recipes/nv-embed-two-stage.yaml``).
+
+Example:
+    >>> from embedkit.training.config import parse_recipe
+    >>> r = parse_recipe({"data": {"datasets": [{"path": "pairs.jsonl"}]}, "training": {"lr": 3e-5}})
+    >>> r.training.lr, r.training.batch_size
+    (3e-05, 32)
+    >>> parse_recipe({"trainig": {"lr": 1e-5}})  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    embedkit.errors.ConfigError: unknown key 'trainig.lr' (did you mean 'training.lr'?) ...
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from embedkit.errors import ConfigError
+from embedkit.losses.config import LossConfig
+from embedkit.models.config import ModelConfig
+
+PACKAGE_PREFIX = "sample:"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class DatasetConfig(_Section):
+    """One training data set.
+
+    Attributes:
+        path: pairs file (``.jsonl``/``.csv``/``.parquet``) or folder the data readers accept. Relative paths are
+            relative to the working directory; ``sample:debian-train`` names a sample shipped inside embedkit
+            (:func:`embedkit.data.samples.sample_path`).
+        name: name used in logs, the model card and task-homogeneous batching (default: the file stem).
+        weight: relative sampling weight (``sampling: proportional``): batches are drawn proportionally to
+            ``weight x number of pairs``.
+        in_batch_negatives: use the other queries' documents in a batch as negatives. Turn off for tasks where
+            they are false negatives (classification, clustering, STS blended into stage 2 of NV-Embed).
+        max_negatives: hard negatives per query taken from each record (or from the miner).
+        instruction: task instruction for the queries of this data set (records may carry their own).
+        max_pairs: use only the first ``max_pairs`` valid pairs (quick experiments).
+    """
+
+    path: str
+    name: str | None = None
+    weight: float = Field(1.0, gt=0)
+    in_batch_negatives: bool = True
+    max_negatives: int = Field(7, ge=0)
+    instruction: str | None = None
+    max_pairs: int | None = Field(None, ge=1)
+
+    def resolved_path(self) -> Path:
+        """The data path on disk (``sample:NAME`` points inside the installed package)."""
+        return resolve_data_path(self.path)
+
+    @property
+    def display_name(self) -> str:
+        stem = Path(self.path.removeprefix(PACKAGE_PREFIX)).name
+        for suffix in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet"):
+            stem = stem.removesuffix(suffix)
+        return self.name or stem
+
+
+class DataConfig(_Section):
+    """Training data: one or several data sets and how batches are drawn from them.
+
+    Every batch holds pairs of **one** data set (task-homogeneous batches, so in-batch negatives are always of the
+    same task). ``sampling`` decides the order: ``proportional`` (random order, each data set's share of batches
+    proportional to its size x weight) or ``round_robin`` (cycle through the data sets until the smallest runs out).
+    """
+
+    datasets: list[DatasetConfig] = Field(default_factory=list)
+    sampling: Literal["proportional", "round_robin"] = "proportional"
+    skip_invalid: bool = False
+    drop_last: bool = True
+
+
+class MinerConfig(_Section):
+    """Mine hard negatives before training (``embedkit mine``'s settings), cached in the output folder.
+
+    Attributes:
+        model: the model that embeds queries and corpus (default: the model being trained, before training).
+        num_negatives: negatives kept per query.
+        top_k: candidates retrieved per query before filtering.
+        margin_ratio: TopK-PercPos filter: keep a candidate only if its score < ``margin_ratio`` x positive score.
+        teacher: a model that scores positives and negatives (teacher scores for listwise distillation).
+    """
+
+    model: str | None = None
+    num_negatives: int = Field(7, ge=1)
+    top_k: int = Field(50, ge=1)
+    margin_ratio: float = Field(0.95, gt=0, le=1.0)
+    teacher: str | None = None
+    batch_size: int = Field(64, ge=1)
+
+
+class TrainingConfig(_Section):
+    """Optimisation schedule (mapped onto ``transformers.TrainingArguments``).
+
+    Attributes:
+        batch_size: queries per batch **per device** (under DDP the contrastive batch is ``batch_size x world``).
+        gradcache_chunk_size: GradCache mini-batch size (``null`` = off): large batches in bounded memory.
+        epochs / max_steps: ``max_steps`` (when set) wins over ``epochs``, as in transformers.
+        warmup_ratio / warmup_steps: linear warm-up (``warmup_steps`` wins when > 0).
+        gradient_accumulation_steps: only without in-batch negatives semantics change; prefer GradCache.
+        trainer_args: extra ``TrainingArguments`` passed through verbatim (``deepspeed``, ``fsdp``, ``report_to``,
+            ``bf16``, ``ddp_find_unused_parameters``...). Unknown names are refused.
+    """
+
+    batch_size: int = Field(32, ge=1)
+    gradcache_chunk_size: int | None = Field(None, ge=1)
+    lr: float = Field(2e-5, gt=0)
+    epochs: float = Field(1.0, gt=0)
+    max_steps: int | None = Field(None, ge=1)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    warmup_steps: int = Field(0, ge=0)
+    weight_decay: float = Field(0.01, ge=0)
+    scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
+    max_grad_norm: float = Field(1.0, ge=0)
+    gradient_accumulation_steps: int = Field(1, ge=1)
+    seed: int = 42
+    logging_steps: int = Field(10, ge=1)
+    report_to: list[str] = Field(default_factory=lambda: ["none"])
+    bf16: bool = False
+    dataloader_num_workers: int = Field(0, ge=0)
+    trainer_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class EvalConfig(_Section):
+    """Retrieval evaluation on a local BEIR folder during and after training.
+
+    Attributes:
+        beir: BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/test.tsv``).
+        every_steps: evaluate every n optimizer steps (``null``: only before and after training).
+        k: nDCG/recall cut-off (nDCG@k is the reported main score).
+        max_queries / max_corpus: subsample for quick evaluation (deterministic).
+    """
+
+    beir: str | None = None
+    every_steps: int | None = Field(None, ge=1)
+    k: int = Field(10, ge=1)
+    split: str = "test"
+    max_queries: int | None = Field(None, ge=1)
+    max_corpus: int | None = Field(None, ge=1)
+    before_training: bool = True
+
+
+class OutputConfig(_Section):
+    """Where the run writes.
+
+    ``dir``/``checkpoints/checkpoint-N`` (crash-safe, resumable), ``dir``/``final`` (the trained model, written
+    atomically), ``dir``/``recipe.yaml`` (the resolved recipe). LoRA merging is ``model.lora.merge_on_save``.
+    """
+
+    dir: str | None = None
+    save_steps: int | None = Field(None, ge=1)
+    save_total_limit: int | None = Field(2, ge=1)
+
+
+class StageConfig(_Section):
+    """One stage of a multi-stage recipe: any section overrides the base recipe's (deep merge)."""
+
+    name: str
+    model: dict[str, Any] | None = None
+    data: dict[str, Any] | None = None
+    miner: dict[str, Any] | None = None
+    losses: dict[str, Any] | None = None
+    training: dict[str, Any] | None = None
+    eval: dict[str, Any] | None = None
+
+
+class Recipe(_Section):
+    """A complete training recipe (see ``docs/training.md``)."""
+
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    miner: MinerConfig | None = None
+    losses: LossConfig = Field(default_factory=LossConfig)
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+    stages: list[StageConfig] | None = None
+
+    def stage_recipes(self) -> list[tuple[str, Recipe]]:
+        """``[(stage name, full recipe)]``: one unnamed stage for a plain recipe."""
+        if not self.stages:
+            return [("", self)]
+        base = self.model_dump(exclude={"stages"})
+        out = []
+        for i, stage in enumerate(self.stages):
+            merged = copy.deepcopy(base)
+            overrides = stage.model_dump(exclude={"name"}, exclude_none=True)
+            _deep_merge(merged, overrides)
+            try:
+                recipe = Recipe.model_validate(merged)
+            except ValidationError as exc:
+                raise _convert_validation_error(exc, None, prefix=f"stages.{i}.") from None
+            out.append((stage.name, recipe))
+        return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# loading, overrides and error messages
+
+
+def resolve_data_path(path: str) -> Path:
+    """``sample:debian-train`` -> the packaged sample; anything else -> ``Path(path)``."""
+    if path.startswith(PACKAGE_PREFIX):
+        from embedkit.data.samples import sample_path
+
+        return sample_path(path[len(PACKAGE_PREFIX):])
+    return Path(path).expanduser()
+
+
+def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> None:
+    for k, v in over.items():
+        if isinstance(v, dict) and isinstance(base.get(k), dict):
+            _deep_merge(base[k], v)
+        else:
+            base[k] = copy.deepcopy(v)
+
+
+class _Locator:
+    """Maps a key path (``("training", "lr")``) to ``file:line`` using the YAML node marks."""
+
+    def __init__(self, path: str | None, text: str | None, set_keys: dict[str, str] | None = None) -> None:
+        self.path = path
+        self.root = None
+        self.set_keys = set_keys or {}
+        if text is not None:
+            try:
+                self.root = yaml.compose(text, Loader=yaml.SafeLoader)
+            except yaml.YAMLError:
+                self.root = None
+
+    def where(self, loc: Sequence[str | int]) -> str | None:
+        dotted = ".".join(str(p) for p in loc)
+        for key in self.set_keys:
+            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
+                return f"--set {key}"
+        if self.path is None:
+            return None
+        node = self.root
+        line = None
+        for part in loc:
+            if isinstance(node, yaml.MappingNode):
+                found = None
+                for k, v in node.value:
+                    if str(k.value) == str(part):
+                        found = (k, v)
+                        break
+                if found is None:
+                    break
+                line = found[0].start_mark.line + 1
+                node = found[1]
+            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return f"{self.path}:{line}" if line else self.path
+
+
+_TYPE_WORDS = {
+    "float": "a number",
+    "int": "an integer",
+    "bool": "true or false",
+    "string": "a string",
+    "list": "a list",
+    "dict": "a mapping (key: value)",
+    "model": "a mapping (key: value)",
+}
+
+
+def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
+    """Valid field names of the (nested) model section at ``loc``."""
+    cur: Any = model
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
+            return []
+        ann = cur.model_fields[part].annotation
+        cur = _model_in(ann)
+    if isinstance(cur, type) and issubclass(cur, BaseModel):
+        return list(cur.model_fields)
+    return []
+
+
+def _model_in(ann: Any) -> Any:
+    """The BaseModel class inside ``X | None`` / ``list[X]`` annotations (or ``ann`` itself)."""
+    import typing
+
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return ann
+    for arg in typing.get_args(ann):
+        found = _model_in(arg)
+        if isinstance(found, type) and issubclass(found, BaseModel):
+            return found
+    return ann
+
+
+def _convert_validation_error(
+    exc: ValidationError, locator: _Locator | None, prefix: str = "", root: type[BaseModel] | None = None
+) -> ConfigError:
+    root = root or Recipe
+    errors = exc.errors()
+
+    def line_of(err: dict[str, Any]) -> int:
+        where = locator.where(err["loc"]) if locator else None
+        try:
+            return int(str(where).rsplit(":", 1)[1])
+        except (IndexError, ValueError):
+            return 1 << 30
+
+    err = sorted(errors, key=line_of)[0]
+    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
+    key = prefix + ".".join(str(p) for p in loc)
+    where = locator.where(loc) if locator else None
+    more = f" (+{len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+    etype = err["type"]
+    if etype == "extra_forbidden":
+        parent, bad = loc[:-1], str(loc[-1])
+        valid = _fields_at(root, parent)
+        shown = key
+        sub = ""
+        if isinstance(err.get("input"), dict) and err["input"]:
+            sub = "." + str(next(iter(err["input"])))
+            shown += sub
+        close = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
+        base = prefix + ".".join(str(p) for p in parent)
+        base = base + "." if base else ""
+        if close:
+            msg = f"unknown key '{shown}' (did you mean '{base}{close[0]}{sub}'?){more}"
+            hint = f"rename it to '{base}{close[0]}'"
+        else:
+            msg = f"unknown key '{shown}'{more}"
+            hint = f"valid keys here: {', '.join(valid)}" if valid else "remove it"
+        return ConfigError(msg, where=where, hint=hint)
+    if etype == "missing":
+        return ConfigError(f"required key '{key}' is missing{more}", where=where, hint=f"add '{key}'")
+    got = err.get("input")
+    got_s = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
+    family = etype.split("_", 1)[0]
+    if family in _TYPE_WORDS and ("type" in etype or "parsing" in etype):
+        return ConfigError(
+            f"wrong type for '{key}': expected {_TYPE_WORDS[family]}, got {got_s}{more}",
+            where=where,
+            hint=f"set '{key}' to {_TYPE_WORDS[family]}",
+        )
+    msg = err.get("msg", "invalid value")
+    return ConfigError(f"invalid value for '{key}': {msg} (got {got_s}){more}", where=where, hint=f"fix '{key}'")
+
+
+def parse_set_option(item: str) -> tuple[list[str | int], Any]:
+    """``"training.lr=1e-5"`` -> ``(["training", "lr"], 1e-05)``; the value is parsed as a YAML scalar."""
+    if "=" not in item:
+        raise ConfigError(f"--set expects key=value, got '{item}'", where="--set", hint="e.g. --set training.lr=1e-5")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key or any(not p for p in key.split(".")):
+        raise ConfigError(f"--set has an empty key in '{item}'", where="--set", hint="e.g. --set training.lr=1e-5")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, str):
+        value = _maybe_number(value)
+    parts: list[str | int] = [int(p) if p.isdigit() else p for p in key.split(".")]
+    return parts, value
+
+
+def _maybe_number(value: str) -> Any:
+    """PyYAML (YAML 1.1) reads ``2e-5`` as a string; treat it as the number users mean."""
+    try:
+        return float(value) if any(c in value.lower() for c in ".e") and value.strip() else value
+    except ValueError:
+        return value
+
+
+def apply_set(data: dict[str, Any], parts: list[str | int], value: Any) -> None:
+    """Set ``data[parts...] = value``, creating mappings on the way (list items must exist)."""
+    cur: Any = data
+    for i, part in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(part, int):
+            if not isinstance(cur, list) or part >= len(cur):
+                raise ConfigError(
+                    f"--set index {part} is out of range for '{'.'.join(map(str, parts[:i]))}'", where="--set"
+                )
+            cur = cur[part]
+            continue
+        if not isinstance(cur, dict):
+            raise ConfigError(f"--set cannot descend into '{'.'.join(map(str, parts[:i]))}'", where="--set")
+        if cur.get(part) is None:
+            cur[part] = [] if isinstance(nxt, int) else {}
+        cur = cur[part]
+    last = parts[-1]
+    if isinstance(last, int):
+        if not isinstance(cur, list) or last >= len(cur):
+            raise ConfigError(f"--set index {last} is out of range", where="--set")
+        cur[last] = value
+    elif isinstance(cur, dict):
+        cur[last] = value
+    else:
+        raise ConfigError(f"--set cannot set '{'.'.join(map(str, parts))}'", where="--set")
+
+
+def _fix_yaml_numbers(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _fix_yaml_numbers(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_fix_yaml_numbers(v) for v in obj]
+    if isinstance(obj, str) and obj[:1] in "0123456789.-+" and "e" in obj.lower():
+        return _maybe_number(obj)
+    return obj
+
+
+def read_recipe_file(path: str | os.PathLike) -> tuple[dict[str, Any], str]:
+    """Read a recipe YAML into a dict (YAML syntax errors -> ``ConfigError`` at ``file:line``)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"recipe file {path} does not exist", hint="pass a recipe YAML, e.g. recipes/minilm-cpu.yaml")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError("recipe is not valid UTF-8", where=str(path), hint="re-encode it as UTF-8") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"invalid YAML: {problem}", where=where, hint="fix the YAML syntax on this line") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError("a recipe must be a YAML mapping (key: value)", where=f"{path}:1",
+                          hint="start with e.g. 'model:' / 'data:' sections")
+    return data, text
+
+
+def parse_recipe(
+    data: dict[str, Any],
+    *,
+    sets: Sequence[str] = (),
+    path: str | None = None,
+    text: str | None = None,
+) -> Recipe:
+    """Validate a recipe dict (plus ``--set`` overrides) into a :class:`Recipe`, raising one-line ConfigErrors."""
+    data = _fix_yaml_numbers(copy.deepcopy(data))
+    set_keys: dict[str, str] = {}
+    for item in sets:
+        parts, value = parse_set_option(item)
+        apply_set(data, parts, value)
+        set_keys[".".join(map(str, parts))] = item
+    locator = _Locator(path, text, set_keys)
+    try:
+        recipe = Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise _convert_validation_error(exc, locator) from None
+    check_recipe(recipe, locator)
+    return recipe
+
+
+def load_recipe(path: str | os.PathLike, sets: Sequence[str] = ()) -> Recipe:
+    """Read, override and validate a recipe file. Nothing is loaded or written.
+
+    Example:
+        >>> from embedkit.training.config import load_recipe
+        >>> recipe = load_recipe("recipes/minilm-cpu.yaml", sets=["training.max_steps=5"])  # doctest: +SKIP
+    """
+    data, text = read_recipe_file(path)
+    return parse_recipe(data, sets=sets, path=str(path), text=text)
+
+
+def check_recipe(recipe: Recipe, locator: _Locator | None = None) -> None:
+    """Cross-key checks (contradictory settings), per stage for multi-stage recipes."""
+    loc = locator or _Locator(None, None)
+    stages = recipe.stage_recipes()
+    for i, (name, r) in enumerate(stages):
+        pre = f"stages.{i}." if recipe.stages else ""
+
+        def where(*keys: str, _pre: str = pre) -> str | None:
+            for k in keys:
+                parts: list[str | int] = []
+                for p in (_pre + k).split("."):
+                    parts.append(int(p) if p.isdigit() else p)
+                w = loc.where(parts)
+                if w and (w.startswith("--set") or ":" in w):
+                    return w
+            return loc.where([keys[0].split(".")[0]])
+
+        _check_one(r, pre, where)
+    if recipe.stages:
+        names = [s.name for s in recipe.stages]
+        dup = next((n for n in names if names.count(n) > 1), None)
+        if dup:
+            raise ConfigError(f"two stages are named '{dup}'", where=loc.where(["stages"]), hint="give every stage a unique name")
+
+
+def _check_one(r: Recipe, pre: str, where: Any) -> None:
+    if not r.data.datasets:
+        raise ConfigError(f"no training data: '{pre}data.datasets' is empty", where=where("data.datasets", "data"),
+                          hint="add e.g. data: {datasets: [{path: pairs.jsonl}]}")
+    names = [d.display_name for d in r.data.datasets]
+    dup = next((n for n in names if names.count(n) > 1), None)
+    if dup:
+        raise ConfigError(f"two data sets are named '{dup}'", where=where("data.datasets"),
+                          hint="set a unique 'name' for each data set")
+    losses = r.losses
+    if losses.listwise is not None and r.miner is not None and r.miner.teacher is None:
+        raise ConfigError(
+            f"'{pre}losses.listwise' needs teacher scores but '{pre}miner.teacher' is not set (mined negatives carry "
+            "no scores)",
+            where=where("losses.listwise", "miner"),
+            hint=f"set {pre}miner.teacher to a scoring model, or remove {pre}losses.listwise",
+        )
+    t = r.training
+    if t.gradcache_chunk_size is not None and t.gradcache_chunk_size > t.batch_size:
+        raise ConfigError(
+            f"'{pre}training.gradcache_chunk_size' ({t.gradcache_chunk_size}) is larger than "
+            f"'{pre}training.batch_size' ({t.batch_size})",
+            where=where("training.gradcache_chunk_size", "training.batch_size"),
+            hint="use a chunk size <= batch size (or null to turn GradCache off)",
+        )
+    if t.gradcache_chunk_size is not None and t.gradient_accumulation_steps > 1:
+        raise ConfigError(
+            f"'{pre}training.gradcache_chunk_size' and '{pre}training.gradient_accumulation_steps' > 1 together: "
+            "GradCache already gives large batches; accumulation would split the contrastive batch",
+            where=where("training.gradient_accumulation_steps", "training.gradcache_chunk_size"),
+            hint="keep gradient_accumulation_steps: 1 with GradCache",
+        )
+    for j, d in enumerate(r.data.datasets):
+        if not d.in_batch_negatives and d.max_negatives == 0:
+            raise ConfigError(
+                f"data set '{d.display_name}' has no negatives at all: '{pre}data.datasets.{j}.in_batch_negatives' is "
+                f"false and '{pre}data.datasets.{j}.max_negatives' is 0",
+                where=where(f"data.datasets.{j}.in_batch_negatives", f"data.datasets.{j}.max_negatives"),
+                hint="turn in_batch_negatives on or allow hard negatives (max_negatives >= 1)",
+            )
+        if d.in_batch_negatives and t.batch_size < 2 and d.max_negatives == 0:
+            raise ConfigError(
+                f"data set '{d.display_name}' has no negatives: batch_size 1 leaves no in-batch negatives and "
+                f"'{pre}data.datasets.{j}.max_negatives' is 0",
+                where=where("training.batch_size"), hint="use batch_size >= 2 or hard negatives",
+            )
+    if r.eval.every_steps is not None and r.eval.beir is None:
+        raise ConfigError(f"'{pre}eval.every_steps' is set but '{pre}eval.beir' is not",
+                          where=where("eval.every_steps"), hint="set eval.beir to a BEIR folder, or remove every_steps")
+    _check_trainer_args(t.trainer_args, pre, where)
+
+
+#: TrainingArguments that the recipe sets itself (a pass-through of these would be silently overridden)
+_OWNED_TRAINER_ARGS = {
+    "output_dir", "per_device_train_batch_size", "learning_rate", "num_train_epochs", "max_steps", "warmup_ratio",
+    "warmup_steps", "weight_decay", "lr_scheduler_type", "max_grad_norm", "gradient_accumulation_steps", "seed",
+    "data_seed", "logging_steps", "report_to", "bf16", "save_steps", "save_strategy", "save_total_limit",
+    "dataloader_num_workers", "remove_unused_columns", "eval_strategy",
+}
+
+
+def _check_trainer_args(extra: dict[str, Any], pre: str, where: Any) -> None:
+    if not extra:
+        return
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    valid = {f.name for f in dataclasses.fields(TrainingArguments)}
+    for name in extra:
+        if name in _OWNED_TRAINER_ARGS:
+            raise ConfigError(
+                f"'{pre}training.trainer_args.{name}' is set by the recipe itself",
+                where=where(f"training.trainer_args.{name}", "training.trainer_args"),
+                hint="use the recipe key instead (see docs/training.md)",
+            )
+        if name not in valid:
+            close = difflib.get_close_matches(name, sorted(valid), n=1, cutoff=0.6)
+            did = f" (did you mean '{pre}training.trainer_args.{close[0]}'?)" if close else ""
+            raise ConfigError(
+                f"unknown key '{pre}training.trainer_args.{name}'{did}: not a transformers TrainingArguments field",
+                where=where(f"training.trainer_args.{name}", "training.trainer_args"),
+                hint="see transformers.TrainingArguments for valid names",
+            )
+
+
+def recipe_to_yaml(recipe: Recipe) -> str:
+    """The resolved recipe as YAML (written to the output folder and the model card)."""
+    return yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
