@@ -1,0 +1,109 @@
+"""Validated loss settings (the ``loss:`` section of a training recipe) and :func:`build_loss`.
+
+Example:
+    >>> from embedkit.losses.config import LossConfig, build_loss
+    >>> cfg = LossConfig.model_validate({"infonce": {"temperature": 0.02, "masking": {"margin": 0.1}},
+    ...                                  "listwise": {"weight": 0.5}})
+    >>> type(build_loss(cfg)).__name__
+    'CombinedLoss'
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from embedkit.losses.base import EmbeddingLoss
+from embedkit.losses.combined import CombinedLoss
+from embedkit.losses.infonce import InfoNCELoss
+from embedkit.losses.listwise import ListwiseDistillationLoss
+from embedkit.losses.masking import FalseNegativeMasking
+from embedkit.losses.mixing import HardNegativeMixing
+
+
+class MaskingConfig(BaseModel):
+    """:class:`FalseNegativeMasking` settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    margin: float | None = Field(0.1, ge=-2.0, le=2.0)
+    ratio: float | None = Field(None, gt=0.0, le=2.0)
+    mask_duplicates: bool = True
+
+
+class MixingConfig(BaseModel):
+    """:class:`HardNegativeMixing` settings."""
+
+    model_config = ConfigDict(extra="forbid")
+    num_mixed: int = Field(8, ge=0)
+    hardest_k: int = Field(8, ge=1)
+    mix_query: bool = True
+    num_query_mixed: int | None = Field(None, ge=0)
+    alpha_max: float = Field(0.5, gt=0.0, le=0.5)
+    seed: int = 0
+
+
+class InfoNCEConfig(BaseModel):
+    """:class:`InfoNCELoss` settings plus its weight in the total."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(1.0, ge=0.0)
+    temperature: float = Field(0.05, gt=0.0)
+    symmetric: bool = False
+    use_hard_negatives: bool = True
+    focal_gamma: float = Field(0.0, ge=0.0)
+    mixing: MixingConfig | None = None
+    masking: MaskingConfig | None = None
+
+
+class ListwiseConfig(BaseModel):
+    """:class:`ListwiseDistillationLoss` settings plus its weight."""
+
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(1.0, ge=0.0)
+    temperature: float = Field(0.05, gt=0.0)
+    teacher_temperature: float = Field(1.0, gt=0.0)
+
+
+class LossConfig(BaseModel):
+    """Which losses to train with; at least one. Default: InfoNCE alone."""
+
+    model_config = ConfigDict(extra="forbid")
+    infonce: InfoNCEConfig | None = Field(default_factory=InfoNCEConfig)
+    listwise: ListwiseConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_loss(self) -> LossConfig:
+        if self.infonce is None and self.listwise is None:
+            raise ValueError("at least one of 'infonce' or 'listwise' must be set")
+        return self
+
+    @property
+    def needs_teacher_scores(self) -> bool:
+        return self.listwise is not None and self.listwise.weight > 0
+
+
+def build_loss(cfg: LossConfig | dict) -> EmbeddingLoss:
+    """The loss module a :class:`LossConfig` describes (a single loss when only one is set)."""
+    if isinstance(cfg, dict):
+        cfg = LossConfig.model_validate(cfg)
+    parts: dict[str, tuple[EmbeddingLoss, float]] = {}
+    if cfg.infonce is not None:
+        c = cfg.infonce
+        parts["infonce"] = (
+            InfoNCELoss(
+                temperature=c.temperature,
+                symmetric=c.symmetric,
+                use_hard_negatives=c.use_hard_negatives,
+                focal_gamma=c.focal_gamma,
+                mixing=HardNegativeMixing(**c.mixing.model_dump()) if c.mixing else None,
+                masking=FalseNegativeMasking(**c.masking.model_dump()) if c.masking else None,
+            ),
+            c.weight,
+        )
+    if cfg.listwise is not None:
+        c2 = cfg.listwise
+        parts["listwise"] = (ListwiseDistillationLoss(c2.temperature, c2.teacher_temperature), c2.weight)
+    if len(parts) == 1:
+        ((loss, weight),) = parts.values()
+        if weight == 1.0:
+            return loss
+    return CombinedLoss(parts)

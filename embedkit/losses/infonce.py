@@ -1,0 +1,150 @@
+"""InfoNCE (multiple-negatives ranking) with in-batch + hard negatives, false-negative masking, hard-negative
+mixing, an optional symmetric direction and focal-style hardness weighting.
+
+For query ``i`` the candidates are every document of the batch -- each row's positive and hard negatives, so
+``B x B(1+N)`` scores (or only its own ``1+N`` documents when ``in_batch_negatives`` is off) -- plus the synthetic
+negatives of :class:`~embedkit.losses.mixing.HardNegativeMixing`. With ``s`` the cosine scores and ``T`` the
+temperature::
+
+    loss_i = -log softmax(s_i / T)[positive_i]
+    loss   = mean_i  w_i * loss_i,    w_i = (1 - p_i) ** focal_gamma,  p_i = softmax(s_i / T)[positive_i]
+
+The focal weight (KaLM-Embedding-V2) down-weights queries the model already solves; ``focal_gamma=0`` is plain
+InfoNCE. As in focal loss the weight is part of the graph (not detached). ``symmetric=True`` averages the
+query->document loss with a document->query loss (each row's positive against every query of the batch, no
+focal weight; skipped when ``in_batch_negatives`` is off since a row has a single query).
+
+Masked entries (padding, :class:`~embedkit.losses.masking.FalseNegativeMasking`) get score ``-inf``.
+
+Example:
+    >>> import torch, torch.nn.functional as F
+    >>> from embedkit.losses import InfoNCELoss, FalseNegativeMasking, HardNegativeMixing, make_batch
+    >>> q = F.normalize(torch.randn(4, 16), dim=-1); d = F.normalize(torch.randn(8, 16), dim=-1)
+    >>> loss_fn = InfoNCELoss(temperature=0.05, masking=FalseNegativeMasking(margin=0.1),
+    ...                       mixing=HardNegativeMixing(num_mixed=2, hardest_k=4))
+    >>> loss, stats = loss_fn(make_batch(q, d, docs_per_query=2))
+    >>> "masked_false_negatives" in stats and "mixed_negatives" in stats
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from embedkit.errors import ConfigError
+from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, check_positive
+from embedkit.losses.masking import FalseNegativeMasking
+from embedkit.losses.mixing import HardNegativeMixing
+
+NEG_INF = float("-inf")
+
+
+class InfoNCELoss(EmbeddingLoss):
+    """Contrastive loss over in-batch and hard negatives (see module docstring).
+
+    Args:
+        temperature: softmax temperature on cosine scores (0.01-0.05 is usual for normalised embeddings).
+        symmetric: add the document->query direction.
+        use_hard_negatives: score the mined negatives (``False``: positives only, i.e. classic in-batch MNRL).
+        focal_gamma: hardness weighting exponent (0 = off).
+        mixing: online hard-negative mixing, or ``None``.
+        masking: false-negative masking, or ``None``.
+    """
+
+    def __init__(
+        self,
+        temperature: float = 0.05,
+        symmetric: bool = False,
+        use_hard_negatives: bool = True,
+        focal_gamma: float = 0.0,
+        mixing: HardNegativeMixing | None = None,
+        masking: FalseNegativeMasking | None = None,
+    ) -> None:
+        super().__init__()
+        self.temperature = check_positive(temperature, "loss.temperature")
+        if focal_gamma < 0:
+            raise ConfigError(f"must be >= 0, got {focal_gamma}", where="loss.focal_gamma")
+        self.symmetric = bool(symmetric)
+        self.use_hard_negatives = bool(use_hard_negatives)
+        self.focal_gamma = float(focal_gamma)
+        self.mixing = mixing
+        self.masking = masking
+
+    def extra_repr(self) -> str:
+        return (f"temperature={self.temperature}, symmetric={self.symmetric}, "
+                f"use_hard_negatives={self.use_hard_negatives}, focal_gamma={self.focal_gamma}, "
+                f"masking={self.masking!r}")
+
+    def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, float]]:
+        rows = batch.rows
+        q_all = batch.q.float()
+        docs = batch.docs.float()
+        valid = batch.valid_mask()
+        hashes = batch.doc_hash
+        if not self.use_hard_negatives:
+            docs, valid = docs[:, :1], valid[:, :1]
+            hashes = None if hashes is None else hashes[:, :1]
+        total, width, dim = docs.shape
+        qi = q_all[rows]
+        b = qi.shape[0]
+        dev = qi.device
+        row_ids = torch.arange(rows.start, rows.stop, device=dev)
+        pos_hash = None if hashes is None else hashes[rows, 0]
+
+        if batch.in_batch_negatives:
+            cand = docs.reshape(total * width, dim)
+            scores = qi @ cand.T  # (b, total * width)
+            labels = row_ids * width
+            cand_valid = valid.reshape(1, -1).expand(b, -1)
+            col_hash = None if hashes is None else hashes.reshape(-1)
+        else:
+            cand = docs[rows]  # (b, width, D)
+            scores = torch.einsum("bd,bkd->bk", qi, cand)
+            labels = torch.zeros(b, dtype=torch.long, device=dev)
+            cand_valid = valid[rows]
+            col_hash = None if hashes is None else hashes[rows]
+
+        stats: dict[str, float] = {}
+        keep = cand_valid
+        if self.masking is not None:
+            masked = self.masking.find(scores, labels, cand_valid, col_hash, pos_hash)
+            keep = cand_valid & ~masked
+            stats["masked_false_negatives"] = float(masked.sum().item())
+
+        logits = scores.masked_fill(~keep, NEG_INF)
+        if self.mixing is not None:
+            mix = self.mixing.mix(qi, cand, scores, labels, keep, row_ids=row_ids, total_rows=total)
+            extra = torch.einsum("bd,bmd->bm", qi, mix.emb).masked_fill(~mix.valid, NEG_INF)
+            logits = torch.cat([logits, extra], dim=1)
+            stats["mixed_negatives"] = float(mix.valid.sum().item())
+
+        logp = F.log_softmax(logits / self.temperature, dim=1)
+        nll = -logp[torch.arange(b, device=dev), labels]
+        p_pos = torch.exp(-nll)
+        if self.focal_gamma > 0:
+            loss_qd = ((1.0 - p_pos).clamp(min=0.0).pow(self.focal_gamma) * nll).mean()
+        else:
+            loss_qd = nll.mean()
+        loss = loss_qd
+        stats["accuracy"] = float((logits.argmax(dim=1) == labels).float().mean().item()) if b else 0.0
+        stats["p_positive"] = float(p_pos.detach().mean().item()) if b else 0.0
+
+        if self.symmetric and batch.in_batch_negatives:
+            pos = docs[rows, 0]  # (b, D)
+            s_dq = pos @ q_all.T  # (b, total): each positive against every query
+            lab = row_ids
+            keep_dq = torch.ones_like(s_dq, dtype=torch.bool)
+            if self.masking is not None:
+                qh = None if hashes is None else hashes[:, 0]
+                masked_dq = self.masking.find(s_dq, lab, keep_dq, qh, pos_hash)
+                keep_dq = ~masked_dq
+                stats["masked_false_negatives_dq"] = float(masked_dq.sum().item())
+            logp_dq = F.log_softmax(s_dq.masked_fill(~keep_dq, NEG_INF) / self.temperature, dim=1)
+            loss_dq = -logp_dq[torch.arange(b, device=dev), lab].mean()
+            stats["loss_qd"] = float(loss_qd.detach().item())
+            stats["loss_dq"] = float(loss_dq.detach().item())
+            loss = (loss_qd + loss_dq) / 2
+        stats["loss"] = float(loss.detach().item())
+        return loss, stats

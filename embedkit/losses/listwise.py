@@ -1,0 +1,75 @@
+"""Listwise distillation: match the student's score distribution over each query's own documents to a teacher's.
+
+For query ``i`` with documents ``[positive, negatives...]`` (its own row only -- in-batch documents have no
+teacher score)::
+
+    p_t = softmax(t_i / teacher_temperature),  p_s = softmax(s_i / temperature)
+    loss = mean_i KL(p_t || p_s) = mean_i sum_j p_t[j] * (log p_t[j] - log p_s[j])
+
+``t`` are the teacher scores the miner stored (``Pair.positive_scores`` / ``negative_scores``), ``s`` the student's
+cosines. Padding slots and slots with an unknown (``NaN``) teacher score are left out of both softmaxes, so ragged
+rows are handled exactly. This is the RocketQAv2 / BGE-M3 style of distillation; combine it with
+:class:`~embedkit.losses.infonce.InfoNCELoss` through :class:`~embedkit.losses.combined.CombinedLoss`.
+
+Example:
+    >>> import torch, torch.nn.functional as F
+    >>> from embedkit.losses import ListwiseDistillationLoss, make_batch
+    >>> q = F.normalize(torch.randn(2, 8), dim=-1); d = F.normalize(torch.randn(6, 8), dim=-1)
+    >>> batch = make_batch(q, d, 3, teacher_scores=torch.tensor([9.0, 2.0, 1.0, 8.0, 7.0, 0.0]))
+    >>> loss, stats = ListwiseDistillationLoss(temperature=0.05)(batch)
+    >>> bool(loss >= 0)
+    True
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from embedkit.errors import ConfigError
+from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, check_positive
+
+
+class ListwiseDistillationLoss(EmbeddingLoss):
+    """KL(teacher || student) over each row's positive + hard negatives (see module docstring).
+
+    Args:
+        temperature: student temperature on cosine scores.
+        teacher_temperature: temperature applied to the teacher's scores (their scale depends on the teacher).
+    """
+
+    def __init__(self, temperature: float = 0.05, teacher_temperature: float = 1.0) -> None:
+        super().__init__()
+        self.temperature = check_positive(temperature, "loss.listwise.temperature")
+        self.teacher_temperature = check_positive(teacher_temperature, "loss.listwise.teacher_temperature")
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, teacher_temperature={self.teacher_temperature}"
+
+    def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, float]]:
+        if batch.teacher_scores is None:
+            raise ConfigError(
+                "listwise distillation needs teacher scores in the batch", where="loss.listwise",
+                hint="mine negatives with a teacher (positive_scores / negative_scores) or remove the listwise loss",
+            )
+        rows = batch.rows
+        qi = batch.q[rows].float()
+        docs = batch.docs[rows].float()
+        teacher = batch.teacher_scores[rows].float().to(qi.device)
+        keep = batch.valid_mask()[rows] & torch.isfinite(teacher)
+        student = torch.einsum("bd,bkd->bk", qi, docs) / self.temperature
+        log_ps = F.log_softmax(student.masked_fill(~keep, float("-inf")), dim=1)
+        log_pt = F.log_softmax(
+            torch.where(keep, teacher, torch.zeros_like(teacher)).div(self.teacher_temperature)
+            .masked_fill(~keep, float("-inf")),
+            dim=1,
+        )
+        pt = log_pt.exp()
+        # 0 * (-inf) would be NaN: only kept slots contribute
+        kl_terms = torch.where(keep, pt * (log_pt - log_ps), torch.zeros_like(pt))
+        kl = kl_terms.sum(dim=1)
+        loss = kl.mean() if kl.numel() else student.sum() * 0.0
+        with torch.no_grad():
+            agree = (student.masked_fill(~keep, float("-inf")).argmax(1) == log_pt.argmax(1)).float().mean()
+        return loss, {"loss": float(loss.detach().item()), "teacher_top1_agreement": float(agree.item())}

@@ -1,0 +1,253 @@
+"""GradCache: contrastive batches far larger than what fits in memory, with exactly the full-batch gradient.
+
+A contrastive loss couples every query with every document of the batch, so it cannot be split into
+independent micro-batches. GradCache (Gao et al., 2021) splits the *encoder* instead:
+
+1. encode queries and documents chunk by chunk **without a graph** (``torch.no_grad``), recording each chunk's
+   RNG state (CPU + CUDA) before its forward;
+2. build the :class:`~embedkit.losses.base.EmbeddingBatch` from the cached embeddings (leaf tensors that require
+   grad), gather it across ranks if asked, compute the loss and backpropagate to the **embeddings** only;
+3. re-encode each chunk with a graph, replaying the recorded RNG state (identical dropout masks), and backpropagate
+   ``sum(embedding * cached_gradient)`` -- by the chain rule this accumulates exactly the parameter gradients of the
+   full-batch loss, while only one chunk's activations are alive at a time.
+
+**One all-reduce per optimizer step under DDP.** Step 3 runs one backward per chunk; under
+``DistributedDataParallel`` every backward normally all-reduces the gradients. Every re-forward except the last
+runs inside the model's ``no_sync()``, so gradients accumulate locally and are all-reduced once (the last chunk).
+sentence-transformers' ``CachedMultipleNegativesRankingLoss`` all-reduces once per mini-batch (its issue #4027;
+fix PR #4039 still open): with 32 chunks that is 32 rounds of full-model communication per step.
+
+Peak activation memory is that of one chunk (plus ``B x D`` embeddings); the cost is one extra no-grad forward
+(~1.3x compute of the plain step on CPU -- see ``eval/results/gradcache.md``).
+
+The model is called as ``model(features)["sentence_embedding"]`` (a ``SentenceTransformer``, possibly wrapped in
+DDP, with LoRA or latent-attention pooling); ``features`` are tokenizer dicts. Every tensor value whose first
+dimension is the batch size is sliced per chunk; other values (``"prompt_length"``, ``"modality"``...) are passed
+through unchanged.
+
+Example:
+    >>> from embedkit.models import load_model
+    >>> from embedkit.losses import InfoNCELoss, make_batch
+    >>> from embedkit.training.gradcache import GradCache
+    >>> model = load_model("minilm"); model.train()                                        # doctest: +SKIP
+    >>> q = model.preprocess(["list files", "copy a file"])                                  # doctest: +SKIP
+    >>> d = model.preprocess(["ls lists directory contents", "cp copies files"])             # doctest: +SKIP
+    >>> gc = GradCache(model, InfoNCELoss(temperature=0.05), chunk_size=1)                 # doctest: +SKIP
+    >>> loss, stats = gc.forward_backward(q, d, lambda qe, de: make_batch(qe, de, 1))      # doctest: +SKIP
+    >>> # parameter .grad now holds the full-batch gradient; call optimizer.step()
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, ContextManager
+
+import torch
+from torch import Tensor
+
+from embedkit.errors import ConfigError
+from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
+
+__all__ = ["BuildBatch", "GradCache", "RngState", "compute_loss_uncached", "split_features"]
+
+#: ``build_batch(query_embeddings (B, D), doc_embeddings (M, D)) -> EmbeddingBatch``
+BuildBatch = Callable[[Tensor, Tensor], EmbeddingBatch]
+Features = Mapping[str, Any]
+
+
+def _batch_size(features: Features) -> int:
+    for key in ("input_ids", "attention_mask", "inputs_embeds"):
+        v = features.get(key)
+        if isinstance(v, Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    for v in features.values():
+        if isinstance(v, Tensor) and v.dim() > 0:
+            return int(v.shape[0])
+    raise ConfigError("the features hold no batched tensor", where="GradCache.features",
+                      hint="pass the dict returned by model.preprocess(texts)")
+
+
+def split_features(features: Features, chunk_size: int) -> list[dict[str, Any]]:
+    """Split a tokenizer dict into chunks of ``chunk_size`` rows (non-batched values are shared by all chunks)."""
+    n = _batch_size(features)
+    chunks = []
+    for start in range(0, n, chunk_size):
+        stop = min(start + chunk_size, n)
+        chunks.append({
+            k: (v[start:stop] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == n else v)
+            for k, v in features.items()
+        })
+    return chunks
+
+
+def _cuda_devices(features: Features) -> list[int]:
+    devs = {v.device.index for v in features.values() if isinstance(v, Tensor) and v.is_cuda}
+    return sorted(d if d is not None else torch.cuda.current_device() for d in devs)
+
+
+@dataclass
+class RngState:
+    """CPU and CUDA RNG states captured before a chunk's first forward, replayed for its second."""
+
+    cpu: Tensor
+    cuda_devices: list[int]
+    cuda: list[Tensor]
+
+    @classmethod
+    def capture(cls, features: Features) -> RngState:
+        devices = _cuda_devices(features)
+        return cls(
+            cpu=torch.get_rng_state(),
+            cuda_devices=devices,
+            cuda=[torch.cuda.get_rng_state(d) for d in devices],
+        )
+
+    @contextlib.contextmanager
+    def replay(self) -> Iterator[None]:
+        """Run the body with this RNG state; the surrounding RNG state is restored afterwards."""
+        with torch.random.fork_rng(devices=self.cuda_devices):
+            self.restore()
+            yield
+
+    def restore(self) -> None:
+        torch.set_rng_state(self.cpu)
+        for d, s in zip(self.cuda_devices, self.cuda):
+            torch.cuda.set_rng_state(s, d)
+
+
+def _embed(model: torch.nn.Module, features: Features) -> Tensor:
+    # SentenceTransformer.forward adds keys to the dict it gets: give it a copy
+    out = model(dict(features))
+    emb = out["sentence_embedding"] if isinstance(out, Mapping) else out
+    if not isinstance(emb, Tensor):
+        raise ConfigError("the model did not return a 'sentence_embedding' tensor", where="GradCache.model")
+    return emb
+
+
+def _loss(batch: EmbeddingBatch, loss_fn: EmbeddingLoss, gather: bool) -> tuple[Tensor, dict[str, float]]:
+    if gather:
+        from embedkit.training.distributed import gather_batch
+
+        batch = gather_batch(batch)
+    return loss_fn(batch)
+
+
+def compute_loss_uncached(
+    model: torch.nn.Module,
+    loss_fn: EmbeddingLoss,
+    query_features: Features,
+    doc_features: Features,
+    build_batch: BuildBatch,
+    *,
+    gather_across_devices: bool = False,
+    chunk_size: int | None = None,
+) -> tuple[Tensor, dict[str, float]]:
+    """The plain path: encode with a graph, build the batch, return ``(loss, stats)``; the caller runs backward.
+
+    ``chunk_size`` encodes in chunks (still with a graph): same maths, and the same dropout draws as
+    :class:`GradCache` with that chunk size, which is how the tests compare the two exactly.
+    """
+    if chunk_size is None:
+        q = _embed(model, query_features)
+        d = _embed(model, doc_features)
+    else:
+        q = torch.cat([_embed(model, c) for c in split_features(query_features, chunk_size)])
+        d = torch.cat([_embed(model, c) for c in split_features(doc_features, chunk_size)])
+    return _loss(build_batch(q, d), loss_fn, gather_across_devices)
+
+
+class GradCache:
+    """Full-batch contrastive gradients with chunk-sized activation memory (see module docstring).
+
+    Args:
+        model: callable on a tokenizer dict returning ``{"sentence_embedding": (n, D)}`` -- a
+            ``SentenceTransformer`` or a DDP wrapper of one (then pass ``no_sync=ddp_model.no_sync``).
+        loss_fn: an :class:`~embedkit.losses.base.EmbeddingLoss`.
+        chunk_size: rows encoded at once (memory knob; does not change the gradient).
+        gather_across_devices: compute the loss on every rank's queries and documents (cross-device negatives).
+    """
+
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        loss_fn: EmbeddingLoss,
+        chunk_size: int = 32,
+        gather_across_devices: bool = False,
+    ) -> None:
+        if chunk_size < 1:
+            raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}", where="training.gradcache.chunk_size")
+        self.model = model
+        self.loss_fn = loss_fn
+        self.chunk_size = int(chunk_size)
+        self.gather_across_devices = bool(gather_across_devices)
+
+    def _encode_no_grad(self, chunks: list[dict[str, Any]]) -> tuple[list[Tensor], list[RngState]]:
+        embs, states = [], []
+        with torch.no_grad():
+            for chunk in chunks:
+                states.append(RngState.capture(chunk))
+                embs.append(_embed(self.model, chunk).detach())
+        return embs, states
+
+    def forward_backward(
+        self,
+        query_features: Features,
+        doc_features: Features,
+        build_batch: BuildBatch,
+        no_sync: Callable[[], ContextManager[Any]] | None = None,
+        *,
+        loss_scale: float = 1.0,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """Run one cached forward/backward; parameter ``.grad`` accumulate the full-batch gradient.
+
+        Args:
+            query_features / doc_features: tokenizer dicts of all queries / all documents of the batch.
+            build_batch: turns the (cached) query and document embeddings into an ``EmbeddingBatch``.
+            no_sync: the DDP model's ``no_sync`` (or any context-manager factory); every re-forward but the last
+                runs inside it so DDP all-reduces once. ``None`` outside DDP.
+            loss_scale: multiplies the gradient (gradient accumulation or fp16 loss scaling); the returned loss is
+                unscaled.
+
+        Returns:
+            The detached loss and the loss's stats.
+        """
+        q_chunks = split_features(query_features, self.chunk_size)
+        d_chunks = split_features(doc_features, self.chunk_size)
+
+        # 1) graph-free forward, remembering each chunk's RNG state
+        q_embs, q_states = self._encode_no_grad(q_chunks)
+        d_embs, d_states = self._encode_no_grad(d_chunks)
+
+        # 2) loss on the cached embeddings, gradient w.r.t. the embeddings only
+        q = torch.cat(q_embs).requires_grad_()
+        d = torch.cat(d_embs).requires_grad_()
+        with torch.enable_grad():
+            loss, stats = _loss(build_batch(q, d), self.loss_fn, self.gather_across_devices)
+            (loss * loss_scale).backward()
+        q_grad = q.grad if q.grad is not None else torch.zeros_like(q)
+        d_grad = d.grad if d.grad is not None else torch.zeros_like(d)
+        grads = list(q_grad.split([e.shape[0] for e in q_embs])) + list(d_grad.split([e.shape[0] for e in d_embs]))
+        del q, d, q_embs, d_embs
+
+        # 3) replay each chunk with a graph and push the cached gradient through the encoder
+        chunks = q_chunks + d_chunks
+        states = q_states + d_states
+        last = len(chunks) - 1
+        for i, (chunk, state, grad) in enumerate(zip(chunks, states, grads)):
+            sync_ctx = no_sync() if (no_sync is not None and i < last) else contextlib.nullcontext()
+            with sync_ctx, state.replay(), torch.enable_grad():
+                emb = _embed(self.model, chunk)
+                surrogate = torch.sum(emb * grad.to(emb.dtype))
+                surrogate.backward()
+        return loss.detach(), stats
+
+    def compute_loss_uncached(
+        self, query_features: Features, doc_features: Features, build_batch: BuildBatch
+    ) -> tuple[Tensor, dict[str, float]]:
+        """:func:`compute_loss_uncached` with this object's model, loss and gather setting."""
+        return compute_loss_uncached(
+            self.model, self.loss_fn, query_features, doc_features, build_batch,
+            gather_across_devices=self.gather_across_devices,
+        )
