@@ -45,6 +45,9 @@ def atomic_file(path: str | os.PathLike) -> Iterator[str]:
     path = check_writable_parent(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600
     try:
         yield tmp
         os.replace(tmp, path)
@@ -67,6 +70,9 @@ def atomic_dir(path: str | os.PathLike, *, overwrite: bool = False) -> Iterator[
             f"output folder {path} already exists", hint="pass a new path, or --overwrite to replace it"
         )
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes 0700; outputs get the user's normal permissions
     try:
         yield tmp
         if path.exists():
