@@ -210,12 +210,18 @@ def write_average(sources: list[tuple[Checkpoint, float]], out_dir: str | os.Pat
 
 def _load_backbone(ckpt: Checkpoint) -> torch.nn.Module:
     from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
 
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # one base load per member: no "Loading weights" bar each time
     try:
         return AutoModel.from_pretrained(str(ckpt.transformer_path), dtype=torch.float32, use_safetensors=True)
     except (OSError, ValueError, KeyError) as exc:
         raise ModelError(f"cannot load the LoRA base model ({str(exc).splitlines()[0]})",
                          where=str(ckpt.transformer_path), hint="check the base folder is a complete model") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def merged_lora_state(member: Checkpoint) -> dict[str, torch.Tensor]:
