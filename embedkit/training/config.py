@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from embedkit.errors import ConfigError
 from embedkit.losses.config import LossConfig
+from embedkit.mining.config import MiningConfig
 from embedkit.models.config import ModelConfig
 
 PACKAGE_PREFIX = "sample:"
@@ -96,23 +97,24 @@ class DataConfig(_Section):
     drop_last: bool = True
 
 
-class MinerConfig(_Section):
-    """Mine hard negatives before training (``embedkit mine``'s settings), cached in the output folder.
+class MinerConfig(MiningConfig):
+    """Mine hard negatives before training (:func:`embedkit.mining.mine_hard_negatives`), cached in the output folder.
+
+    All of ``embedkit mine``'s settings (:class:`~embedkit.mining.config.MiningConfig`: ``num_negatives``,
+    ``range_min``/``range_max``, ``max_score_ratio`` (TopK-PercPos, default 0.95)...) plus:
 
     Attributes:
-        model: the model that embeds queries and corpus (default: the model being trained, before training).
-        num_negatives: negatives kept per query.
-        top_k: candidates retrieved per query before filtering.
-        margin_ratio: TopK-PercPos filter: keep a candidate only if its score < ``margin_ratio`` x positive score.
-        teacher: a model that scores positives and negatives (teacher scores for listwise distillation).
+        model: the model that embeds queries and corpus (default: the recipe's model, before training).
+        teacher / teacher_type: a CrossEncoder (``cross``) or bi-encoder (``bi``) folder that scores positives and
+            negatives (the teacher scores listwise distillation needs).
+        corpus: extra documents to mine from (JSONL with ``text``, or a BEIR folder).
     """
 
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
     model: str | None = None
-    num_negatives: int = Field(7, ge=1)
-    top_k: int = Field(50, ge=1)
-    margin_ratio: float = Field(0.95, gt=0, le=1.0)
     teacher: str | None = None
-    batch_size: int = Field(64, ge=1)
+    teacher_type: Literal["cross", "bi"] = "cross"
+    corpus: str | None = None
 
 
 class TrainingConfig(_Section):

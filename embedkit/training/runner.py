@@ -1,0 +1,460 @@
+"""Run a validated recipe end to end: data -> (mining) -> model -> Trainer -> final model + card (+ stages).
+
+Order matters for users: everything that can be checked without heavy work is checked first (recipe keys, output
+folder state, data files with ``file:line`` errors, data-level contradictions), then the model is loaded, and only
+then is the output folder created. A failure before training leaves no output folder behind.
+
+Output layout (``OUT`` = ``-o`` or ``output.dir``)::
+
+    OUT/recipe.yaml                       the resolved recipe (a resume must use the same one)
+    OUT/checkpoints/checkpoint-N/         crash-safe checkpoints (single-stage recipes)
+    OUT/stages/01-NAME/{checkpoints,final} per stage (multi-stage recipes)
+    OUT/final/                            the trained model (sentence-transformers folder + README.md card)
+
+Example:
+    >>> from embedkit.training.config import load_recipe
+    >>> from embedkit.training.runner import run_recipe
+    >>> recipe = load_recipe("recipes/minilm-cpu.yaml", sets=["training.max_steps=20"])   # doctest: +SKIP
+    >>> result = run_recipe(recipe, "runs/minilm")                                          # doctest: +SKIP
+    >>> result.final_dir                                                                    # doctest: +SKIP
+    PosixPath('runs/minilm/final')
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from embedkit.data.schema import Pair
+from embedkit.errors import ConfigError, InputError, OutputError
+from embedkit.training.checkpoint import clean_stale, is_complete, last_complete_checkpoint, write_marker
+from embedkit.training.config import Recipe, recipe_to_yaml
+from embedkit.training.model_card import DataStats, write_card
+from embedkit.utils.io import atomic_dir, atomic_file, check_writable_parent
+
+logger = logging.getLogger(__name__)
+
+#: recipe keys that may change between a run and its resume (they do not change the trained weights)
+RESUME_MUTABLE = ("output", "eval", "training.logging_steps", "training.report_to", "training.dataloader_num_workers")
+
+
+@dataclass
+class StageResult:
+    name: str
+    final_dir: Path
+    global_step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class TrainResult:
+    """What :func:`run_recipe` did: the final model folder, per-stage results and metrics."""
+
+    output_dir: Path
+    final_dir: Path
+    stages: list[StageResult]
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        return self.stages[-1].metrics if self.stages else {}
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# data
+
+
+@dataclass
+class LoadedData:
+    pairs: list[list[Pair]]
+    stats: list[DataStats]
+
+
+def load_data(recipe: Recipe, *, stage_prefix: str = "") -> LoadedData:
+    """Read every data set of a (stage) recipe with the data readers; check data-level contradictions."""
+    from embedkit.data.readers import load_pairs
+
+    all_pairs: list[list[Pair]] = []
+    stats: list[DataStats] = []
+    for i, d in enumerate(recipe.data.datasets):
+        path = d.resolved_path()
+        ps = load_pairs(path, skip_invalid=recipe.data.skip_invalid, dataset=d.display_name)
+        pairs = list(ps)
+        if d.max_pairs is not None:
+            pairs = pairs[: d.max_pairs]
+        with_negs = sum(1 for p in pairs if p.negatives)
+        stats.append(DataStats(
+            name=d.display_name, source=d.path, pairs=len(pairs), skipped=ps.num_skipped,
+            skip_summary=ps.summary if ps.num_skipped else "", with_negatives=with_negs,
+            mean_negatives=(sum(min(len(p.negatives), d.max_negatives) for p in pairs) / max(1, len(pairs))),
+            with_teacher_scores=sum(1 for p in pairs if p.positive_scores or p.negative_scores),
+            in_batch_negatives=d.in_batch_negatives, weight=d.weight, mined=recipe.miner is not None,
+        ))
+        all_pairs.append(pairs)
+        key = f"{stage_prefix}data.datasets.{i}"
+        if recipe.miner is None and not d.in_batch_negatives and with_negs == 0:
+            raise ConfigError(
+                f"data set '{d.display_name}' has no negatives: '{key}.in_batch_negatives' is false, its records "
+                "carry no hard negatives and no 'miner' is configured",
+                where=key, hint="mine negatives (add a 'miner:' section), or turn in_batch_negatives on",
+            )
+    if recipe.losses.needs_teacher_scores and recipe.miner is None:
+        missing = [s.name for s in stats if s.with_teacher_scores == 0]
+        if missing:
+            raise ConfigError(
+                f"'{stage_prefix}losses.listwise' needs teacher scores but data set '{missing[0]}' has none and "
+                f"'{stage_prefix}miner.teacher' is not set",
+                where=f"{stage_prefix}losses.listwise",
+                hint="add positive_scores/negative_scores to the data, or a miner with a teacher",
+            )
+    return LoadedData(all_pairs, stats)
+
+
+def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> LoadedData:
+    """Replace each data set's negatives by mined ones (cached as ``stage_dir/mined/NAME.jsonl``)."""
+    from embedkit.data.readers import load_pairs
+    from embedkit.mining import mine_hard_negatives
+
+    assert recipe.miner is not None
+    cfg = recipe.miner
+    mining_cfg = cfg.model_dump(exclude={"model", "teacher", "teacher_type", "corpus"})
+    out_pairs = []
+    for pairs, st in zip(data.pairs, data.stats):
+        target = stage_dir / "mined" / f"{st.name}.jsonl"
+        if not target.is_file():
+            mine_hard_negatives(
+                pairs, cfg.model or model_name, config=mining_cfg, corpus=cfg.corpus,
+                cache_dir=stage_dir / "mined" / "cache", teacher=cfg.teacher, teacher_type=cfg.teacher_type,
+                output=target,
+            )
+        mined = list(load_pairs(target, dataset=st.name))
+        st.with_negatives = sum(1 for p in mined if p.negatives)
+        st.with_teacher_scores = sum(1 for p in mined if p.positive_scores or p.negative_scores)
+        st.mined = True
+        out_pairs.append(mined)
+    return LoadedData(out_pairs, data.stats)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# evaluation
+
+
+def load_eval_data(recipe: Recipe) -> Any:
+    """The (deterministically subsampled) BEIR split named by ``eval.beir``, or ``None``."""
+    if recipe.eval.beir is None:
+        return None
+    from embedkit.data.beir import BeirData, load_beir
+    from embedkit.training.config import resolve_data_path
+
+    e = recipe.eval
+    data = load_beir(resolve_data_path(e.beir), split=e.split)
+    if e.max_queries is None and e.max_corpus is None:
+        return data
+    rng = random.Random(recipe.training.seed)
+    qids = sorted(data.qrels)
+    if e.max_queries is not None and len(qids) > e.max_queries:
+        qids = sorted(rng.sample(qids, e.max_queries))
+    qrels = {q: data.qrels[q] for q in qids}
+    relevant = {d for q in qids for d in qrels[q]}
+    others = sorted(set(data.corpus) - relevant)
+    if e.max_corpus is not None and len(relevant) + len(others) > e.max_corpus:
+        others = sorted(rng.sample(others, max(0, e.max_corpus - len(relevant))))
+    keep = relevant | set(others)
+    return BeirData(corpus={d: data.corpus[d] for d in data.corpus if d in keep},
+                    queries={q: data.queries[q] for q in qids}, qrels=qrels, name=data.name, split=data.split)
+
+
+def evaluate(model: Any, beir: Any, k: int) -> dict[str, float]:
+    from embedkit.evaluation.scoring import score_beir
+
+    return {key: float(v) for key, v in score_beir(model, beir, k_values=(k,)).items()}
+
+
+def _eval_callback(beir: Any, k: int, every: int):
+    from transformers import TrainerCallback
+
+    class _RetrievalEval(TrainerCallback):
+        """Score the model on the BEIR split every ``every`` steps and log ``eval_ndcg@k`` etc."""
+
+        def __init__(self) -> None:
+            self.trainer = None
+            self.history: list[tuple[int, dict[str, float]]] = []
+
+        def on_step_end(self, args, state, control, model=None, **kwargs):
+            if state.global_step % every == 0 and self.trainer is not None:
+                metrics = evaluate(self.trainer.model, beir, k)
+                self.history.append((state.global_step, metrics))
+                if args.process_index == 0:
+                    self.trainer.log({f"eval_{m}": v for m, v in metrics.items()})
+            return control
+
+    return _RetrievalEval()
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# output folder
+
+
+def resolve_output_dir(recipe: Recipe, output_dir: str | os.PathLike | None) -> Path:
+    out = output_dir or recipe.output.dir
+    if not out:
+        raise ConfigError("no output folder", where="output.dir", hint="set output.dir in the recipe or pass -o DIR")
+    return Path(out)
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(d, dict):
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix[:-1]: d}
+
+
+def check_resume_recipe(saved_text: str, recipe: Recipe, where: str) -> None:
+    """A resume must use the same recipe (except keys that do not change the weights)."""
+    saved = _flatten(yaml.safe_load(saved_text) or {})
+    now = _flatten(recipe.model_dump(mode="json"))
+    for key in sorted(set(saved) | set(now)):
+        if any(key == m or key.startswith(m + ".") for m in RESUME_MUTABLE):
+            continue
+        if saved.get(key) != now.get(key):
+            raise ConfigError(
+                f"cannot resume: '{key}' was {saved.get(key)!r} in the run being resumed, now {now.get(key)!r}",
+                where=where, hint="resume with the same recipe and --set options, or start a new run with -o",
+            )
+
+
+def prepare_output(out: Path, *, resume: bool | str, overwrite: bool) -> None:
+    """Check the output folder's state before any work (nothing is created here)."""
+    check_writable_parent(out)
+    exists = out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()
+    if resume:
+        if not out.is_dir() or not (out / "recipe.yaml").is_file():
+            raise OutputError(f"nothing to resume in {out}: no recipe.yaml from an earlier run",
+                              hint="check -o / output.dir, or drop --resume to start a new run")
+        return
+    if exists and not overwrite:
+        raise OutputError(f"output folder {out} already exists",
+                          hint="pass --resume to continue that run, --overwrite to replace it, or a new -o")
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# one stage
+
+
+def _training_args(recipe: Recipe, checkpoints: Path) -> Any:
+    from transformers import TrainingArguments
+
+    t = recipe.training
+    o = recipe.output
+    kwargs: dict[str, Any] = dict(
+        output_dir=str(checkpoints),
+        per_device_train_batch_size=t.batch_size,
+        learning_rate=t.lr,
+        num_train_epochs=t.epochs,
+        max_steps=t.max_steps or -1,
+        warmup_steps=t.warmup_steps if t.warmup_steps > 0 else t.warmup_ratio,
+        weight_decay=t.weight_decay,
+        lr_scheduler_type=t.scheduler,
+        max_grad_norm=t.max_grad_norm,
+        gradient_accumulation_steps=t.gradient_accumulation_steps,
+        seed=t.seed,
+        logging_steps=t.logging_steps,
+        report_to=t.report_to,
+        bf16=t.bf16,
+        save_strategy="steps" if o.save_steps else "no",
+        save_steps=o.save_steps or 500,
+        save_total_limit=o.save_total_limit,
+        dataloader_num_workers=t.dataloader_num_workers,
+        remove_unused_columns=False,
+        disable_tqdm=os.environ.get("EMBEDKIT_NO_PROGRESS", "") not in ("", "0"),
+    )
+    kwargs.update(t.trainer_args)
+    try:
+        return TrainingArguments(**kwargs)
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"transformers rejected the training arguments: {str(exc).splitlines()[0]}",
+                          where="training", hint="check training.* and training.trainer_args") from None
+
+
+def _loss_summary(recipe: Recipe) -> str:
+    parts = []
+    for name in ("infonce", "listwise"):
+        cfg = getattr(recipe.losses, name)
+        if cfg is not None:
+            parts.append(f"- **{name}**: `{cfg.model_dump_json()}`")
+    gc = recipe.training.gradcache_chunk_size
+    parts.append(f"- GradCache: {'chunk size ' + str(gc) if gc else 'off'}; batch size {recipe.training.batch_size}"
+                 " per device")
+    return "\n".join(parts)
+
+
+def run_stage(
+    recipe: Recipe,
+    stage_dir: Path,
+    data: LoadedData,
+    *,
+    model_name: str | None,
+    resume: bool | str,
+    stage: str = "",
+    callbacks: list[Any] | None = None,
+) -> StageResult:
+    """Train one stage into ``stage_dir`` (``checkpoints/`` + ``final/``)."""
+    from transformers import set_seed
+
+    from embedkit.losses.config import build_loss
+    from embedkit.models import load_model
+    from embedkit.training.collator import DatasetSpec, PairCollator, PairDataset
+    from embedkit.training.trainer import EmbeddingTrainer, save_pipeline
+
+    final_dir = stage_dir / "final"
+    checkpoints = stage_dir / "checkpoints"
+    t = recipe.training
+    model_cfg = recipe.model
+    if model_name is not None:  # a later stage starts from the previous stage's model (its pooling included)
+        model_cfg = model_cfg.model_copy(update={"name": model_name, "pooling": None})
+    set_seed(t.seed)  # new layers (latent attention, LoRA) start identically in a run and its resume
+    model = load_model(model_cfg)
+    if recipe.miner is not None:
+        data = mine(recipe, data, stage_dir, model_cfg.name)
+
+    ckpt: str | None = None
+    if resume:
+        if isinstance(resume, str):
+            ckpt_path = Path(resume)
+            if not is_complete(ckpt_path):
+                raise InputError(f"{ckpt_path} is not a complete embedkit checkpoint", where=str(ckpt_path),
+                                 hint="pass a checkpoint-N folder, or --resume alone for the latest")
+            ckpt = str(ckpt_path)
+        else:
+            removed = clean_stale(checkpoints)
+            if removed:
+                logger.warning("removed incomplete checkpoint leftovers: %s", ", ".join(removed))
+            last = last_complete_checkpoint(checkpoints)
+            ckpt = str(last) if last is not None else None
+
+    specs = [DatasetSpec(d.display_name, d.in_batch_negatives, d.max_negatives, d.instruction)
+             for d in recipe.data.datasets]
+    dataset = PairDataset(data.pairs, specs)
+    prompts = getattr(model, "prompts", {}) or {}
+    max_len = model.max_seq_length or getattr(model.tokenizer, "model_max_length", 512)
+    collator = PairCollator(
+        model.tokenizer, specs, max_length=min(int(max_len), 1 << 20),
+        query_prompt=prompts.get("query", ""), document_prompt=prompts.get("document", ""),
+        prompt_style=model_cfg.prompts.style,
+    )
+    loss_fn = build_loss(recipe.losses)
+    args = _training_args(recipe, checkpoints)
+    beir = load_eval_data(recipe)
+    cbs = list(callbacks or [])
+    eval_cb = None
+    if beir is not None and recipe.eval.every_steps:
+        eval_cb = _eval_callback(beir, recipe.eval.k, recipe.eval.every_steps)
+        cbs.append(eval_cb)
+    metrics: dict[str, float] = {}
+    if beir is not None and recipe.eval.before_training and ckpt is None:
+        metrics.update({f"base_{k}": v for k, v in evaluate(model, beir, recipe.eval.k).items()})
+    lora_merge = model_cfg.lora.merge_on_save if model_cfg.lora is not None else True
+    recipe_yaml = recipe_to_yaml(recipe)
+    card_common = dict(recipe_yaml=recipe_yaml, data_stats=data.stats, base_model=model_cfg.name,
+                       losses=_loss_summary(recipe), trust_remote_code=model_cfg.trust_remote_code, stage=stage)
+
+    def card_writer(folder: Path, trainer: EmbeddingTrainer) -> None:
+        write_card(folder, metrics=dict(metrics), step=trainer.state.global_step, **card_common)
+
+    trainer = EmbeddingTrainer(
+        model, args, train_dataset=dataset, collator=collator, loss_fn=loss_fn,
+        sampling=recipe.data.sampling, weights=[d.weight for d in recipe.data.datasets],
+        drop_last=recipe.data.drop_last, gradcache_chunk_size=t.gradcache_chunk_size,
+        merge_lora_on_save=lora_merge, card_writer=card_writer, callbacks=cbs,
+    )
+    if eval_cb is not None:
+        eval_cb.trainer = trainer
+    trainer.train(resume_from_checkpoint=ckpt)
+    if beir is not None:
+        metrics.update(evaluate(trainer.model, beir, recipe.eval.k))
+    if trainer.args.should_save:
+        with atomic_dir(final_dir, overwrite=True) as tmp:
+            save_pipeline(trainer.model, tmp, merge_lora=lora_merge)
+            write_card(tmp, metrics=dict(metrics), step=trainer.state.global_step, final=True, **card_common)
+            write_marker(tmp, {"global_step": trainer.state.global_step})
+    _barrier()
+    return StageResult(stage or "train", final_dir, trainer.state.global_step, metrics)
+
+
+def _barrier() -> None:
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+
+
+def _is_main() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the whole recipe
+
+
+def run_recipe(
+    recipe: Recipe,
+    output_dir: str | os.PathLike | None = None,
+    *,
+    resume: bool | str = False,
+    overwrite: bool = False,
+    callbacks: list[Any] | None = None,
+) -> TrainResult:
+    """Train a recipe (all its stages); see the module docstring for the output layout.
+
+    Args:
+        recipe: a validated :class:`Recipe` (:func:`embedkit.training.config.load_recipe`).
+        output_dir: overrides ``output.dir``.
+        resume: ``True``: continue from the latest complete checkpoint of ``output_dir`` (finished stages are
+            skipped); a path: that checkpoint.
+        overwrite: replace an existing output folder (removed only once data and model loaded fine).
+        callbacks: extra ``transformers.TrainerCallback`` objects.
+    """
+    out = resolve_output_dir(recipe, output_dir)
+    prepare_output(out, resume=resume, overwrite=overwrite)
+    stages = recipe.stage_recipes()
+    multi = recipe.stages is not None
+    # all data of all stages is read (and checked) before anything is written
+    datas = [load_data(r, stage_prefix=f"stages.{i}." if multi else "") for i, (_, r) in enumerate(stages)]
+    recipe_text = recipe_to_yaml(recipe)
+    if resume:
+        check_resume_recipe((out / "recipe.yaml").read_text(encoding="utf-8"), recipe, str(out / "recipe.yaml"))
+    elif _is_main():
+        if overwrite and out.exists():
+            shutil.rmtree(out) if out.is_dir() else out.unlink()
+        out.mkdir(parents=True, exist_ok=True)
+        with atomic_file(out / "recipe.yaml") as tmp:
+            Path(tmp).write_text(recipe_text, encoding="utf-8")
+    _barrier()
+    results: list[StageResult] = []
+    prev_model: str | None = None
+    for i, ((name, r), data) in enumerate(zip(stages, datas)):
+        stage_dir = out / "stages" / f"{i + 1:02d}-{name}" if multi else out
+        if multi and resume and is_complete(stage_dir / "final"):
+            logger.warning("stage '%s' already finished; skipping it", name)
+            results.append(StageResult(name, stage_dir / "final", -1))
+            prev_model = str(stage_dir / "final")
+            continue
+        res = run_stage(r, stage_dir, data, model_name=prev_model,
+                        resume=resume if (not multi or isinstance(resume, bool)) else resume,
+                        stage=name if multi else "", callbacks=callbacks)
+        results.append(res)
+        prev_model = str(res.final_dir)
+    final = out / "final"
+    if multi and _is_main():
+        with atomic_dir(final, overwrite=True) as tmp:
+            shutil.copytree(results[-1].final_dir, tmp, dirs_exist_ok=True)
+    _barrier()
+    return TrainResult(out, final, results)

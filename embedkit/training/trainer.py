@@ -1,0 +1,409 @@
+"""The HF ``Trainer`` glue: embedding losses, GradCache, task-homogeneous batches, crash-safe checkpoints.
+
+``transformers.Trainer`` (with accelerate) already does the loop, optimizer, scheduler, logging / ``report_to``,
+DDP under ``torchrun`` and DeepSpeed / FSDP through ``TrainingArguments``. :class:`EmbeddingTrainer` adds only
+what it lacks for contrastive embedding training:
+
+* ``compute_loss``: encode queries and documents with the ``SentenceTransformer``, lay them out as an
+  :class:`~embedkit.losses.base.EmbeddingBatch` (ragged hard negatives, text hashes, teacher scores), gather across
+  ranks with gradients (:func:`embedkit.training.distributed.gather_with_grad`) and apply the embedkit loss;
+* ``training_step``: with ``gradcache_chunk_size`` the step runs
+  :class:`~embedkit.training.gradcache.GradCache` (which does its own backward, all-reducing once per step under
+  DDP via ``no_sync``) and returns the *detached* loss -- the Trainer's own ``accelerator.backward`` never runs;
+* the train dataloader: a :class:`~embedkit.training.sampler.TaskBatchSampler` sliced per rank, not re-sharded by
+  accelerate (which would give ranks batches of different data sets);
+* logging of the loss statistics (accuracy, masked false negatives, mixed negatives...) next to ``loss``;
+* checkpoints: the full sentence-transformers pipeline (LoRA merged or as adapter), the model card, optimizer /
+  scheduler / RNG / trainer state and the loss's own state (hard-negative mixing RNG step), written to a temporary
+  folder and renamed into place when complete (:mod:`embedkit.training.checkpoint`).
+
+Example:
+    >>> from embedkit.training.runner import run_recipe          # the usual entry point  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file, save_file
+from sentence_transformers import SentenceTransformer
+from torch import Tensor
+from torch.utils.data import DataLoader
+from transformers import Trainer, TrainingArguments
+
+from embedkit.errors import InputError
+from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, make_batch
+from embedkit.training.distributed import gather_batch
+from embedkit.training.checkpoint import (
+    checkpoint_name,
+    partial_name,
+    publish,
+    rotate,
+    write_marker,
+)
+from embedkit.training.collator import PairCollator, PairDataset
+from embedkit.training.sampler import TaskBatchSampler
+
+logger = logging.getLogger(__name__)
+
+TRAINABLE_STATE = "trainable_state.safetensors"
+EMBEDKIT_STATE = "embedkit_state.json"
+LOSS_STATE = "loss_state.safetensors"
+#: test hook: seconds to sleep in the middle of a checkpoint save (lets tests SIGKILL a save half-way)
+SAVE_DELAY_ENV = "EMBEDKIT_TEST_SAVE_DELAY"
+
+
+def embed(model: torch.nn.Module, features: dict[str, Any]) -> Tensor:
+    """Sentence embeddings of one tokenised batch (the model's pipeline: backbone, pooling, normalisation)."""
+    feats = {k: v for k, v in features.items()}
+    feats.setdefault("modality", "text")
+    return model(feats)["sentence_embedding"]
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return getattr(model, "module", model)
+
+
+def has_lora(model: SentenceTransformer) -> bool:
+    try:
+        from embedkit.models.lora import has_lora as _has
+
+        return _has(model)
+    except Exception:  # pragma: no cover - peft missing
+        return False
+
+
+def save_pipeline(model: SentenceTransformer, path: str | os.PathLike, *, merge_lora: bool = True) -> None:
+    """Write ``model`` as a sentence-transformers folder (loads with ``embedkit.load_model`` / ``SentenceTransformer``).
+
+    LoRA models are merged into a copy first (``merge_lora=True``), or keep the adapter next to the base pipeline
+    under ``adapter/`` (``merge_lora=False``; load with :func:`embedkit.models.lora.load_adapter`).
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    if has_lora(model):
+        from embedkit.models.lora import merge_lora as _merge
+        from embedkit.models.lora import save_adapter
+
+        if merge_lora:
+            merged = copy.deepcopy(model)
+            _merge(merged)
+            merged.save(str(path), create_model_card=False)
+            return
+        save_adapter(model, path / "adapter")
+        base = copy.deepcopy(model)
+        base[0].model = base[0].model.get_base_model()  # the frozen base, without adapter layers
+        from peft.tuners.lora import LoraModel  # noqa: F401  (peft is present when the model has LoRA)
+
+        _strip_lora_layers(base[0].model)
+        base.save(str(path), create_model_card=False)
+        return
+    model.save(str(path), create_model_card=False)
+
+
+def _strip_lora_layers(module: torch.nn.Module) -> None:
+    """Replace peft LoRA layers by their base layers in place (the weights stay the unmerged base weights)."""
+    for name, child in list(module.named_children()):
+        base = getattr(child, "base_layer", None)
+        if base is not None and hasattr(child, "lora_A"):
+            setattr(module, name, base)
+        else:
+            _strip_lora_layers(child)
+
+
+class EmbeddingTrainer(Trainer):
+    """``transformers.Trainer`` for embedding models trained with an embedkit loss (see module docstring).
+
+    Args:
+        model: the ``SentenceTransformer`` to train.
+        args: ``TrainingArguments`` (``remove_unused_columns`` is forced off).
+        train_dataset: a :class:`PairDataset`.
+        collator: a :class:`PairCollator` built for the model's tokenizer and prompts.
+        loss_fn: an :class:`~embedkit.losses.base.EmbeddingLoss` (e.g. from :func:`embedkit.losses.build_loss`).
+        sampling / weights / drop_last: see :class:`TaskBatchSampler`.
+        gradcache_chunk_size: GradCache chunk size (``None``: plain backward).
+        merge_lora_on_save: merge a LoRA adapter into the saved pipelines.
+        card_writer: ``callable(folder, trainer)`` writing the model card (``README.md``) into a saved folder.
+    """
+
+    def __init__(
+        self,
+        model: SentenceTransformer,
+        args: TrainingArguments,
+        *,
+        train_dataset: PairDataset,
+        collator: PairCollator,
+        loss_fn: EmbeddingLoss,
+        sampling: str = "proportional",
+        weights: list[float] | None = None,
+        drop_last: bool = True,
+        gradcache_chunk_size: int | None = None,
+        merge_lora_on_save: bool = True,
+        card_writer: Callable[[Path, EmbeddingTrainer], None] | None = None,
+        callbacks: list[Any] | None = None,
+    ) -> None:
+        args.remove_unused_columns = False
+        super().__init__(model=model, args=args, train_dataset=train_dataset, data_collator=collator,
+                         callbacks=callbacks)
+        self.loss_fn = loss_fn.to(args.device)
+        self.collator = collator
+        self.sampling = sampling
+        self.weights = weights
+        self.drop_last = drop_last
+        self.gradcache_chunk_size = gradcache_chunk_size
+        self.merge_lora_on_save = merge_lora_on_save
+        self.card_writer = card_writer
+        self._stat_sums: dict[str, float] = {}
+        self._stat_count = 0
+        self._gradcache = None
+        self.last_stats: dict[str, float] = {}
+
+    # -- data ----------------------------------------------------------------------------------------------------
+    def make_sampler(self) -> TaskBatchSampler:
+        ds: PairDataset = self.train_dataset  # type: ignore[assignment]
+        sampler = TaskBatchSampler(
+            ds.sizes,
+            self.args.per_device_train_batch_size,
+            weights=self.weights,
+            strategy=self.sampling,  # type: ignore[arg-type]
+            seed=self.args.seed,
+            drop_last=self.drop_last,
+            num_replicas=max(1, self.args.world_size),
+            rank=max(0, self.args.process_index),
+        )
+        sampler.epoch_listeners.append(ds.set_epoch)
+        return sampler
+
+    def get_train_dataloader(self) -> DataLoader:
+        """Task-homogeneous batches, each rank slicing the same global batch (not re-sharded by accelerate)."""
+        sampler = self.make_sampler()
+        loader = _EpochDataLoader(
+            self.train_dataset,
+            batch_sampler=sampler,
+            collate_fn=self.collator,
+            num_workers=self.args.dataloader_num_workers,
+            pin_memory=self.args.dataloader_pin_memory and torch.cuda.is_available(),
+        )
+        return loader
+
+    # -- loss ----------------------------------------------------------------------------------------------------
+    @property
+    def world_size(self) -> int:
+        return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
+
+    def build_batch(self, q: Tensor, d: Tensor, inputs: dict[str, Any]) -> EmbeddingBatch:
+        """Lay out flat query / document embeddings as an :class:`EmbeddingBatch`, gathered across ranks."""
+        counts = inputs["docs_per_query"].tolist()
+        batch = make_batch(
+            q,
+            d,
+            counts,
+            doc_hash=inputs.get("doc_hash"),
+            teacher_scores=inputs.get("teacher_scores"),
+            in_batch_negatives=bool(inputs.get("in_batch_negatives", True)),
+        )
+        if batch.doc_mask is None:  # equal rows: still give a mask so every rank sends the same fields
+            batch.doc_mask = torch.ones(batch.docs.shape[:2], dtype=torch.bool, device=q.device)
+        return gather_batch(batch)
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
+        q = embed(model, inputs["query"])
+        d = embed(model, inputs["docs"])
+        loss, stats = self.loss_fn(self.build_batch(q, d, inputs))
+        # under DDP each rank's loss is the mean over its own rows (the gathered rows are extra negatives); DDP's
+        # gradient averaging then gives the gradient of the mean over all rows, as one process would compute
+        self._record(stats)
+        return (loss, {"q": q, "d": d}) if return_outputs else loss
+
+    def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+        if not self.gradcache_chunk_size:
+            return super().training_step(model, inputs, num_items_in_batch)
+        model.train()
+        if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
+            self.optimizer.train()
+        inputs = self._prepare_inputs(inputs)
+        loss, stats = self._run_gradcache(model, inputs)
+        self._record(stats)
+        # GradCache already ran backward (no second backward here); the Trainer only logs this value
+        return loss.detach() / self.current_gradient_accumulation_steps
+
+    def _run_gradcache(self, model: torch.nn.Module, inputs: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
+        from embedkit.training.gradcache import GradCache
+
+        if self._gradcache is None:
+            self._gradcache = GradCache(chunk_size=int(self.gradcache_chunk_size or 1))
+        no_sync = _no_sync_factory(self, model)
+        return self._gradcache.forward_backward(
+            encode=lambda feats: embed(model, feats),
+            inputs=[inputs["query"], inputs["docs"]],
+            loss_fn=lambda q, d: self.loss_fn(self.build_batch(q, d, inputs)),
+            no_sync=no_sync,
+            backward=self.accelerator.backward,
+        )
+
+    # -- stats logging -------------------------------------------------------------------------------------------
+    def _record(self, stats: dict[str, float]) -> None:
+        self.last_stats = dict(stats)
+        for k, v in stats.items():
+            if k == "loss":
+                continue
+            self._stat_sums[k] = self._stat_sums.get(k, 0.0) + float(v)
+        self._stat_count += 1
+
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:  # type: ignore[override]
+        if "loss" in logs and self._stat_count:
+            for k, v in self._stat_sums.items():
+                logs[k.replace("/", "_")] = round(v / self._stat_count, 6)
+            self._stat_sums, self._stat_count = {}, 0
+        super().log(logs, start_time)
+
+    # -- saving --------------------------------------------------------------------------------------------------
+    def _barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def _save_checkpoint(self, model, trial) -> None:  # type: ignore[override]
+        """Write ``.checkpoint-N.partial``, then rename it to ``checkpoint-N`` once every file is written."""
+        run_dir = Path(self._get_output_dir(trial=trial))
+        step = self.state.global_step
+        partial = run_dir / partial_name(step)
+        final = run_dir / checkpoint_name(step)
+        self.store_flos()
+        if self.args.should_save:
+            shutil.rmtree(partial, ignore_errors=True)
+            partial.mkdir(parents=True, exist_ok=True)
+        self._barrier()
+        self.save_model(str(partial), _internal_call=True)
+        if not self.args.save_only_model:
+            self._save_optimizer_and_scheduler(str(partial))
+            self._save_scaler(str(partial))
+            self._save_rng_state(str(partial))
+        if self.args.should_save:
+            self._save_embedkit_state(partial)
+            from transformers.trainer_callback import ExportableState
+
+            for cb in [c for c in self.callback_handler.callbacks + [self.control] if isinstance(c, ExportableState)]:
+                name = cb.__class__.__name__
+                if isinstance(self.state.stateful_callbacks.get(name), list):
+                    self.state.stateful_callbacks[name].append(cb.state())
+                else:
+                    self.state.stateful_callbacks[name] = cb.state()
+            self.state.save_to_json(str(partial / "trainer_state.json"))
+            delay = float(os.environ.get(SAVE_DELAY_ENV, "0") or 0)
+            if delay > 0:  # test hook: a window in which a SIGKILL hits a half-written checkpoint
+                (partial / "SAVING").write_text(str(os.getpid()))
+                time.sleep(delay)
+                (partial / "SAVING").unlink()
+        self._barrier()
+        if self.args.should_save:
+            write_marker(partial, {"global_step": step})
+            publish(partial, final)
+            rotate(run_dir, self.args.save_total_limit)
+        self._barrier()
+
+    def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:  # type: ignore[override]
+        out = Path(output_dir or self.args.output_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        model: SentenceTransformer = _unwrap(self.model)  # type: ignore[assignment]
+        save_pipeline(model, out, merge_lora=self.merge_lora_on_save)
+        if has_lora(model):
+            trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+            save_file(trainable, str(out / TRAINABLE_STATE))
+        if self.card_writer is not None:
+            self.card_writer(out, self)
+
+    def _save_embedkit_state(self, folder: Path) -> None:
+        tensors, other = _split_state(self.loss_fn.state_dict())
+        if tensors:
+            save_file(tensors, str(folder / LOSS_STATE))
+        ds: PairDataset = self.train_dataset  # type: ignore[assignment]
+        info = {
+            "loss_state": other,
+            "data": {"sizes": ds.sizes, "names": [s.name for s in ds.specs], "seed": self.args.seed,
+                     "batch_size": self.args.per_device_train_batch_size, "world_size": self.args.world_size},
+        }
+        (folder / EMBEDKIT_STATE).write_text(json.dumps(info, indent=1, sort_keys=True), encoding="utf-8")
+
+    # -- resuming ------------------------------------------------------------------------------------------------
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model: torch.nn.Module | None = None) -> None:
+        ckpt = Path(resume_from_checkpoint)
+        target: SentenceTransformer = _unwrap(model or self.model)  # type: ignore[assignment]
+        if (ckpt / TRAINABLE_STATE).is_file():
+            state = load_file(str(ckpt / TRAINABLE_STATE))
+            names = {n for n, p in target.named_parameters() if p.requires_grad}
+            if set(state) != names:
+                raise InputError(
+                    f"checkpoint {ckpt} does not match the model's trainable parameters",
+                    where=str(ckpt), hint="resume with the recipe that wrote the checkpoint",
+                )
+            target.load_state_dict(state, strict=False)
+        else:
+            from embedkit.models.loading import load_st_folder
+
+            loaded = load_st_folder(ckpt, device="cpu", local_files_only=True)
+            missing, unexpected = target.load_state_dict(loaded.state_dict(), strict=False)
+            if missing or unexpected:
+                raise InputError(
+                    f"checkpoint {ckpt} does not match the model (missing {len(missing)}, unexpected "
+                    f"{len(unexpected)} weights)", where=str(ckpt),
+                    hint="resume with the recipe that wrote the checkpoint",
+                )
+            del loaded
+        self._load_embedkit_state(ckpt)
+
+    def _load_embedkit_state(self, ckpt: Path) -> None:
+        info_path = ckpt / EMBEDKIT_STATE
+        if not info_path.is_file():
+            return
+        info = json.loads(info_path.read_text(encoding="utf-8"))
+        ds: PairDataset = self.train_dataset  # type: ignore[assignment]
+        saved = info.get("data", {})
+        now = {"sizes": ds.sizes, "seed": self.args.seed, "batch_size": self.args.per_device_train_batch_size}
+        for key, value in now.items():
+            if key in saved and saved[key] != value:
+                raise InputError(
+                    f"cannot resume exactly: the training data's {key} changed ({saved[key]} -> {value})",
+                    where=str(ckpt), hint="resume with the same data, seed and batch size (or start a new run)",
+                )
+        state = dict(info.get("loss_state", {}))
+        if (ckpt / LOSS_STATE).is_file():
+            state.update(load_file(str(ckpt / LOSS_STATE)))
+        if state:
+            self.loss_fn.load_state_dict(state, strict=False)
+
+
+class _EpochDataLoader(DataLoader):
+    """A DataLoader whose ``set_epoch`` reaches the batch sampler (and through it the data set)."""
+
+    def set_epoch(self, epoch: int) -> None:
+        sampler = self.batch_sampler
+        if hasattr(sampler, "set_epoch"):
+            sampler.set_epoch(epoch)
+
+
+def _split_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if isinstance(v, Tensor)}
+    other = {k: v for k, v in state.items() if not isinstance(v, Tensor)}
+    return tensors, other
+
+
+def _no_sync_factory(trainer: Trainer, model: torch.nn.Module) -> Callable[[], Any]:
+    """``no_sync`` for GradCache's replay passes: accelerate's context under DDP, a no-op otherwise."""
+    import contextlib
+
+    def no_sync():
+        if trainer.world_size > 1 and hasattr(model, "no_sync"):
+            return trainer.accelerator.no_sync(model)
+        return contextlib.nullcontext()
+
+    return no_sync
