@@ -249,6 +249,17 @@ def _first_dict_difference(a: Any, b: Any, prefix: str = "") -> str | None:
     return None if a == b else (prefix.rstrip(".") or "value")
 
 
+def _lookup(obj: Any, dotted: str) -> str:
+    """``repr`` of the value at a dotted key path of a JSON object, or ``missing``."""
+    if dotted == "value":  # one of the two configs is absent altogether
+        return "missing" if obj is None else "present"
+    for part in dotted.split("."):
+        if not isinstance(obj, dict) or part not in obj:
+            return "missing"
+        obj = obj[part]
+    return repr(obj)
+
+
 def _tokenizer_fingerprint(folder: Path) -> dict[str, str]:
     out: dict[str, str] = {}
     for name in TOKENIZER_FILES:
@@ -308,10 +319,9 @@ def check_same_layout(ref: Checkpoint, other: Checkpoint) -> None:
         jb = _read_json(cb) if cb.exists() else None
         diff = _first_dict_difference(ja, jb)
         if diff is not None:
-            va = ja.get(diff) if isinstance(ja, dict) else ja
-            vb = jb.get(diff) if isinstance(jb, dict) else jb
-            raise _layout_error(ref, other, f"pooling config differs: {mod_path}/config.json '{diff}' is {vb!r}, "
-                                f"not {va!r}", mismatch_hint, cb)
+            va, vb = _lookup(ja, diff), _lookup(jb, diff)
+            raise _layout_error(ref, other, f"pooling config differs: {mod_path}/config.json '{diff}' is {vb}, "
+                                f"not {va}", mismatch_hint, cb)
     # 2. architecture
     ha, hb = ref.transformer_path / "config.json", other.transformer_path / "config.json"
     if not hb.exists():
