@@ -127,11 +127,20 @@ def _embed(model: torch.nn.Module, features: Features) -> Tensor:
 
 
 def _loss(batch: EmbeddingBatch, loss_fn: EmbeddingLoss, gather: bool) -> tuple[Tensor, dict[str, float]]:
-    if gather:
-        from embedkit.training.distributed import gather_batch
+    """Loss of the local rows; with cross-device negatives, scaled so that DDP's gradient *average* over ranks is
+    the gradient of the mean over all ranks' rows even when ranks hold different numbers of rows (factor 1 when
+    they hold the same)."""
+    if not gather:
+        return loss_fn(batch)
+    from embedkit.training.distributed import gather_batch, is_distributed, world_size
 
-        batch = gather_batch(batch)
-    return loss_fn(batch)
+    if not is_distributed():
+        return loss_fn(batch)
+    local = batch.num_rows
+    batch = gather_batch(batch)
+    loss, stats = loss_fn(batch)
+    factor = world_size() * local / batch.num_rows
+    return (loss * factor if factor != 1.0 else loss), stats
 
 
 def compute_loss_uncached(
