@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -43,7 +44,7 @@ from transformers import Trainer, TrainingArguments
 
 from embedkit.errors import InputError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, make_batch
-from embedkit.training.distributed import gather_batch
+from embedkit.training.gradcache import GradCache, compute_loss_uncached
 from embedkit.training.checkpoint import (
     checkpoint_name,
     partial_name,
@@ -63,11 +64,11 @@ LOSS_STATE = "loss_state.safetensors"
 SAVE_DELAY_ENV = "EMBEDKIT_TEST_SAVE_DELAY"
 
 
-def embed(model: torch.nn.Module, features: dict[str, Any]) -> Tensor:
-    """Sentence embeddings of one tokenised batch (the model's pipeline: backbone, pooling, normalisation)."""
-    feats = {k: v for k, v in features.items()}
+def _with_modality(features: dict[str, Any]) -> dict[str, Any]:
+    """A copy of a tokenizer dict tagged as text (what sentence-transformers' modules expect)."""
+    feats = dict(features)
     feats.setdefault("modality", "text")
-    return model(feats)["sentence_embedding"]
+    return feats
 
 
 def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -202,54 +203,57 @@ class EmbeddingTrainer(Trainer):
         return dist.get_world_size() if dist.is_available() and dist.is_initialized() else 1
 
     def build_batch(self, q: Tensor, d: Tensor, inputs: dict[str, Any]) -> EmbeddingBatch:
-        """Lay out flat query / document embeddings as an :class:`EmbeddingBatch`, gathered across ranks."""
-        counts = inputs["docs_per_query"].tolist()
+        """This rank's flat query / document embeddings as an :class:`EmbeddingBatch` (ragged rows masked).
+
+        Cross-device gathering happens in the loss path (:func:`embedkit.training.gradcache.compute_loss_uncached`
+        / :class:`~embedkit.training.gradcache.GradCache` with ``gather_across_devices``).
+        """
         batch = make_batch(
             q,
             d,
-            counts,
+            inputs["docs_per_query"].tolist(),
             doc_hash=inputs.get("doc_hash"),
             teacher_scores=inputs.get("teacher_scores"),
             in_batch_negatives=bool(inputs.get("in_batch_negatives", True)),
         )
-        if batch.doc_mask is None:  # equal rows: still give a mask so every rank sends the same fields
+        if batch.doc_mask is None:  # every rank must send the same fields when gathering
             batch.doc_mask = torch.ones(batch.docs.shape[:2], dtype=torch.bool, device=q.device)
-        return gather_batch(batch)
+        return batch
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):  # type: ignore[override]
-        q = embed(model, inputs["query"])
-        d = embed(model, inputs["docs"])
-        loss, stats = self.loss_fn(self.build_batch(q, d, inputs))
-        # under DDP each rank's loss is the mean over its own rows (the gathered rows are extra negatives); DDP's
-        # gradient averaging then gives the gradient of the mean over all rows, as one process would compute
+        """Plain path: encode with a graph, gather across ranks (with gradients), embedkit loss of this rank's rows.
+
+        Under DDP each rank's loss is the mean over its own rows (the gathered rows are extra negatives); DDP's
+        gradient averaging then gives the gradient of the mean over all rows, as one process would compute.
+        """
+        loss, stats = compute_loss_uncached(
+            model, self.loss_fn, _with_modality(inputs["query"]), _with_modality(inputs["docs"]),
+            lambda q, d: self.build_batch(q, d, inputs), gather_across_devices=self.world_size > 1,
+        )
         self._record(stats)
-        return (loss, {"q": q, "d": d}) if return_outputs else loss
+        return (loss, {}) if return_outputs else loss
 
     def training_step(self, model, inputs, num_items_in_batch=None):  # type: ignore[override]
+        """With ``gradcache_chunk_size``: GradCache runs forward *and* backward; the detached loss is returned, so
+        the Trainer's own ``accelerator.backward`` never runs a second backward. Otherwise the Trainer's step."""
         if not self.gradcache_chunk_size:
             return super().training_step(model, inputs, num_items_in_batch)
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
         inputs = self._prepare_inputs(inputs)
-        loss, stats = self._run_gradcache(model, inputs)
+        if self._gradcache is None or self._gradcache.model is not model:
+            self._gradcache = GradCache(model, self.loss_fn, chunk_size=int(self.gradcache_chunk_size),
+                                        gather_across_devices=self.world_size > 1)
+        no_sync = functools.partial(self.accelerator.no_sync, model) if self.world_size > 1 else None
+        with self.compute_loss_context_manager():
+            loss, stats = self._gradcache.forward_backward(
+                _with_modality(inputs["query"]), _with_modality(inputs["docs"]),
+                lambda q, d: self.build_batch(q, d, inputs), no_sync,
+                loss_scale=1.0 / self.current_gradient_accumulation_steps,
+            )
         self._record(stats)
-        # GradCache already ran backward (no second backward here); the Trainer only logs this value
         return loss.detach() / self.current_gradient_accumulation_steps
-
-    def _run_gradcache(self, model: torch.nn.Module, inputs: dict[str, Any]) -> tuple[Tensor, dict[str, float]]:
-        from embedkit.training.gradcache import GradCache
-
-        if self._gradcache is None:
-            self._gradcache = GradCache(chunk_size=int(self.gradcache_chunk_size or 1))
-        no_sync = _no_sync_factory(self, model)
-        return self._gradcache.forward_backward(
-            encode=lambda feats: embed(model, feats),
-            inputs=[inputs["query"], inputs["docs"]],
-            loss_fn=lambda q, d: self.loss_fn(self.build_batch(q, d, inputs)),
-            no_sync=no_sync,
-            backward=self.accelerator.backward,
-        )
 
     # -- stats logging -------------------------------------------------------------------------------------------
     def _record(self, stats: dict[str, float]) -> None:
@@ -395,15 +399,3 @@ def _split_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, An
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if isinstance(v, Tensor)}
     other = {k: v for k, v in state.items() if not isinstance(v, Tensor)}
     return tensors, other
-
-
-def _no_sync_factory(trainer: Trainer, model: torch.nn.Module) -> Callable[[], Any]:
-    """``no_sync`` for GradCache's replay passes: accelerate's context under DDP, a no-op otherwise."""
-    import contextlib
-
-    def no_sync():
-        if trainer.world_size > 1 and hasattr(model, "no_sync"):
-            return trainer.accelerator.no_sync(model)
-        return contextlib.nullcontext()
-
-    return no_sync
