@@ -19,6 +19,8 @@ Example:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
@@ -66,7 +68,12 @@ def gather_with_grad(t: Tensor, sizes: list[int] | None = None) -> Tensor:
     if not is_distributed():
         return t
     sizes = sizes or _sizes(t.shape[0], t.device)
-    parts = torch.distributed.nn.functional.all_gather(_pad_rows(t, max(sizes)))
+    # torch >= 2.10 marks torch.distributed.nn.functional.all_gather deprecated in favour of
+    # torch.distributed._functional_collectives (a private module); the public function still works and is the
+    # one verified here, so keep it and silence only that warning.
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*all_gather is deprecated.*", category=FutureWarning)
+        parts = torch.distributed.nn.functional.all_gather(_pad_rows(t, max(sizes)))
     return torch.cat([p[:n] for p, n in zip(parts, sizes)], dim=0)
 
 
