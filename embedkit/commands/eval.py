@@ -1,16 +1,76 @@
-"""``embedkit eval``: not implemented yet."""
+"""``embedkit eval``: evaluate checkpoints with mteb on hub tasks or local BEIR folders / STS files.
+
+Writes, atomically, into OUT: mteb's result JSONs (``results/<model>/<revision>/<task>.json``, one distinct model
+name and revision per checkpoint), ``REPORT.md`` (task x checkpoint table with deltas against the first
+checkpoint; nDCG@10 / Recall@10 / MRR@10 for retrieval), ``comparison.png`` and ``summary.json``.
+
+Examples::
+
+    embedkit eval minilm runs/ckpt-500 --beir data/heldout_beir -o eval-out
+    embedkit eval runs/final --sts data/sts_dev.tsv --tasks STSBenchmark -o eval-out --overwrite
+    embedkit eval minilm --manpages -o eval-out          # the packaged Linux man-pages sample
+"""
 
 from __future__ import annotations
 
 import argparse
-
-from embedkit.errors import EmbedkitError
+import sys
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("eval", help="(coming soon)")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate checkpoints with mteb (hub tasks or local BEIR/STS data) and write a report",
+        description="Evaluate one or more checkpoints with mteb and write result JSONs, REPORT.md, a chart and "
+                    "summary.json into OUT. Local data (--beir/--sts/--manpages) works offline.",
+    )
+    p.add_argument("checkpoints", nargs="+", metavar="CHECKPOINT",
+                   help="model folders, LoRA adapter folders or aliases (the first one is the baseline)")
+    p.add_argument("--tasks", nargs="+", default=[], metavar="TASK",
+                   help="MTEB task names (need the Hugging Face hub or its local cache)")
+    p.add_argument("--beir", nargs="+", default=[], metavar="DIR",
+                   help="local BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+    p.add_argument("--sts", nargs="+", default=[], metavar="FILE",
+                   help="local STS files (.jsonl/.tsv/.csv with sentence1, sentence2, score)")
+    p.add_argument("--manpages", action="store_true", help="add the packaged Linux man-pages retrieval sample")
+    p.add_argument("--output", "-o", required=True, metavar="OUT", help="output folder (written atomically)")
+    p.add_argument("--overwrite", action="store_true", help="replace an OUT that holds a different run")
+    p.add_argument("--labels", nargs="+", metavar="NAME", help="report names for the checkpoints (one each)")
+    p.add_argument("--split", default="test", help="qrels split of the BEIR folders (default: test)")
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--base-model", help="base model for LoRA adapter folders (default: from adapter_config.json)")
+    p.add_argument("--trust-remote-code", action="store_true", help="allow model folders' own code to run")
+    p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    raise EmbedkitError("'embedkit eval' is not implemented yet")
+    from embedkit.evaluation.runner import evaluate
+
+    beir = list(args.beir)
+    if args.manpages:
+        from embedkit.evaluation.samples import manpages_path
+
+        beir.append(str(manpages_path()))
+    results = evaluate(
+        args.checkpoints,
+        tasks=args.tasks,
+        beir=beir,
+        sts=args.sts,
+        output_dir=args.output,
+        overwrite=args.overwrite,
+        labels=args.labels,
+        split=args.split,
+        batch_size=args.batch_size,
+        base_model=args.base_model,
+        trust_remote_code=args.trust_remote_code,
+        show_progress_bar=not args.no_progress,
+    )
+    labels = [c.label for c in results.checkpoints]
+    width = max(len(t["name"]) for t in results.tasks)
+    print(f"{'task'.ljust(width)}  " + "  ".join(lab[:14].rjust(14) for lab in labels))
+    for t in results.tasks:
+        vals = [results.scores[lab][t["name"]].main_score for lab in labels]
+        print(f"{t['name'].ljust(width)}  " + "  ".join(("n/a" if v is None else f"{v:.4f}").rjust(14) for v in vals))
+    print(f"wrote {args.output}/REPORT.md, summary.json, comparison.png and mteb results", file=sys.stderr)
+    return 0

@@ -80,7 +80,32 @@ class BeirData:
         alone when the title is empty."""
         doc = self.corpus[doc_id]
         title = doc.get("title") or ""
-        return f"{title}{sep}{doc['text']}".strip() if title else doc["text"]
+        return f"{title}{sep}{doc['text']}".strip() if title else doc["text"].strip()
+
+    def subset(self, max_queries: int | None = None, max_corpus: int | None = None, *, seed: int = 0) -> BeirData:
+        """A smaller, deterministic copy for quick evaluation (e.g. during training).
+
+        Keeps ``max_queries`` queries (a seeded sample), every document judged for them, then fills the corpus up
+        to ``max_corpus`` with a seeded sample of the other documents (the distractors). The corpus can exceed
+        ``max_corpus`` when the kept queries alone judge more documents.
+        """
+        import random
+
+        rng = random.Random(seed)
+        qids = list(self.qrels)
+        if max_queries is not None and max_queries < len(qids):
+            qids = sorted(rng.sample(qids, max_queries), key=qids.index)
+        judged = [d for q in qids for d in self.qrels[q]]
+        keep = set(judged)
+        if max_corpus is None:
+            others = [d for d in self.corpus if d not in keep]
+        else:
+            pool = [d for d in self.corpus if d not in keep]
+            others = rng.sample(pool, max(0, min(len(pool), max_corpus - len(keep))))
+        keep.update(others)
+        return BeirData(corpus={d: v for d, v in self.corpus.items() if d in keep},
+                        queries={q: self.queries[q] for q in qids}, qrels={q: dict(self.qrels[q]) for q in qids},
+                        name=self.name, split=self.split, source=self.source)
 
     @property
     def num_relevant(self) -> int:

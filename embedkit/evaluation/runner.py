@@ -1,0 +1,436 @@
+"""Evaluate several checkpoints on mteb tasks in one call: mteb result JSONs + ``REPORT.md`` + chart + summary.
+
+Why not call ``mteb.evaluate`` in a loop? Three traps this module closes:
+
+* mteb names result folders after ``model.model_card_data.model_name`` / revision; fine-tuned checkpoints of one
+  base share them, so each run silently overwrites the previous one. Here every checkpoint gets its own model name
+  (``embedkit/<label>``) and revision (a hash of where it came from), restored afterwards on objects you passed in.
+* a hub task offline spends ~23 s retrying; here all task data is resolved *before* any checkpoint is loaded
+  and an unreachable hub is one clear line (:mod:`embedkit.evaluation.tasks`).
+* a crash half-way leaves half a result folder; here everything is written to a temporary sibling of the output
+  folder and renamed at the end (an existing output folder holding another run is refused unless overwritten).
+
+Output layout::
+
+    OUT/results/embedkit__<label>/<revision>/<Task>.json   mteb's own result files (mteb.ResultCache layout)
+    OUT/REPORT.md                                           task x checkpoint table, deltas, retrieval @10 metrics
+    OUT/comparison.png                                      bar chart of main scores per task and checkpoint
+    OUT/summary.json                                        everything above, machine-readable
+
+Example:
+    >>> from embedkit.evaluation import evaluate, manpages_path
+    >>> res = evaluate(["minilm", "runs/ckpt-500"], beir=[manpages_path()], output_dir="eval-out")  # doctest: +SKIP
+    >>> res.score("ckpt-500", "manpages") - res.score("minilm", "manpages")                         # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import gc
+import hashlib
+import json
+import logging
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sentence_transformers import SentenceTransformer
+
+from embedkit.errors import ConfigError, InputError, ModelError, OutputError
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["CheckpointInfo", "EvalResults", "TaskScore", "evaluate", "load_checkpoint"]
+
+#: retrieval metrics copied from mteb's result into reports (mteb key -> report name)
+RETRIEVAL_METRICS = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10", "mrr_at_10": "mrr@10"}
+STS_METRICS = {"cosine_spearman": "cosine_spearman", "cosine_pearson": "cosine_pearson"}
+SUMMARY_FORMAT = "embedkit-eval/1"
+
+Checkpoint = str | os.PathLike | SentenceTransformer
+
+
+@dataclass
+class CheckpointInfo:
+    """One evaluated checkpoint: its report label, where it came from and the mteb model name/revision used."""
+
+    label: str
+    source: str
+    model_name: str
+    revision: str
+
+
+@dataclass
+class TaskScore:
+    """Scores of one checkpoint on one task (from mteb's result)."""
+
+    task: str
+    task_type: str
+    main_metric: str
+    main_score: float | None
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    result_file: str | None = None
+
+
+@dataclass
+class EvalResults:
+    """Everything an :func:`evaluate` call measured; ``scores[label][task]`` is a :class:`TaskScore`."""
+
+    checkpoints: list[CheckpointInfo]
+    tasks: list[dict[str, str]]
+    scores: dict[str, dict[str, TaskScore]]
+    split: str = "test"
+    output_dir: str | None = None
+    created: str = ""
+    run_key: str = ""
+
+    def score(self, checkpoint: str, task: str, metric: str | None = None) -> float | None:
+        """Main score (or ``metric``, e.g. ``"ndcg@10"``) of a checkpoint label on a task."""
+        try:
+            ts = self.scores[checkpoint][task]
+        except KeyError:
+            raise InputError(f"no result for checkpoint '{checkpoint}' on task '{task}'",
+                             hint=f"checkpoints: {list(self.scores)}; tasks: {[t['name'] for t in self.tasks]}") from None
+        return ts.main_score if metric is None else ts.metrics.get(metric)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (NaN becomes ``None``) -- the content of ``summary.json``."""
+        import embedkit
+
+        try:
+            import mteb
+
+            mteb_version = mteb.__version__
+        except Exception:  # pragma: no cover - mteb is a dependency
+            mteb_version = None
+        return _nan_to_none({
+            "format": SUMMARY_FORMAT,
+            "created": self.created,
+            "embedkit_version": embedkit.__version__,
+            "mteb_version": mteb_version,
+            "run_key": self.run_key,
+            "split": self.split,
+            "checkpoints": [asdict(c) for c in self.checkpoints],
+            "tasks": self.tasks,
+            "scores": {lab: {t: asdict(s) for t, s in per.items()} for lab, per in self.scores.items()},
+        })
+
+
+def _nan_to_none(obj: Any) -> Any:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {k: _nan_to_none(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_nan_to_none(v) for v in obj]
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------ checkpoints
+def load_checkpoint(path: str | os.PathLike, *, base_model: str | None = None,
+                    trust_remote_code: bool = False) -> SentenceTransformer:
+    """Load a checkpoint folder or alias with :func:`embedkit.load_model`.
+
+    A folder holding only a LoRA adapter (``adapter_config.json`` without ``config.json``/``modules.json``) is
+    loaded on its base model (``base_model``, else the adapter's ``base_model_name_or_path``) and merged, so
+    it evaluates like a plain model.
+    """
+    from embedkit.models import load_model
+
+    folder = Path(path)
+    is_adapter = (folder / "adapter_config.json").is_file() and not (
+        (folder / "config.json").exists() or (folder / "modules.json").exists())
+    if not is_adapter:
+        return load_model(str(path), trust_remote_code=trust_remote_code)
+    from embedkit.models.lora import load_adapter, merge_lora
+
+    try:
+        cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ModelError(f"cannot read {folder / 'adapter_config.json'}: {exc}",
+                         hint="the adapter folder is corrupt; re-save it") from None
+    base = base_model or cfg.get("base_model_name_or_path")
+    if not base:
+        raise ModelError(f"{folder} is a LoRA adapter without 'base_model_name_or_path'",
+                         where=str(folder / "adapter_config.json"), hint="pass the base model with --base-model")
+    try:
+        model = load_model(base, trust_remote_code=trust_remote_code)
+    except ModelError as exc:
+        raise ModelError(f"cannot load the base model '{base}' of LoRA adapter {folder}: {exc.message}",
+                         hint="pass the base model folder with --base-model") from None
+    load_adapter(model, folder)
+    merge_lora(model)
+    model.model_card_data.model_name = folder.name
+    return model
+
+
+def _label_for(ckpt: Checkpoint, index: int) -> str:
+    if isinstance(ckpt, SentenceTransformer):
+        name = ckpt.model_card_data.model_name
+        return Path(name).name if name else f"model{index + 1}"
+    p = Path(ckpt)
+    return p.name or str(ckpt)
+
+
+def _unique(labels: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    out = []
+    for lab in labels:
+        lab = "".join(c if c.isalnum() or c in "-_.+" else "_" for c in lab) or "model"
+        n = seen.get(lab, 0) + 1
+        seen[lab] = n
+        out.append(lab if n == 1 else f"{lab}-{n}")
+    # a generated "x-2" may collide with a user's literal "x-2": resolve once more
+    if len(set(out)) != len(out):
+        return [f"{lab}-{i + 1}" for i, lab in enumerate(out)]
+    return out
+
+
+def _source(ckpt: Checkpoint) -> str:
+    if isinstance(ckpt, SentenceTransformer):
+        return f"<in-memory {type(ckpt).__name__}>"
+    p = Path(ckpt)
+    return str(p.resolve()) if p.exists() else str(ckpt)
+
+
+def _revision(source: str, index: int) -> str:
+    """A revision string that differs per checkpoint (mteb keys result folders on name + revision)."""
+    h = hashlib.sha1(f"{index}:{source}".encode())
+    p = Path(source)
+    if p.is_dir():
+        for f in sorted(p.rglob("*.safetensors"))[:16]:
+            st = f.stat()
+            h.update(f"{f.relative_to(p)}:{st.st_size}:{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:12]
+
+
+# ------------------------------------------------------------------------------------------------------- tasks
+def _build_tasks(tasks: Sequence[str] | str | None, beir: Sequence[str | os.PathLike] | str | os.PathLike | None,
+                 sts: Sequence[str | os.PathLike] | str | os.PathLike | None, split: str) -> list[Any]:
+    from embedkit.evaluation.tasks import beir_task, hub_tasks, sts_task
+
+    def as_list(x: Any) -> list[Any]:
+        if x is None:
+            return []
+        if isinstance(x, (str, os.PathLike)):
+            return [x]
+        return list(x)
+
+    names = [n for raw in as_list(tasks) for n in str(raw).split(",") if n.strip()]
+    beir_dirs, sts_files = as_list(beir), as_list(sts)
+    if not (names or beir_dirs or sts_files):
+        raise ConfigError("no tasks to run", where="--tasks/--beir/--sts",
+                          hint="give MTEB task names (--tasks), BEIR folders (--beir) or STS files (--sts)")
+    out: list[Any] = []
+    used: set[str] = set()
+
+    def unique_name(base: str) -> str:
+        name, n = base, 1
+        while name in used:
+            n += 1
+            name = f"{base}_{n}"
+        used.add(name)
+        return name
+
+    # local data first: it is validated instantly and its errors are the most likely ones
+    for folder in beir_dirs:
+        task = beir_task(folder, split=split)
+        if task.metadata.name in used:
+            task = beir_task(folder, split=split, name=unique_name(task.metadata.name))
+        else:
+            used.add(task.metadata.name)
+        out.append(task)
+    for file in sts_files:
+        task = sts_task(file)
+        if task.metadata.name in used:
+            task = sts_task(file, name=unique_name(task.metadata.name))
+        else:
+            used.add(task.metadata.name)
+        out.append(task)
+    if names:
+        for task in hub_tasks(names):
+            if task.metadata.name in used:
+                raise ConfigError(f"task name '{task.metadata.name}' is used twice", where="--tasks",
+                                  hint="rename the local folder/file or drop the duplicate")
+            used.add(task.metadata.name)
+            out.append(task)
+    return out
+
+
+def _task_info(task: Any) -> dict[str, str]:
+    meta = task.metadata
+    return {"name": meta.name, "type": meta.type, "main_score": meta.main_score,
+            "source": str(meta.dataset.get("path", "")), "revision": str(meta.dataset.get("revision", ""))}
+
+
+def _run_key(sources: list[str], tasks: list[dict[str, str]]) -> str:
+    blob = json.dumps({"checkpoints": sources, "tasks": [(t["name"], t["revision"]) for t in tasks]}, sort_keys=True)
+    return hashlib.sha1(blob.encode()).hexdigest()[:16]
+
+
+def _check_output(out: Path, run_key: str, overwrite: bool) -> None:
+    """Refuse an existing non-empty output folder that holds another run (or something else) unless ``overwrite``."""
+    if overwrite or not out.exists():
+        return
+    if not out.is_dir():
+        raise OutputError(f"output path {out} exists and is not a folder", hint="choose another --output")
+    if not any(out.iterdir()):
+        return
+    summary = out / "summary.json"
+    try:
+        old = json.loads(summary.read_text(encoding="utf-8"))
+        same = old.get("format") == SUMMARY_FORMAT and old.get("run_key") == run_key
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError, AttributeError):
+        same = False
+    if not same:
+        raise OutputError(f"output folder {out} already holds a different run (or other files)",
+                          hint="choose a new --output, or pass --overwrite to replace it")
+
+
+# ------------------------------------------------------------------------------------------------------ scores
+def _task_score(task: Any, result: Any, split: str, cache: Any, info: CheckpointInfo, out_root: Path) -> TaskScore:
+    meta = task.metadata
+    split_scores = result.scores.get(split) or next(iter(result.scores.values()), [])
+    entry = split_scores[0] if split_scores else {}
+    if len(split_scores) > 1:  # multilingual hub task: average the subsets like mteb's main score
+        keys = set.intersection(*(set(s) for s in split_scores))
+        entry = {k: float(sum(float(s[k]) for s in split_scores) / len(split_scores)) for k in keys
+                 if all(isinstance(s[k], (int, float)) for s in split_scores)}
+    wanted = RETRIEVAL_METRICS if "main_score" in entry and "ndcg_at_10" in entry else STS_METRICS
+    metrics = {name: _float(entry.get(key)) for key, name in wanted.items() if key in entry}
+    path = cache.get_task_result_path(meta.name, info.model_name, info.revision)
+    return TaskScore(task=meta.name, task_type=meta.type, main_metric=meta.main_score,
+                     main_score=_float(entry.get("main_score")), metrics=metrics,
+                     result_file=str(path.relative_to(out_root)) if path.exists() else None)
+
+
+def _float(x: Any) -> float | None:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+# ---------------------------------------------------------------------------------------------------- evaluate
+def evaluate(
+    checkpoints: Checkpoint | Sequence[Checkpoint],
+    *,
+    tasks: Sequence[str] | str | None = None,
+    beir: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+    sts: Sequence[str | os.PathLike] | str | os.PathLike | None = None,
+    output_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    labels: Sequence[str] | None = None,
+    split: str = "test",
+    batch_size: int = 32,
+    base_model: str | None = None,
+    trust_remote_code: bool = False,
+    show_progress_bar: bool = True,
+) -> EvalResults:
+    """Evaluate checkpoints on MTEB hub tasks and/or local BEIR folders and STS files, with mteb's scoring.
+
+    Args:
+        checkpoints: model folders, aliases (``"minilm"``), LoRA adapter folders, or loaded ``SentenceTransformer``
+            objects; the first one is the baseline for deltas in the report.
+        tasks: MTEB task names (need the Hugging Face hub, or its cache with ``HF_HUB_OFFLINE=1``).
+        beir: local BEIR folders (each becomes a retrieval task named after the folder).
+        sts: local STS pair files (``.jsonl``/``.tsv``/``.csv`` with sentence1, sentence2, score).
+        output_dir: where to write mteb results + ``REPORT.md`` + ``comparison.png`` + ``summary.json``
+            (atomically); ``None`` keeps results in memory only.
+        overwrite: replace an existing ``output_dir`` that holds another run.
+        labels: report names of the checkpoints (default: folder names, made unique).
+        split: split of the local BEIR folders (``qrels/<split>.tsv``).
+        batch_size: encoding batch size.
+        base_model: base model for LoRA adapter folders whose ``base_model_name_or_path`` moved.
+        trust_remote_code: allow model folders' own code (off by default).
+        show_progress_bar: mteb's encoding progress bars and a per-checkpoint line on stderr.
+
+    Returns:
+        :class:`EvalResults` (also written to ``output_dir/summary.json``).
+
+    Raises:
+        InputError: malformed local data, unknown task, hub task offline (all before any model is loaded).
+        OutputError: ``output_dir`` holds a different run and ``overwrite`` is false.
+        ModelError: a checkpoint cannot be loaded.
+    """
+    import mteb
+
+    from embedkit.utils.io import atomic_dir, check_writable_parent
+
+    ckpts: list[Checkpoint] = [checkpoints] if isinstance(checkpoints, (str, os.PathLike, SentenceTransformer)) \
+        else list(checkpoints)
+    if not ckpts:
+        raise ConfigError("no checkpoints to evaluate", where="checkpoints", hint="pass at least one model")
+    if labels is not None and len(labels) != len(ckpts):
+        raise ConfigError(f"{len(labels)} labels for {len(ckpts)} checkpoints", where="labels",
+                          hint="give one label per checkpoint")
+    if batch_size < 1:
+        raise ConfigError(f"batch_size must be >= 1 (got {batch_size})", where="batch_size")
+    out = Path(output_dir) if output_dir is not None else None
+    if out is not None:
+        check_writable_parent(out)
+    for c in ckpts:  # cheap existence check before the (slower) task setup
+        if not isinstance(c, SentenceTransformer) and not Path(c).exists():
+            from embedkit.models import resolve_model_path
+
+            resolve_model_path(str(c))  # aliases pass; unknown names raise ModelError
+
+    task_objs = _build_tasks(tasks, beir, sts, split)
+    task_infos = [_task_info(t) for t in task_objs]
+    sources = [_source(c) for c in ckpts]
+    run_key = _run_key(sources, task_infos)
+    if out is not None:
+        _check_output(out, run_key, overwrite)
+    label_list = _unique(list(labels) if labels is not None else [_label_for(c, i) for i, c in enumerate(ckpts)])
+    infos = [CheckpointInfo(label=lab, source=src, model_name=f"embedkit/{lab}", revision=_revision(src, i))
+             for i, (lab, src) in enumerate(zip(label_list, sources))]
+    results = EvalResults(checkpoints=infos, tasks=task_infos, scores={}, split=split,
+                          output_dir=str(out) if out else None, run_key=run_key,
+                          created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+
+    def run_all(root: Path) -> None:
+        cache = mteb.ResultCache(cache_path=root)
+        for i, (ckpt, info) in enumerate(zip(ckpts, infos)):
+            if show_progress_bar:
+                print(f"[{i + 1}/{len(ckpts)}] {info.label}: {len(task_objs)} task(s)", file=sys.stderr, flush=True)
+            owned = not isinstance(ckpt, SentenceTransformer)
+            model = load_checkpoint(ckpt, base_model=base_model, trust_remote_code=trust_remote_code) if owned \
+                else ckpt
+            card = model.model_card_data
+            saved = (card.model_name, card.base_model_revision)
+            card.model_name, card.base_model_revision = info.model_name, info.revision
+            try:
+                res = mteb.evaluate(model, task_objs, cache=cache, overwrite_strategy="always",
+                                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
+                                    show_progress_bar=show_progress_bar, co2_tracker=False)
+            finally:
+                card.model_name, card.base_model_revision = saved
+            by_name = {r.task_name: r for r in res.task_results}
+            results.scores[info.label] = {}
+            for task in task_objs:
+                r = by_name.get(task.metadata.name)
+                if r is None:
+                    raise ModelError(f"mteb returned no result for task '{task.metadata.name}' with {info.label}",
+                                     hint="rerun with --debug to see mteb's log")
+                results.scores[info.label][task.metadata.name] = _task_score(task, r, split, cache, info, root)
+            if owned:
+                del model
+                gc.collect()
+
+    if out is None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="embedkit-eval-") as tmp:
+            run_all(Path(tmp))
+        return results
+    with atomic_dir(out, overwrite=True) as tmp:
+        run_all(tmp)
+        from embedkit.evaluation.report import write_report
+
+        write_report(results, tmp)
+    return results
