@@ -1,0 +1,41 @@
+"""Paths of the small real data sets that ship inside the embedkit package (no download, no apt).
+
+``debian-train`` is a JSONL file of (synopsis -> long description) training pairs from Debian package
+descriptions; ``debian-beir`` is a BEIR folder of held-out packages (other source families) whose corpus also holds
+the training documents, so retrieval runs against ~11k realistic documents. See
+``embedkit/datasets/debian/README.md`` for the licence and how ``eval/build_debian.py`` built them.
+
+Example:
+    >>> from embedkit.data.samples import sample_path
+    >>> from embedkit.data.readers import load_pairs
+    >>> pairs = load_pairs(sample_path("debian-train"))
+    >>> len(pairs) > 1000
+    True
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from embedkit.errors import InputError
+
+__all__ = ["SAMPLES", "sample_path"]
+
+_ROOT = Path(__file__).resolve().parent.parent / "datasets"
+
+#: name -> path relative to ``embedkit/datasets``
+SAMPLES: dict[str, str] = {
+    "debian-train": "debian/train.jsonl.gz",
+    "debian-beir": "debian/beir",
+}
+
+
+def sample_path(name: str) -> Path:
+    """The packaged file or folder of sample ``name`` (one of :data:`SAMPLES`)."""
+    if name not in SAMPLES:
+        raise InputError(f"unknown sample '{name}'", hint=f"use one of {', '.join(sorted(SAMPLES))}")
+    path = _ROOT / SAMPLES[name]
+    if not path.exists():
+        raise InputError(f"sample '{name}' is missing from the installation ({path})",
+                         hint="reinstall embedkit; the package data was not installed")
+    return path

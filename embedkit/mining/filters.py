@@ -1,0 +1,126 @@
+"""Positive-aware selection of hard negatives from retrieval candidates (pure numpy, no model).
+
+For each query, in this order (each candidate is counted by the first rule that removes it):
+
+1. ``positive``: the query's own positives (all records sharing the query text) never become negatives;
+2. ``outside window``: keep ranks ``range_min <= r < range_max``, ranks counted after removing the positives;
+3. ``duplicate of a positive``: normalised text (casefold, collapsed whitespace) equal to a positive's;
+4. ``max_score_ratio``: score ``> min_pos - (1 - ratio) * |min_pos|`` (NV-Retriever TopK-PercPos; with several
+   positives ``min_pos`` is the *lowest* positive score, the safe side);
+5. ``max_score_margin``: score ``> min_pos - margin`` (TopK-MarginPos);
+
+then ``top`` keeps the best ``num_negatives`` survivors and ``random`` samples them (seeded) among all survivors.
+
+Example:
+    >>> import numpy as np
+    >>> from embedkit.mining.filters import select_negatives
+    >>> ids = np.array([[0, 1, 2, 3]]); scores = np.array([[0.9, 0.88, 0.5, 0.4]], dtype=np.float32)
+    >>> sel = select_negatives(ids, scores, positives=[{0}], min_pos=np.array([0.9]), norm_keys=np.arange(4),
+    ...                        num_negatives=2, range_max=3, max_score_ratio=0.95)
+    >>> sel.negatives[0], dict(sel.removed)
+    ([2, 3], {'positive': 1, 'max_score_ratio': 1})
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+__all__ = ["Selection", "normalize_text", "select_negatives"]
+
+_WS = re.compile(r"\s+")
+
+
+def normalize_text(text: str) -> str:
+    """Casefold and collapse whitespace: texts equal after this are duplicates."""
+    return _WS.sub(" ", text.casefold()).strip()
+
+
+@dataclass
+class Selection:
+    """Chosen negatives per query (corpus ids, best first) and their retrieval scores."""
+
+    negatives: list[list[int]]
+    scores: list[list[float]]
+    removed: Counter[str] = field(default_factory=Counter)
+    candidates: int = 0
+
+
+def score_threshold(min_pos: np.ndarray, ratio: float | None, margin: float | None) -> np.ndarray:
+    """Highest allowed negative score per query (``+inf`` when no rule is set)."""
+    thr = np.full(min_pos.shape, np.inf, dtype=np.float64)
+    if ratio is not None:
+        thr = np.minimum(thr, min_pos - (1.0 - ratio) * np.abs(min_pos))
+    if margin is not None:
+        thr = np.minimum(thr, min_pos - margin)
+    return thr
+
+
+def select_negatives(
+    ids: np.ndarray,
+    scores: np.ndarray,
+    *,
+    positives: Sequence[set[int]],
+    min_pos: np.ndarray,
+    norm_keys: np.ndarray,
+    num_negatives: int,
+    range_min: int = 0,
+    range_max: int = 50,
+    max_score_ratio: float | None = 0.95,
+    max_score_margin: float | None = None,
+    drop_duplicates: bool = True,
+    sampling: Literal["top", "random"] = "top",
+    seed: int = 0,
+) -> Selection:
+    """Apply the rules above to ``(ids, scores)`` of shape ``(queries, k)`` sorted best first.
+
+    Args:
+        positives: per query, the corpus ids of its positives.
+        min_pos: per query, the lowest positive score.
+        norm_keys: per corpus id, an integer key of its normalised text (equal keys = duplicate texts).
+    """
+    n_q = ids.shape[0]
+    rng = np.random.default_rng(seed)
+    ratio_thr = score_threshold(min_pos, max_score_ratio, None)
+    margin_thr = score_threshold(min_pos, None, max_score_margin)
+    removed: Counter[str] = Counter()
+    out_ids: list[list[int]] = []
+    out_scores: list[list[float]] = []
+    for q in range(n_q):
+        row_ids = ids[q]
+        row_scores = scores[q]
+        valid = row_ids >= 0
+        pos = np.fromiter(positives[q], dtype=np.int64, count=len(positives[q]))
+        is_pos = np.isin(row_ids, pos) & valid
+        removed["positive"] += int(is_pos.sum())
+        keep = valid & ~is_pos
+        rank = np.cumsum(keep) - 1
+        in_window = keep & (rank >= range_min) & (rank < range_max)
+        removed["outside window"] += int((keep & ~in_window).sum())
+        keep = in_window
+        if drop_duplicates and len(pos):
+            dup = keep & np.isin(norm_keys[np.where(valid, row_ids, 0)], norm_keys[pos])
+            removed["duplicate of a positive"] += int(dup.sum())
+            keep &= ~dup
+        if max_score_ratio is not None:
+            high = keep & (row_scores > ratio_thr[q])
+            removed["max_score_ratio"] += int(high.sum())
+            keep &= ~high
+        if max_score_margin is not None:
+            high = keep & (row_scores > margin_thr[q])
+            removed["max_score_margin"] += int(high.sum())
+            keep &= ~high
+        cand = np.flatnonzero(keep)
+        if sampling == "random" and len(cand) > num_negatives:
+            cand = np.sort(rng.choice(cand, num_negatives, replace=False))
+        else:
+            cand = cand[:num_negatives]
+        out_ids.append(row_ids[cand].tolist())
+        out_scores.append(row_scores[cand].astype(float).tolist())
+    removed = Counter({k: v for k, v in removed.items() if v})
+    return Selection(negatives=out_ids, scores=out_scores, removed=removed, candidates=int((ids >= 0).sum()))

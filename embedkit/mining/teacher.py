@@ -1,0 +1,100 @@
+"""Teacher scores of positives and negatives, for listwise distillation.
+
+A teacher is a local folder: a sentence-transformers ``CrossEncoder`` (``teacher_type="cross"``: the score of the
+(query, document) pair as ``CrossEncoder.predict`` returns it, i.e. after the model's activation) or a bi-encoder
+(``teacher_type="bi"``: cosine similarity of the query and document embeddings, through the embedding cache when
+one is given). No cross-encoder ships offline; train one in-house or use a stronger bi-encoder.
+
+Example:
+    >>> from embedkit.mining.teacher import Teacher
+    >>> teacher = Teacher.load("path/to/cross-encoder", "cross")                    # doctest: +SKIP
+    >>> teacher.score_lists(["query"], [["doc a", "doc b"]])                        # doctest: +SKIP
+    [[0.91, 0.12]]
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from embedkit.errors import ModelError
+
+__all__ = ["Teacher"]
+
+
+@dataclass
+class Teacher:
+    """A loaded teacher; use :meth:`load`."""
+
+    model: Any
+    kind: Literal["cross", "bi"]
+    source: str
+    batch_size: int = 32
+    cache_dir: str | None = None
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, kind: Literal["cross", "bi"] = "cross", *, batch_size: int = 32,
+             cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False) -> Teacher:
+        """Load a CrossEncoder or bi-encoder folder (local only, safetensors only)."""
+        if kind not in ("cross", "bi"):
+            raise ModelError(f"unknown teacher type '{kind}'", where="--teacher-type", hint="use cross or bi")
+        folder = Path(path)
+        if kind == "bi":
+            from embedkit.models import load_model
+
+            model = load_model(str(path), trust_remote_code=trust_remote_code)
+        else:
+            if not folder.is_dir() or not (folder / "config.json").exists():
+                raise ModelError(f"teacher '{path}' is not a CrossEncoder folder (no config.json)",
+                                 where="--teacher", hint="pass a folder saved with CrossEncoder.save(path)")
+            if not any(folder.rglob("*.safetensors")):
+                raise ModelError(f"teacher '{path}' has no safetensors weights; embedkit loads no pickle",
+                                 where="--teacher", hint="re-save it with safe_serialization=True")
+            from sentence_transformers import CrossEncoder
+
+            try:
+                model = CrossEncoder(str(folder), local_files_only=True, trust_remote_code=trust_remote_code)
+            except (OSError, ValueError) as exc:
+                raise ModelError(f"cannot load CrossEncoder '{path}': {exc}", where="--teacher",
+                                 hint="pass a folder saved with CrossEncoder.save(path)") from None
+        return cls(model=model, kind=kind, source=str(path), batch_size=batch_size,
+                   cache_dir=str(cache_dir) if cache_dir else None)
+
+    def score_lists(self, queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[list[float]]:
+        """Scores of ``docs[i][j]`` for ``queries[i]`` (same nesting as ``docs``)."""
+        flat_q = [q for q, ds in zip(queries, docs) for _ in ds]
+        flat_d = [d for ds in docs for d in ds]
+        if not flat_d:
+            return [[] for _ in docs]
+        if self.kind == "cross":
+            raw = self.model.predict(list(zip(flat_q, flat_d)), batch_size=self.batch_size,
+                                     show_progress_bar=len(flat_d) > 2000, convert_to_numpy=True)
+            flat = np.asarray(raw, dtype=np.float64).reshape(len(flat_d), -1)[:, -1]
+        else:
+            q_emb, d_emb = self._bi_embeddings(flat_q, flat_d)
+            flat = np.einsum("ij,ij->i", q_emb, d_emb).astype(np.float64)
+        out: list[list[float]] = []
+        start = 0
+        for ds in docs:
+            out.append([float(x) for x in flat[start:start + len(ds)]])
+            start += len(ds)
+        return out
+
+    def _bi_embeddings(self, flat_q: list[str], flat_d: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        from embedkit.encode import encode
+        from embedkit.mining.miner import embed_texts
+
+        uq = list(dict.fromkeys(flat_q))
+        ud = list(dict.fromkeys(flat_d))
+        qe = embed_texts(self.model, uq, role="query", batch_size=self.batch_size, cache_dir=self.cache_dir,
+                         source=self.source, encode_fn=encode)
+        de = embed_texts(self.model, ud, role="document", batch_size=self.batch_size, cache_dir=self.cache_dir,
+                         source=self.source, encode_fn=encode)
+        qi = {t: i for i, t in enumerate(uq)}
+        di = {t: i for i, t in enumerate(ud)}
+        return qe[[qi[t] for t in flat_q]], de[[di[t] for t in flat_d]]
