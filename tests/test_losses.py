@@ -162,6 +162,9 @@ def test_masking_removes_exactly_the_planted_false_negatives() -> None:
         cols = [c for c in range(b * k) if (i, c) not in expected]
         hand += hand_nll([dot(batch.q[i], flat[c]) for c in cols], cols.index(i * k), 0.5)
     assert loss.item() == pytest.approx(hand / b, rel=1e-5)
+    # document->query direction: rows 0 and 1 share the positive text, so each masks the other's query
+    _, sym = InfoNCELoss(temperature=0.5, symmetric=True, masking=FalseNegativeMasking(margin=0.1))(batch)
+    assert sym["masked_false_negatives"] == len(expected) and sym["masked_false_negatives_dq"] == 2
     # without masking the loss is larger: the planted near-duplicate competes with the positive
     unmasked, _ = InfoNCELoss(temperature=0.5)(batch)
     assert unmasked.item() > loss.item() + 0.1
