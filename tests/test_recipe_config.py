@@ -1,0 +1,188 @@
+"""Recipe validation: one-line ConfigErrors naming key, line and closest valid key; CLI exit 2, nothing written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from embedkit.cli import main
+from embedkit.errors import ConfigError
+from embedkit.training.config import load_recipe, parse_recipe, parse_set_option
+
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+DATA = {"data": {"datasets": [{"path": "pairs.jsonl"}]}}
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "r.yaml"
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _error(tmp_path: Path, text: str, sets: tuple[str, ...] = ()) -> ConfigError:
+    with pytest.raises(ConfigError) as info:
+        load_recipe(_write(tmp_path, text), sets=sets)
+    msg = str(info.value)
+    assert "\n" not in msg
+    return info.value
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_every_shipped_recipe_validates(path: Path) -> None:
+    recipe = load_recipe(path)
+    stages = recipe.stage_recipes()
+    assert stages and all(r.data.datasets for _, r in stages)
+
+
+def test_three_recipes_are_shipped() -> None:
+    assert {p.name for p in RECIPES} >= {"minilm-cpu.yaml", "smollm2-bidirectional-lora.yaml",
+                                         "nv-embed-two-stage.yaml"}
+
+
+def test_misspelled_top_level_key_names_line_and_suggestion(tmp_path: Path) -> None:
+    err = _error(tmp_path, "data:\n  datasets: [{path: p.jsonl}]\ntrainig:\n  lr: 1.0e-5\n")
+    assert str(err).startswith(f"{tmp_path / 'r.yaml'}:3: unknown key 'trainig.lr' (did you mean 'training.lr'?)")
+
+
+def test_misspelled_nested_key(tmp_path: Path) -> None:
+    err = _error(tmp_path, "data:\n  datasets: [{path: p.jsonl}]\ntraining:\n  batch_sise: 8\n")
+    assert "unknown key 'training.batch_sise' (did you mean 'training.batch_size'?)" in str(err)
+    assert err.where == f"{tmp_path / 'r.yaml'}:4"
+
+
+def test_unknown_key_without_close_match_lists_valid_keys(tmp_path: Path) -> None:
+    err = _error(tmp_path, "data:\n  datasets: [{path: p.jsonl}]\noutput:\n  zzz: 1\n")
+    assert "unknown key 'output.zzz'" in str(err) and "did you mean" not in str(err)
+    assert "save_steps" in (err.hint or "")
+
+
+def test_wrong_type_names_key_and_expected_type(tmp_path: Path) -> None:
+    err = _error(tmp_path, "data:\n  datasets: [{path: p.jsonl}]\ntraining:\n  lr: fast\n")
+    assert "wrong type for 'training.lr': expected a number, got 'fast'" in str(err)
+    err = _error(tmp_path, "data:\n  datasets: [{path: p.jsonl, in_batch_negatives: maybe}]\n")
+    assert "'data.datasets.0.in_batch_negatives': expected true or false" in str(err)
+
+
+def test_yaml_syntax_error_points_to_line(tmp_path: Path) -> None:
+    err = _error(tmp_path, "data:\n  datasets: [{path: p.jsonl}\ntraining:\n  lr: 1\n")
+    assert "invalid YAML" in str(err) and err.where is not None and err.where.startswith(str(tmp_path / "r.yaml:"))
+
+
+def test_scientific_notation_without_dot_is_a_number() -> None:
+    # PyYAML reads `2e-5` as a string (YAML 1.1); users mean a number
+    assert parse_recipe({**DATA, "training": {"lr": "2e-5"}}).training.lr == pytest.approx(2e-5)
+
+
+@pytest.mark.parametrize(
+    ("over", "keys"),
+    [
+        ({"training": {"batch_size": 4, "gradcache_chunk_size": 8}},
+         ("training.gradcache_chunk_size", "training.batch_size")),
+        ({"data": {"datasets": [{"path": "p", "in_batch_negatives": False, "max_negatives": 0}]}},
+         ("data.datasets.0.in_batch_negatives", "data.datasets.0.max_negatives")),
+        ({"losses": {"listwise": {}}, "miner": {}}, ("losses.listwise", "miner.teacher")),
+        ({"eval": {"every_steps": 10}}, ("eval.every_steps", "eval.beir")),
+        ({"training": {"gradcache_chunk_size": 4, "gradient_accumulation_steps": 2}},
+         ("training.gradcache_chunk_size", "training.gradient_accumulation_steps")),
+    ],
+)
+def test_contradictions_name_both_keys(over: dict, keys: tuple[str, str]) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_recipe({**DATA, **over})
+    for key in keys:
+        assert key in str(info.value)
+
+
+def test_no_datasets_is_an_error() -> None:
+    with pytest.raises(ConfigError, match="no training data"):
+        parse_recipe({})
+
+
+def test_trainer_args_pass_through_is_checked() -> None:
+    assert parse_recipe({**DATA, "training": {"trainer_args": {"optim": "sgd"}}}).training.trainer_args == {
+        "optim": "sgd"}
+    with pytest.raises(ConfigError, match="did you mean 'training.trainer_args.deepspeed'"):
+        parse_recipe({**DATA, "training": {"trainer_args": {"deepsped": "ds.json"}}})
+    with pytest.raises(ConfigError, match="set by the recipe itself"):
+        parse_recipe({**DATA, "training": {"trainer_args": {"learning_rate": 1.0}}})
+
+
+def test_set_overrides_are_yaml_scalars_and_validated(tmp_path: Path) -> None:
+    path = _write(tmp_path, yaml.safe_dump(DATA))
+    r = load_recipe(path, sets=["training.lr=3e-5", "data.datasets.0.weight=2", "model.lora.r=4",
+                                "training.gradcache_chunk_size=null"])
+    assert r.training.lr == pytest.approx(3e-5) and r.data.datasets[0].weight == 2.0 and r.model.lora.r == 4
+    assert r.training.gradcache_chunk_size is None
+    err = _error(tmp_path, yaml.safe_dump(DATA), sets=("training.lrr=1",))
+    assert err.where == "--set training.lrr" and "did you mean 'training.lr'" in str(err)
+    assert parse_set_option("a.b=true") == (["a", "b"], True)
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_set_option("training.lr")
+
+
+def test_stages_deep_merge_and_errors_are_prefixed() -> None:
+    r = parse_recipe({**DATA, "training": {"lr": 1e-4, "batch_size": 16}, "stages": [
+        {"name": "one"},
+        {"name": "two", "training": {"lr": 1e-5},
+         "data": {"datasets": [{"path": "a"}, {"path": "b", "in_batch_negatives": False}]}},
+    ]})
+    (n1, r1), (n2, r2) = r.stage_recipes()
+    assert (n1, n2) == ("one", "two")
+    assert r1.training.lr == 1e-4 and r2.training.lr == 1e-5 and r2.training.batch_size == 16
+    assert [d.in_batch_negatives for d in r2.data.datasets] == [True, False]
+    with pytest.raises(ConfigError, match=r"stages\.1\.training\.gradcache_chunk_size"):
+        parse_recipe({**DATA, "training": {"batch_size": 8},
+                      "stages": [{"name": "a"}, {"name": "b", "training": {"gradcache_chunk_size": 64}}]})
+
+
+def test_nv_embed_recipe_turns_in_batch_negatives_off_for_non_retrieval_in_stage_two() -> None:
+    stages = load_recipe(REPO / "recipes" / "nv-embed-two-stage.yaml").stage_recipes()
+    assert len(stages) == 2
+    assert all(d.in_batch_negatives for d in stages[0][1].data.datasets)
+    flags = {d.display_name: d.in_batch_negatives for d in stages[1][1].data.datasets}
+    assert flags["retrieval"] is True and False in flags.values()
+
+
+@pytest.mark.parametrize(
+    ("extra", "needle"),
+    [
+        ("trainig:\n  lr: 1.0e-5\n", "unknown key 'trainig.lr' (did you mean 'training.lr'?)"),
+        ("training:\n  lr: [1]\n", "wrong type for 'training.lr'"),
+        ("training:\n  batch_size: 2\n  gradcache_chunk_size: 4\n", "'training.gradcache_chunk_size' (4)"),
+    ],
+)
+def test_cli_config_errors_exit_2_on_one_line_and_write_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: str, needle: str
+) -> None:
+    recipe = _write(tmp_path, "data:\n  datasets: [{path: p.jsonl}]\n" + extra)
+    out = tmp_path / "run"
+    code = main(["train", str(recipe), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.count("\n") == 1 and err.startswith("embedkit: error: ") and needle in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["r.yaml"]
+
+
+def test_cli_missing_data_file_exit_2_no_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    recipe = _write(tmp_path, f"data:\n  datasets: [{{path: {tmp_path / 'missing.jsonl'}}}]\n")
+    code = main(["train", str(recipe), "-o", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "missing.jsonl" in err and err.count("\n") == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_cli_existing_output_needs_resume_or_overwrite(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "p.jsonl"
+    data.write_text('{"query": "q", "positive": "d"}\n')
+    recipe = _write(tmp_path, f"data:\n  datasets: [{{path: {data}}}]\n")
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    assert main(["train", str(recipe), "-o", str(out)]) == 2
+    assert "already exists" in capsys.readouterr().err
+    assert main(["train", str(recipe), "-o", str(tmp_path / "none"), "--resume"]) == 2
+    assert "nothing to resume" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "x"
