@@ -68,17 +68,24 @@ def _prompt_length(model: SentenceTransformer, prompt: str) -> int | None:
 
 
 def plan_batches(lengths: Sequence[int], batch_size: int, max_tokens: int | None) -> list[list[int]]:
-    """Group indices, longest first, so each batch has at most ``batch_size`` rows and, when ``max_tokens`` is
-    set, at most ``max_tokens`` padded tokens (rows x longest row). Every index appears exactly once."""
+    """Group indices longest first.
+
+    With ``max_tokens`` (a padded-token budget) a batch takes rows while ``rows x longest row <= max_tokens``: short
+    texts share big batches, long texts get small ones, and peak memory stays bounded by the budget. Without it
+    (``None`` or ``0``) batches are ``batch_size`` rows, as in sentence-transformers. Every index appears exactly
+    once and a batch always holds at least one row.
+    """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     cur: list[int] = []
     cur_max = 0
     for i in order:
         new_max = max(cur_max, lengths[i])
-        too_many = len(cur) + 1 > batch_size
-        too_big = max_tokens is not None and cur and new_max * (len(cur) + 1) > max_tokens
-        if cur and (too_many or too_big):
+        if max_tokens:
+            full = new_max * (len(cur) + 1) > max_tokens
+        else:
+            full = len(cur) + 1 > batch_size
+        if cur and full:
             batches.append(cur)
             cur, new_max = [], lengths[i]
         cur.append(i)
@@ -107,9 +114,9 @@ def encode(
         texts: strings (a single string is treated as a list of one).
         role: ``"query"`` or ``"document"``: use the model's prompt for that role.
         prompt: explicit prefix (overrides ``role``).
-        batch_size: most rows per forward pass.
-        max_tokens: most padded tokens per batch; default ``batch_size x 128`` lets short texts share bigger
-            batches while long ones stay within memory. Set ``0`` to disable.
+        batch_size: the nominal batch: the default token budget is ``batch_size x 128`` padded tokens.
+        max_tokens: padded-token budget per forward pass (default ``batch_size x 128``): short texts share bigger
+            batches, long ones get smaller batches, memory stays bounded. ``0`` = fixed ``batch_size`` rows.
         normalize: L2-normalise the output (models with a ``Normalize`` module -- embedkit's default -- already are).
         output: ``"numpy"`` (float32 array) or ``"torch"`` (CPU tensor).
         show_progress_bar: default on for more than 1000 texts.
@@ -122,6 +129,8 @@ def encode(
         raise InputError(f"batch_size must be >= 1 (got {batch_size})")
     if max_tokens is None:
         max_tokens = batch_size * 128
+    if max_tokens < 0:
+        raise InputError(f"max_tokens must be >= 0 (got {max_tokens})")
     prefix = resolve_prompt(model, role, prompt)
     tok = model.tokenizer
     max_len = model.max_seq_length or getattr(tok, "model_max_length", 512)

@@ -60,11 +60,13 @@ def test_output_torch_and_normalize(minilm):
 def test_plan_batches_covers_every_index_and_respects_budget():
     lengths = [5, 100, 7, 3, 50, 50, 2, 9, 64, 1]
     batches = plan_batches(lengths, batch_size=4, max_tokens=128)
-    flat = sorted(i for b in batches for i in b)
-    assert flat == list(range(len(lengths)))
+    assert sorted(i for b in batches for i in b) == list(range(len(lengths)))
     for b in batches:
-        assert len(b) <= 4
         assert max(lengths[i] for i in b) * len(b) <= 128 or len(b) == 1
+    assert max(len(b) for b in batches) > 4  # short texts share a bigger batch than the nominal size
+    fixed = plan_batches(lengths, batch_size=4, max_tokens=0)
+    assert [len(b) for b in fixed] == [4, 4, 2]
+    assert sorted(i for b in fixed for i in b) == list(range(len(lengths)))
 
 
 def test_empty_input_error(minilm):
