@@ -55,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--teacher", help="CrossEncoder or bi-encoder folder: store positive_scores/negative_scores")
     p.add_argument("--teacher-type", choices=["cross", "bi"], default="cross")
     p.add_argument("--cache-dir", help="embedding cache folder (default: $EMBEDKIT_CACHE/embeddings)")
+    p.add_argument("--shard-size", type=int, default=4096, help="texts per cache shard (resume / rank unit)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
     p.add_argument("--skip-invalid", action="store_true", help="skip (and count) invalid records instead of failing")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model folders' own code to run")
@@ -87,7 +88,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"embedkit mine: {pairs.summary} (first: {pairs.first_error})", file=sys.stderr)
         result = mine_hard_negatives(pairs, args.model, config=cfg, corpus=args.corpus, cache_dir=cache_dir,
                                      teacher=args.teacher, teacher_type=args.teacher_type,
-                                     output=out if rank == 0 else None, trust_remote_code=args.trust_remote_code)
+                                     output=out if rank == 0 else None, trust_remote_code=args.trust_remote_code,
+                                     shard_size=args.shard_size)
         if rank == 0:
             print(result.stats.summary(), file=sys.stderr)
             print(f"wrote {len(result.pairs)} records to {out}", file=sys.stderr)

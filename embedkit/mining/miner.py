@@ -97,7 +97,7 @@ def embed_texts(model: SentenceTransformer, texts: Sequence[str], *, role: str |
                 prompt: str | None = None, cache_dir: str | os.PathLike | None = None,
                 source: str | os.PathLike | None = None, fingerprint: str | None = None,
                 encode_fn: Callable[..., np.ndarray] | None = None, show_progress_bar: bool | None = None,
-                stats: MiningStats | None = None) -> np.ndarray:
+                stats: MiningStats | None = None, shard_size: int = 4096) -> np.ndarray:
     """L2-normalised float32 embeddings of ``texts``, through the on-disk cache when ``cache_dir`` is set."""
     encode_fn = encode_fn or encode
     used_prompt = resolve_prompt(model, role, prompt)
@@ -116,7 +116,7 @@ def embed_texts(model: SentenceTransformer, texts: Sequence[str], *, role: str |
     else:
         key = {"version": CACHE_VERSION, "model": fingerprint or model_fingerprint(model, source),
                "prompt": used_prompt, "max_seq_length": getattr(model, "max_seq_length", None)}
-        cache = EmbeddingCache(cache_dir, key)
+        cache = EmbeddingCache(cache_dir, key, shard_size=shard_size)
         emb = cache.get_or_encode(list(texts), run, desc=f"encode {role or 'texts'}",
                                   show_progress_bar=show_progress_bar)
         if stats is not None:
@@ -149,6 +149,7 @@ def mine_hard_negatives(
     show_progress_bar: bool | None = None,
     trust_remote_code: bool = False,
     encode_fn: Callable[..., np.ndarray] | None = None,
+    shard_size: int = 4096,
     **overrides: Any,
 ) -> MiningResult:
     """Add hard negatives (and optional teacher scores) to training pairs.
@@ -165,6 +166,7 @@ def mine_hard_negatives(
             stored as ``positive_scores`` / ``negative_scores``.
         output: write the pairs here as JSONL, atomically (only rank 0 writes).
         encode_fn: replace :func:`embedkit.encode` (same signature) -- for instrumentation.
+        shard_size: texts per cache shard (the unit of resumption and of the work split between ranks).
 
     Returns:
         :class:`MiningResult`; ``result.stats.summary()`` says what each filter removed.
@@ -203,7 +205,8 @@ def mine_hard_negatives(
 
     fingerprint = model_fingerprint(st_model, source) if cache_dir is not None else None
     common = dict(batch_size=cfg.batch_size, cache_dir=cache_dir, source=source, fingerprint=fingerprint,
-                  encode_fn=encode_fn, show_progress_bar=show_progress_bar, stats=stats)
+                  encode_fn=encode_fn, show_progress_bar=show_progress_bar, stats=stats,
+                  shard_size=shard_size)
     doc_emb = embed_texts(st_model, corpus_texts, role="document", **common)
     q_emb = embed_texts(st_model, queries, role="query", **common)
     stats.seconds["encode"] = time.perf_counter() - t_setup
