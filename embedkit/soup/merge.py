@@ -39,8 +39,8 @@ import torch
 from embedkit.errors import ModelError
 from embedkit.soup.checkpoint import EXPORT_DIRS, PICKLE_SUFFIXES, Checkpoint, TensorSpec, file_metadata
 
-#: at most this many values of one tensor are held per member at a time (64 MiB of float64 accumulator)
-BLOCK_ELEMENTS = 1 << 23
+#: at most this many values of one tensor are read at a time (a 16 MiB float64 accumulator + one block)
+BLOCK_ELEMENTS = 1 << 21
 
 DTYPES: dict[str, torch.dtype] = {
     "F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
