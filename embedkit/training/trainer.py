@@ -60,8 +60,19 @@ logger = logging.getLogger(__name__)
 TRAINABLE_STATE = "trainable_state.safetensors"
 EMBEDKIT_STATE = "embedkit_state.json"
 LOSS_STATE = "loss_state.safetensors"
-#: test hook: seconds to sleep in the middle of a checkpoint save (lets tests SIGKILL a save half-way)
+#: test hook: ``SECONDS`` or ``STEP:SECONDS`` to sleep in the middle of (that step's) checkpoint save, so tests can
+#: SIGKILL a save half-way
 SAVE_DELAY_ENV = "EMBEDKIT_TEST_SAVE_DELAY"
+
+
+def _save_delay(step: int) -> float:
+    raw = os.environ.get(SAVE_DELAY_ENV, "").strip()
+    if not raw:
+        return 0.0
+    if ":" in raw:
+        at, _, seconds = raw.partition(":")
+        return float(seconds) if int(at) == step else 0.0
+    return float(raw)
 
 
 def _with_modality(features: dict[str, Any]) -> dict[str, Any]:
@@ -303,7 +314,7 @@ class EmbeddingTrainer(Trainer):
                 else:
                     self.state.stateful_callbacks[name] = cb.state()
             self.state.save_to_json(str(partial / "trainer_state.json"))
-            delay = float(os.environ.get(SAVE_DELAY_ENV, "0") or 0)
+            delay = _save_delay(step)
             if delay > 0:  # test hook: a window in which a SIGKILL hits a half-written checkpoint
                 (partial / "SAVING").write_text(str(os.getpid()))
                 time.sleep(delay)
