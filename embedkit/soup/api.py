@@ -31,6 +31,7 @@ import datetime as _dt
 import json
 import math
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -249,52 +250,67 @@ def soup(
     scores: list[float | None] = [None] * len(members)
     steps: list[GreedyStep] = []
     kept = list(range(len(members)))
-    with tempfile.TemporaryDirectory(prefix="embedkit-soup-") as work:
+    # candidate soups live next to the output (same file system: the winning greedy candidate is moved, not copied)
+    with tempfile.TemporaryDirectory(prefix=f".{out.name}.work-", dir=out.parent) as work:
         counter = iter(range(1_000_000))
+        best: dict[str, object] = {"key": None, "dir": None, "score": -math.inf}
 
-        def score_of(idx: list[int], wts: list[float]) -> float:
+        def score_of(idx: list[int], wts: list[float], *, greedy: bool = False) -> float:
             assert score_fn is not None
             if len(idx) == 1 and members[idx[0]].kind == "full":
                 return _checked_score(score_fn, members[idx[0]].root, str(members[idx[0]].path))
-            tmp = Path(work) / f"candidate-{next(counter)}"
-            tmp.mkdir()
+            cand = Path(work) / f"candidate-{next(counter)}"
+            cand.mkdir()
+            keep = False
             try:
-                _materialize([(members[i], w) for i, w in zip(idx, wts)], None, tmp)
-                return _checked_score(score_fn, tmp, "the soup of " + ", ".join(str(paths[i]) for i in idx))
+                _materialize([(members[i], w) for i, w in zip(idx, wts)], None, cand)
+                score = _checked_score(score_fn, cand, "the soup of " + ", ".join(str(paths[i]) for i in idx))
+                # mirror greedy_select's rule to keep only the best candidate on disk
+                keep = greedy and score >= float(best["score"])  # type: ignore[arg-type]
+                if keep:
+                    if best["dir"] is not None:
+                        shutil.rmtree(best["dir"], ignore_errors=True)  # type: ignore[arg-type]
+                    best.update(key=tuple(idx), dir=cand, score=score)
+                return score
             finally:
-                import shutil
-
-                shutil.rmtree(tmp, ignore_errors=True)
+                if not keep:
+                    shutil.rmtree(cand, ignore_errors=True)
 
         if score_fn is not None:
             scores = [score_of([i], [1.0]) for i in range(len(members))]
         if method == "greedy":
+            best["score"] = max(s for s in scores if s is not None)
             kept, steps = greedy_select([s for s in scores if s is not None],
-                                        lambda idx: score_of(idx, [1.0 / len(idx)] * len(idx)))
+                                        lambda idx: score_of(idx, [1.0 / len(idx)] * len(idx), greedy=True))
             ws = [1.0 / len(kept) if i in kept else 0.0 for i in range(len(members))]
 
-    final_members = [(members[i], ws[i] * (1.0 - b)) for i in range(len(members)) if ws[i] > 0]
-    base_src = (base_ckpt, b) if (base_ckpt is not None and b > 0) else None
-    final_score: float | None = None
-    result = SoupResult(
-        output=str(out), method=method,
-        members=[SoupMember(path=str(paths[i]), kind=members[i].kind, weight=ws[i], score=scores[i],
-                            kept=i in kept) for i in range(len(members))],
-        base=str(base) if base is not None else None, base_weight=b, metric=label_metric,
-        greedy_steps=steps, created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    )
-    with atomic_dir(out, overwrite=overwrite) as tmp:
-        _materialize(final_members, base_src, tmp)
-        if score_fn is not None:
-            if method == "greedy" and base_src is None:
-                final_score = max(s.soup_score for s in steps if s.kept)  # the last kept soup is this model
+        final_members = [(members[i], ws[i] * (1.0 - b)) for i in range(len(members)) if ws[i] > 0]
+        base_src = (base_ckpt, b) if (base_ckpt is not None and b > 0) else None
+        final_score: float | None = None
+        result = SoupResult(
+            output=str(out), method=method,
+            members=[SoupMember(path=str(paths[i]), kind=members[i].kind, weight=ws[i], score=scores[i],
+                                kept=i in kept) for i in range(len(members))],
+            base=str(base) if base is not None else None, base_weight=b, metric=label_metric,
+            greedy_steps=steps, created=_dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        )
+        with atomic_dir(out, overwrite=overwrite) as tmp:
+            reuse = method == "greedy" and base_src is None and best["key"] == tuple(kept) and best["dir"] is not None
+            if reuse:  # the last kept greedy candidate is exactly this soup: move it instead of averaging again
+                for entry in Path(best["dir"]).iterdir():  # type: ignore[arg-type]
+                    shutil.move(str(entry), str(tmp / entry.name))
             else:
-                final_score = _checked_score(score_fn, tmp, "the soup")
-        result.score = final_score
-        with atomic_file(tmp / RECORD_FILE) as f:
-            Path(f).write_text(json.dumps(result.model_dump(), indent=2) + "\n", encoding="utf-8")
-        with atomic_file(tmp / "README.md") as f:
-            Path(f).write_text(model_card(result), encoding="utf-8")
+                _materialize(final_members, base_src, tmp)
+            if score_fn is not None:
+                if method == "greedy" and base_src is None:
+                    final_score = max(s.soup_score for s in steps if s.kept)  # the last kept soup is this model
+                else:
+                    final_score = _checked_score(score_fn, tmp, "the soup")
+            result.score = final_score
+            with atomic_file(tmp / RECORD_FILE) as f:
+                Path(f).write_text(json.dumps(result.model_dump(), indent=2) + "\n", encoding="utf-8")
+            with atomic_file(tmp / "README.md") as f:
+                Path(f).write_text(model_card(result), encoding="utf-8")
     return result
 
 

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 from soup_helpers import all_weights, perturbed_copy
 
@@ -37,8 +36,13 @@ def test_greedy_select_single_member() -> None:
     assert kept == [0] and len(steps) == 1
 
 
-def test_greedy_soup_scores_the_real_averages(st_tiny: str, tmp_path: Path) -> None:
+def test_greedy_soup_scores_the_real_averages(st_tiny: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A synthetic scorer (closeness to a target checkpoint) checks which folders greedy builds and keeps."""
+    import embedkit.soup.api as api
+
+    built: list[int] = []
+    real_materialize = api._materialize
+    monkeypatch.setattr(api, "_materialize", lambda m, b, out: (built.append(len(m)), real_materialize(m, b, out)))
     target = all_weights(st_tiny)["model.safetensors"]
 
     def closeness(folder: Path) -> float:
@@ -74,6 +78,9 @@ def test_greedy_soup_scores_the_real_averages(st_tiny: str, tmp_path: Path) -> N
     assert len(res.greedy_steps) == len(members)
     card = (tmp_path / "out" / "README.md").read_text()
     assert "Greedy selection" in card and "-> dropped" in card
+    # one candidate soup per greedy step after the first; the winning candidate is moved, not averaged again
+    assert len(built) == len(members) - 1
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".out")]
 
 
 @pytest.fixture(scope="module")
@@ -118,3 +125,22 @@ def test_greedy_soup_beats_every_member_on_real_data(minilm_path: str, heldout: 
 
 
 SCALE = 0.02
+
+
+def test_uniform_soup_with_scorer_records_member_and_soup_scores(st_tiny: str, tmp_path: Path) -> None:
+    """With a scorer, non-greedy soups score each member and the written model (after base interpolation)."""
+    seen: list[Path] = []
+
+    def mean_bias(folder: Path) -> float:
+        seen.append(Path(folder))
+        state = load_file(Path(folder) / "model.safetensors")
+        return float(state["encoder.layer.0.output.dense.bias"].double().mean())
+
+    members = [str(perturbed_copy(st_tiny, tmp_path / f"m{s}", seed=s, scale=0.1)) for s in (1, 2)]
+    res = soup(members, score_fn=mean_bias, base=st_tiny, base_weight=0.5, output=tmp_path / "out")
+    assert [m.score for m in res.members] == pytest.approx([mean_bias(Path(p)) for p in members])
+    want = 0.5 * (res.members[0].score + res.members[1].score) / 2 + 0.5 * mean_bias(Path(st_tiny))
+    assert res.score == pytest.approx(want, abs=1e-6)
+    assert res.score == pytest.approx(mean_bias(tmp_path / "out"), abs=1e-9)
+    assert all(m.kept for m in res.members) and res.greedy_steps == []
+    assert len(seen) >= 3
