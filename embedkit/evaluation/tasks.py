@@ -319,9 +319,9 @@ def hub_tasks(names: Sequence[str], *, check_hub: bool = True) -> list[Any]:
             tasks.extend(mteb.get_tasks(tasks=[name]))
         except KeyError as exc:
             msg = str(exc).strip("\"'")
-            raise InputError(f"unknown MTEB task '{name}'", where="--tasks",
-                             hint=msg if "did you mean" in msg.lower() else "check the name (mteb.get_tasks() lists them)"
-                             ) from None
+            at = msg.lower().find("did you mean")
+            hint = msg[at:].rstrip("\"'") if at >= 0 else "check the name (mteb.get_tasks() lists them)"
+            raise InputError(f"unknown MTEB task '{name}'", where="--tasks", hint=hint) from None
     offline_reason: str | None = None
     if check_hub and tasks:
         offline_reason = hub_is_offline()

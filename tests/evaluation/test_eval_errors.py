@@ -104,6 +104,8 @@ def test_hub_unreachable_without_offline_switch_fails_fast(monkeypatch):
 def test_unknown_task_and_missing_checkpoint(tmp_path, capsys, tiny_bert, small_beir):
     code, lines = _run_cli(capsys, ["eval", tiny_bert, "--tasks", "NoSuchTask", "-o", str(tmp_path / "o")])
     assert code == 2 and len(lines) == 1 and "unknown MTEB task 'NoSuchTask'" in lines[0]
+    code, lines = _run_cli(capsys, ["eval", tiny_bert, "--tasks", "STS13x", "-o", str(tmp_path / "o")])
+    assert code == 2 and "(fix: Did you mean: 'STS13'?)" in lines[0]
     code, lines = _run_cli(capsys, ["eval", str(tmp_path / "nope"), "--beir", str(small_beir), "-o",
                                     str(tmp_path / "o")])
     assert code == 2 and len(lines) == 1 and "not found" in lines[0]
