@@ -33,6 +33,7 @@ import logging
 import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -405,9 +406,13 @@ def evaluate(
             saved = (card.model_name, card.base_model_revision)
             card.model_name, card.base_model_revision = info.model_name, info.revision
             try:
-                res = mteb.evaluate(model, task_objs, cache=cache, overwrite_strategy="always",
-                                    encode_kwargs={"batch_size": batch_size, "show_progress_bar": show_progress_bar},
-                                    show_progress_bar=show_progress_bar, co2_tracker=False)
+                with warnings.catch_warnings():
+                    # mteb 2.26 calls sentence-transformers' renamed get_sentence_embedding_dimension: noise only
+                    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mteb\..*")
+                    res = mteb.evaluate(model, task_objs, cache=cache, overwrite_strategy="always",
+                                        encode_kwargs={"batch_size": batch_size,
+                                                       "show_progress_bar": show_progress_bar},
+                                        show_progress_bar=show_progress_bar, co2_tracker=False)
             finally:
                 card.model_name, card.base_model_revision = saved
             by_name = {r.task_name: r for r in res.task_results}
