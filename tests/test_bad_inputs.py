@@ -1,0 +1,262 @@
+"""The bad-input catalogue: every CLI command, every kind of bad input -> one actionable line, exit 2, no output.
+
+Each case builds its inputs in a fresh folder, runs ``embedkit`` in-process (the same ``main`` the console script
+runs), and checks: exit code 2, exactly one non-empty stderr line starting ``embedkit: error:``, the expected
+fragments (what and where), a ``fix:`` hint, no traceback, and no output file or folder left behind. Three cases
+also run as real subprocesses to prove the console script behaves the same.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from embedkit.cli import main
+
+RECIPE = """\
+model:
+  name: {model}
+  max_seq_length: 32
+data:
+  datasets:
+    - path: {pairs}
+      max_negatives: 0
+training:
+  batch_size: 2
+  max_steps: 1
+"""
+
+
+@dataclass
+class Case:
+    name: str
+    setup: Callable[[Path, str, str], list[str]]  # (tmp, minilm, tiny_bert) -> argv
+    expect: tuple[str, ...]  # fragments of the one-line message
+    output: str = "out"  # the output path (relative to tmp) that must not exist afterwards
+
+
+def _w(p: Path, text: str | bytes) -> Path:
+    p.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(text, bytes):
+        p.write_bytes(text)
+    else:
+        p.write_text(text, encoding="utf-8")
+    return p
+
+
+def _pairs(tmp: Path, body: str, name: str = "pairs.jsonl") -> str:
+    return str(_w(tmp / name, body))
+
+
+def _good_pairs(tmp: Path) -> str:
+    rows = [{"query": f"query number {i}", "positive": f"document number {i} text"} for i in range(8)]
+    return _pairs(tmp, "\n".join(json.dumps(r) for r in rows) + "\n", "good.jsonl")
+
+
+def _recipe(tmp: Path, model: str, pairs: str, extra: str = "") -> str:
+    return str(_w(tmp / "recipe.yaml", RECIPE.format(model=model, pairs=pairs) + extra))
+
+
+def _beir(tmp: Path, *, corpus: str | None = None, queries: str | None = None, qrels: str | None = None) -> str:
+    root = tmp / "beir"
+    root.mkdir()
+    if corpus is not None:
+        _w(root / "corpus.jsonl", corpus)
+    if queries is not None:
+        _w(root / "queries.jsonl", queries)
+    if qrels is not None:
+        _w(root / "qrels" / "test.tsv", qrels)
+    return str(root)
+
+
+GOOD_CORPUS = '{"_id": "d1", "text": "list directory contents"}\n{"_id": "d2", "text": "copy files"}\n'
+GOOD_QUERIES = '{"_id": "q1", "text": "ls"}\n'
+GOOD_QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\n"
+
+
+def _mine(tmp: Path, m: str, pairs: str, *extra: str) -> list[str]:
+    return ["mine", "--pairs", pairs, "--model", m, "-o", str(tmp / "out"), *extra]
+
+
+def _encode(tmp: Path, m: str, src: str, *extra: str) -> list[str]:
+    return ["encode", "--model", m, "-i", src, "-o", str(tmp / "out.npy"), *extra]
+
+
+def _bad_soup_member(tmp: Path, tiny: str) -> str:
+    """A copy of the tiny BERT whose hidden size differs (same parameter names, other shapes)."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    out = tmp / "other"
+    tok = AutoTokenizer.from_pretrained(tiny)
+    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=32, max_position_embeddings=128)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+def _gpt2(tmp: Path, tiny: str) -> str:
+    from transformers import AutoTokenizer, GPT2Config, GPT2Model
+
+    out = tmp / "gpt2"
+    tok = AutoTokenizer.from_pretrained(tiny)
+    GPT2Model(GPT2Config(vocab_size=tok.vocab_size, n_embd=16, n_layer=1, n_head=2, bos_token_id=tok.cls_token_id,
+                         eos_token_id=tok.sep_token_id)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
+
+
+CASES: list[Case] = [
+    # ---- encode
+    Case("encode: malformed JSONL", lambda t, m, b: _encode(t, m, _pairs(t, '{"text": "a"}\n{"text": oops}\n', "t.jsonl")),
+         ("t.jsonl:2", "invalid JSON"), "out.npy"),
+    Case("encode: missing text field", lambda t, m, b: _encode(t, m, _pairs(t, '{"id": 1, "txt": "a"}\n', "t.jsonl")),
+         ("t.jsonl:1", "'text' is missing"), "out.npy"),
+    Case("encode: non-string text", lambda t, m, b: _encode(t, m, _pairs(t, '{"text": 42}\n', "t.jsonl")),
+         ("t.jsonl:1", "not a string"), "out.npy"),
+    Case("encode: non-UTF-8 bytes", lambda t, m, b: _encode(t, m, str(_w(t / "t.jsonl", b'{"text": "caf\xe9"}\n'))),
+         ("t.jsonl:1", "UTF-8"), "out.npy"),
+    Case("encode: duplicate ids", lambda t, m, b: _encode(
+        t, m, _pairs(t, '{"id": "a", "text": "x"}\n{"id": "a", "text": "y"}\n', "t.jsonl")),
+         ("duplicate id 'a'",), "out.npy"),
+    Case("encode: empty input file", lambda t, m, b: _encode(t, m, _pairs(t, "", "t.jsonl")),
+         ("holds no texts",), "out.npy"),
+    Case("encode: missing model folder", lambda t, m, b: _encode(t, str(t / "nomodel"), _pairs(t, '{"text": "a"}\n', "t.jsonl")),
+         ("nomodel", "not found"), "out.npy"),
+    Case("encode: corrupt model folder", lambda t, m, b: _encode(
+        t, str(_w(t / "broken" / "config.json", "{oops").parent), _pairs(t, '{"text": "a"}\n', "t.jsonl")),
+         ("config.json", "cannot read"), "out.npy"),
+    Case("encode: non-writable output path", lambda t, m, b: [
+        "encode", "--model", m, "-i", _pairs(t, '{"text": "a"}\n', "t.jsonl"),
+        "-o", str(_w(t / "afile", "x") / "sub" / "out.npy")],
+         ("cannot create output folder",), "afile/sub"),
+    # ---- mine
+    Case("mine: malformed JSON line", lambda t, m, b: _mine(t, m, _pairs(t, '{"query": "q", "positive": "d"}\n{bad\n')),
+         ("pairs.jsonl:2", "invalid JSON")),
+    Case("mine: missing query", lambda t, m, b: _mine(t, m, _pairs(t, '{"positive": "d"}\n')),
+         ("pairs.jsonl:1", "'query'")),
+    Case("mine: empty positive", lambda t, m, b: _mine(t, m, _pairs(t, '{"query": "q", "positive": "  "}\n')),
+         ("pairs.jsonl:1", "empty")),
+    Case("mine: wrong type for negatives", lambda t, m, b: _mine(
+        t, m, _pairs(t, '{"query": "q", "positive": "d", "negatives": 5}\n')),
+         ("pairs.jsonl:1", "negatives")),
+    Case("mine: malformed CSV line", lambda t, m, b: _mine(
+        t, m, str(_w(t / "pairs.csv", 'query,positive\n"q1,d1\n'))),
+         ("pairs.csv",)),
+    Case("mine: duplicate ids", lambda t, m, b: _mine(t, m, _pairs(
+        t, '{"id": "x", "query": "q", "positive": "d"}\n{"id": "x", "query": "q2", "positive": "d2"}\n')),
+         ("pairs.jsonl:2", "duplicate")),
+    Case("mine: qrels name a missing document", lambda t, m, b: _mine(t, m, _beir(
+        t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels="query-id\tcorpus-id\tscore\nq1\tnope\t1\n")),
+         ("test.tsv:2", "nope")),
+    Case("mine: empty corpus", lambda t, m, b: _mine(t, m, _beir(t, corpus="", queries=GOOD_QUERIES, qrels=GOOD_QRELS)),
+         ("corpus",)),
+    Case("mine: contradictory window", lambda t, m, b: _mine(t, m, _good_pairs(t), "--range-min", "30", "--range-max", "10"),
+         ("range",)),
+    # ---- train
+    Case("train: unknown recipe key", lambda t, m, b: [
+        "train", _recipe(t, b, _good_pairs(t), "colour: blue\n"), "-o", str(t / "out")],
+         ("colour",)),
+    Case("train: misspelled key", lambda t, m, b: [
+        "train", _recipe(t, b, _good_pairs(t)), "--set", "training.bach_size=4", "-o", str(t / "out")],
+         ("training.bach_size", "training.batch_size")),
+    Case("train: wrong value type", lambda t, m, b: [
+        "train", _recipe(t, b, _good_pairs(t)), "--set", "training.lr=fast", "-o", str(t / "out")],
+         ("training.lr",)),
+    Case("train: YAML syntax error", lambda t, m, b: [
+        "train", str(_w(t / "recipe.yaml", "model:\n  name: [minilm\n")), "-o", str(t / "out")],
+         ("recipe.yaml:",)),
+    Case("train: contradictory options", lambda t, m, b: [
+        "train", _recipe(t, b, _good_pairs(t), "losses:\n  infonce: null\n  listwise: {weight: 1.0}\n"),
+        "-o", str(t / "out")],
+         ("listwise",)),
+    Case("train: unsupported architecture for bidirectional", lambda t, m, b: [
+        "train", _recipe(t, _gpt2(t, b), _good_pairs(t)), "--set", "model.bidirectional=true", "-o", str(t / "out")],
+         ("gpt2", "not verified")),
+    Case("train: output folder holds a different run", lambda t, m, b: [
+        "train", _recipe(t, b, _good_pairs(t)), "-o", str(_w(t / "prev" / "recipe.yaml", "model: {name: other}\n").parent)],
+         ("prev",), "prev/final"),
+    Case("train: data file missing", lambda t, m, b: [
+        "train", _recipe(t, b, str(t / "missing.jsonl")), "-o", str(t / "out")],
+         ("missing.jsonl",)),
+    # ---- eval
+    Case("eval: BEIR folder without queries", lambda t, m, b: [
+        "eval", b, "--beir", _beir(t, corpus=GOOD_CORPUS, qrels=GOOD_QRELS), "-o", str(t / "out")],
+         ("queries.jsonl",)),
+    Case("eval: dangling qrels", lambda t, m, b: [
+        "eval", b, "--beir", _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES,
+                                   qrels="query-id\tcorpus-id\tscore\nq9\td1\t1\n"), "-o", str(t / "out")],
+         ("test.tsv:2", "q9")),
+    Case("eval: hub task while offline", lambda t, m, b: ["eval", b, "--tasks", "SciFact", "-o", str(t / "out")],
+         ("SciFact", "offline")),
+    Case("eval: missing checkpoint", lambda t, m, b: [
+        "eval", str(t / "nockpt"), "--beir", _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS),
+        "-o", str(t / "out")],
+         ("nockpt",)),
+    # ---- soup
+    Case("soup: members with different shapes", lambda t, m, b: ["soup", b, _bad_soup_member(t, b), "-o", str(t / "out")],
+         ("shape",)),
+    Case("soup: weights do not match members", lambda t, m, b: [
+        "soup", b, b, "--method", "weighted", "--weights", "1", "-o", str(t / "out")],
+         ("weights",)),
+    Case("soup: pickle-only member", lambda t, m, b: [
+        "soup", b, str(_w(t / "pkl" / "pytorch_model.bin", b"\x80\x04").parent), "-o", str(t / "out")],
+         ("pkl",)),
+    Case("soup: greedy without held-out data", lambda t, m, b: ["soup", b, b, "--method", "greedy", "-o", str(t / "out")],
+         ("greedy", "--eval")),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, minilm_path: str, tiny_bert: str, capsys) -> None:
+    argv = case.setup(tmp_path, minilm_path, tiny_bert)
+    capsys.readouterr()  # drop whatever building the inputs printed
+    before = set(tmp_path.rglob("*"))
+    code = main(argv)
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, f"exit {code}, stderr: {err}"
+    assert len(lines) == 1, f"expected one line, got: {err}"
+    line = lines[0]
+    assert line.startswith("embedkit: error:") and "Traceback" not in err
+    for fragment in case.expect:
+        assert fragment.lower() in line.lower(), f"{fragment!r} not in {line!r}"
+    assert "fix:" in line, f"no fix hint in {line!r}"
+    assert not (tmp_path / case.output).exists(), "partial output left behind"
+    new = {p for p in set(tmp_path.rglob("*")) - before if p.name.endswith(".tmp") or ".tmp" in p.name}
+    assert not new, f"temporary files left behind: {new}"
+
+
+def test_catalogue_is_big_enough() -> None:
+    assert len(CASES) >= 25
+    commands = {c.name.split(":")[0] for c in CASES}
+    assert commands == {"encode", "mine", "train", "eval", "soup"}
+
+
+@pytest.mark.parametrize("argv_tail", [
+    ["mine", "--pairs", "MISSING.jsonl", "-o", "OUT.jsonl"],
+    ["train", "MISSING.yaml"],
+    ["frobnicate"],
+])
+def test_console_script_one_line_exit_2(tmp_path: Path, argv_tail: list[str]) -> None:
+    argv = [a.replace("MISSING", str(tmp_path / "missing")).replace("OUT", str(tmp_path / "out")) for a in argv_tail]
+    proc = subprocess.run([sys.executable, "-m", "embedkit.cli", *argv], capture_output=True, text=True,
+                          env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2, proc.stderr
+    assert len(lines) == 1 and lines[0].startswith("embedkit: error:"), proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_debug_flag_shows_traceback(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "embedkit.cli", "--debug", "train", str(tmp_path / "no.yaml")],
+                          capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}, timeout=300)
+    assert proc.returncode == 2
+    assert "Traceback" in proc.stderr and "embedkit: error:" in proc.stderr
