@@ -107,7 +107,7 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, **off: bool) -> 
     if not off.get("masking"):
         infonce["masking"] = {"margin": 0.1}
     if not off.get("mixing"):
-        infonce["mixing"] = {"num_mixed": 8, "hardest_k": 4, "seed": args.seed}
+        infonce["mixing"] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False, "seed": args.seed}
     recipe: dict[str, Any] = {
         "model": {"name": "minilm", "max_seq_length": args.max_seq_length},
         "data": {"datasets": [{"path": str(pairs_path), "name": "debian",
