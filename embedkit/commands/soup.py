@@ -19,7 +19,8 @@ import sys
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("soup", help="average fine-tuned checkpoints (uniform / weighted / greedy model soup)",
-                       description=__doc__.split("\n\n")[0] if __doc__ else None)
+                       description="Average fine-tuned checkpoints into one model folder: uniform, weighted, or "
+                                   "greedy by held-out score; LoRA adapters are merged into their base first.")
     p.add_argument("checkpoints", nargs="+", metavar="CKPT",
                    help="sentence-transformers / transformers folders, or LoRA adapter folders (one kind)")
     p.add_argument("--method", choices=["uniform", "weighted", "greedy"], default="uniform",
