@@ -23,7 +23,7 @@ from embedkit.losses import (
 from embedkit.models import load_model
 from embedkit.models.config import LoraConfig
 from embedkit.training import gradcache as gc_mod
-from embedkit.training.gradcache import GradCache, compute_loss_uncached, split_features
+from embedkit.training.gradcache import GradCache, compute_loss_uncached, plan_chunks, split_features
 
 TOL = 1e-5
 B, K, CHUNK = 6, 3, 4  # 6 queries x (positive + 2 negatives) = 18 documents; chunks of 4 leave remainders
@@ -71,19 +71,19 @@ def reset(loss_fn: torch.nn.Module) -> None:
             m.step = 0
 
 
-def run_both(model, loss_fn, *, chunk_size=CHUNK, ref_chunk=CHUNK, seed=123):
+def run_both(model, loss_fn, *, chunk_size=CHUNK, ref_chunk=CHUNK, seed=123, **chunking):
     """(uncached grads, cached grads, uncached stats, cached stats) from the same RNG start."""
     qf, df = model.preprocess(QUERIES), model.preprocess(DOCS)
     model.zero_grad(set_to_none=True)
     reset(loss_fn)
     torch.manual_seed(seed)
-    loss, s_ref = compute_loss_uncached(model, loss_fn, qf, df, build, chunk_size=ref_chunk)
+    loss, s_ref = compute_loss_uncached(model, loss_fn, qf, df, build, chunk_size=ref_chunk, **chunking)
     loss.backward()
     g_ref = grads(model)
     model.zero_grad(set_to_none=True)
     reset(loss_fn)
     torch.manual_seed(seed)
-    loss_c, s_gc = GradCache(model, loss_fn, chunk_size=chunk_size).forward_backward(qf, df, build)
+    loss_c, s_gc = GradCache(model, loss_fn, chunk_size=chunk_size, **chunking).forward_backward(qf, df, build)
     g_gc = grads(model)
     model.zero_grad(set_to_none=True)
     assert loss_c.item() == pytest.approx(loss.item(), rel=1e-5)
@@ -121,6 +121,35 @@ def test_gradcache_equals_uncached_with_dropout(dropout_model, name: str) -> Non
     if "masked_false_negatives" in s_ref:
         assert s_ref["masked_false_negatives"] == s_gc["masked_false_negatives"] == 1.0  # the planted duplicate
         assert s_gc["mixed_negatives"] > 0
+
+
+def test_textbook_chunking_without_sorting_or_trimming(dropout_model) -> None:
+    g_ref, g_gc, _, _ = run_both(dropout_model, losses()["combined_mixing_masking"](),
+                                 sort_by_length=False, trim_padding=False)
+    assert max_diff(g_ref, g_gc) <= TOL
+
+
+def test_plan_chunks_sorts_trims_and_maps_rows_back(tiny_bert: str) -> None:
+    model = load_model(tiny_bert)
+    model.eval()
+    texts = ["a", "a much longer text with many more words in it than the others", "mid size text here",
+             "b", "another fairly long sentence for the test", "c d"]
+    feats = model.preprocess(texts)
+    lengths = feats["attention_mask"].sum(1)
+    plan = plan_chunks(feats, 2)
+    assert plan.order is not None and sorted(plan.order.tolist()) == list(range(6))
+    assert lengths[plan.order].tolist() == sorted(lengths.tolist(), reverse=True)
+    widths = [c["input_ids"].shape[1] for c in plan.chunks]
+    assert widths[0] == feats["input_ids"].shape[1] and widths[-1] < widths[0]
+    for c in plan.chunks:  # every chunk keeps exactly its longest row's width, and all its real tokens
+        assert c["attention_mask"].sum(1).max().item() == c["input_ids"].shape[1]
+        assert c["token_type_ids"].shape == c["input_ids"].shape
+    assert int(sum(c["attention_mask"].sum() for c in plan.chunks)) == int(lengths.sum())
+    with torch.no_grad():
+        chunked = plan.unpermute(torch.cat([model(dict(c))["sentence_embedding"] for c in plan.chunks]))
+        whole = model(dict(feats))["sentence_embedding"]
+    assert torch.allclose(chunked, whole, atol=1e-6)
+    assert torch.equal(plan.permute(plan.unpermute(chunked)), chunked)
 
 
 def test_rng_replay_is_what_makes_dropout_exact(dropout_model, monkeypatch: pytest.MonkeyPatch) -> None:

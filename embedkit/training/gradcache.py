@@ -17,8 +17,12 @@ runs inside the model's ``no_sync()``, so gradients accumulate locally and are a
 sentence-transformers' ``CachedMultipleNegativesRankingLoss`` all-reduces once per mini-batch (its issue #4027;
 fix PR #4039 still open): with 32 chunks that is 32 rounds of full-model communication per step.
 
-Peak activation memory is that of one chunk (plus ``B x D`` embeddings); the cost is one extra no-grad forward
-(~1.3x compute of the plain step on CPU -- see ``eval/results/gradcache.md``).
+Peak activation memory is that of one chunk (plus ``B x D`` embeddings); the cost is one extra no-grad forward.
+To win that back, rows are encoded **sorted by length** and each chunk is **trimmed** to its own longest row
+(the embeddings and gradients are mapped back to the original rows, so the loss and the gradient do not change):
+a batch of mixed-length documents then costs fewer padded tokens than the plain full-batch step, which pads every
+row to the batch's longest. ``sort_by_length=False, trim_padding=False`` gives the textbook algorithm. Measured
+figures: ``eval/results/gradcache.md``.
 
 The model is called as ``model(features)["sentence_embedding"]`` (a ``SentenceTransformer``, possibly wrapped in
 DDP, with LoRA or latent-attention pooling); ``features`` are tokenizer dicts. Every tensor value whose first
@@ -50,7 +54,8 @@ from torch import Tensor
 from embedkit.errors import ConfigError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
 
-__all__ = ["BuildBatch", "GradCache", "RngState", "compute_loss_uncached", "split_features"]
+__all__ = ["BuildBatch", "ChunkPlan", "GradCache", "RngState", "compute_loss_uncached", "plan_chunks",
+           "split_features"]
 
 #: ``build_batch(query_embeddings (B, D), doc_embeddings (M, D)) -> EmbeddingBatch``
 BuildBatch = Callable[[Tensor, Tensor], EmbeddingBatch]
@@ -69,17 +74,73 @@ def _batch_size(features: Features) -> int:
                       hint="pass the dict returned by model.preprocess(texts)")
 
 
-def split_features(features: Features, chunk_size: int) -> list[dict[str, Any]]:
-    """Split a tokenizer dict into chunks of ``chunk_size`` rows (non-batched values are shared by all chunks)."""
+@dataclass
+class ChunkPlan:
+    """How a batch is cut into chunks: ``order[i]`` is the original row of the ``i``-th encoded row."""
+
+    chunks: list[dict[str, Any]]
+    order: Tensor | None  # None: rows kept in their original order
+
+    def sizes(self) -> list[int]:
+        return [_batch_size(c) for c in self.chunks]
+
+    def unpermute(self, emb: Tensor) -> Tensor:
+        """Chunk-order rows -> original row order."""
+        if self.order is None:
+            return emb
+        out = torch.empty_like(emb)
+        out[self.order.to(emb.device)] = emb
+        return out
+
+    def permute(self, t: Tensor) -> Tensor:
+        """Original row order -> chunk order (for the cached gradients)."""
+        return t if self.order is None else t[self.order.to(t.device)]
+
+
+def _take(features: Features, idx: Tensor | slice, n: int, trim: bool) -> dict[str, Any]:
+    out = {k: (v[idx] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == n else v) for k, v in features.items()}
+    mask = out.get("attention_mask")
+    if trim and isinstance(mask, Tensor) and mask.dim() == 2 and mask.shape[1] > 0:
+        # drop trailing columns that are padding in every row of the chunk (right padding only: leading pads of
+        # left-padded decoders would shift their position ids)
+        used = mask.bool().any(dim=0)
+        keep = int(used.nonzero().max().item()) + 1 if bool(used.any()) else mask.shape[1]
+        if keep < mask.shape[1]:
+            full = tuple(mask.shape)
+            out = {k: (v[:, :keep] if isinstance(v, Tensor) and v.dim() >= 2 and tuple(v.shape[:2]) == full else v)
+                   for k, v in out.items()}
+    return out
+
+
+def plan_chunks(
+    features: Features, chunk_size: int, *, sort_by_length: bool = True, trim_padding: bool = True
+) -> ChunkPlan:
+    """Cut a tokenizer dict into chunks of ``chunk_size`` rows.
+
+    ``sort_by_length`` groups rows of similar length (longest first) and ``trim_padding`` drops the padding
+    columns no row of a chunk needs: the same embeddings for far fewer padded tokens when lengths vary (the
+    cached gradients are mapped back to the original rows, so the loss never sees the reordering). Non-batched
+    values (``"modality"``, ``"prompt_length"``) are shared by all chunks.
+    """
     n = _batch_size(features)
+    mask = features.get("attention_mask")
+    order = None
+    if sort_by_length and isinstance(mask, Tensor) and mask.dim() == 2 and n > chunk_size:
+        lengths = mask.sum(dim=1).cpu()
+        order = torch.sort(lengths, descending=True, stable=True).indices
     chunks = []
     for start in range(0, n, chunk_size):
         stop = min(start + chunk_size, n)
-        chunks.append({
-            k: (v[start:stop] if isinstance(v, Tensor) and v.dim() > 0 and v.shape[0] == n else v)
-            for k, v in features.items()
-        })
-    return chunks
+        idx: Tensor | slice = slice(start, stop) if order is None else order[start:stop]
+        if isinstance(idx, Tensor) and isinstance(mask, Tensor):
+            idx = idx.to(mask.device)
+        chunks.append(_take(features, idx, n, trim_padding))
+    return ChunkPlan(chunks=chunks, order=order)
+
+
+def split_features(features: Features, chunk_size: int) -> list[dict[str, Any]]:
+    """Split a tokenizer dict into consecutive chunks of ``chunk_size`` rows (no reordering, no trimming)."""
+    return plan_chunks(features, chunk_size, sort_by_length=False, trim_padding=False).chunks
 
 
 def _cuda_devices(features: Features) -> list[int]:
@@ -152,18 +213,24 @@ def compute_loss_uncached(
     *,
     gather_across_devices: bool = False,
     chunk_size: int | None = None,
+    sort_by_length: bool = True,
+    trim_padding: bool = True,
 ) -> tuple[Tensor, dict[str, float]]:
     """The plain path: encode with a graph, build the batch, return ``(loss, stats)``; the caller runs backward.
 
-    ``chunk_size`` encodes in chunks (still with a graph): same maths, and the same dropout draws as
-    :class:`GradCache` with that chunk size, which is how the tests compare the two exactly.
+    ``chunk_size`` encodes in chunks (still with a graph, so no memory saving): same maths, and the same chunks
+    and dropout draws as :class:`GradCache` with the same chunk options, which is how the tests compare the two
+    exactly. Without ``chunk_size`` the whole batch is encoded at once (the other two options are unused).
     """
     if chunk_size is None:
         q = _embed(model, query_features)
         d = _embed(model, doc_features)
     else:
-        q = torch.cat([_embed(model, c) for c in split_features(query_features, chunk_size)])
-        d = torch.cat([_embed(model, c) for c in split_features(doc_features, chunk_size)])
+        embs = []
+        for feats in (query_features, doc_features):
+            plan = plan_chunks(feats, chunk_size, sort_by_length=sort_by_length, trim_padding=trim_padding)
+            embs.append(plan.unpermute(torch.cat([_embed(model, c) for c in plan.chunks])))
+        q, d = embs
     return _loss(build_batch(q, d), loss_fn, gather_across_devices)
 
 
@@ -176,6 +243,9 @@ class GradCache:
         loss_fn: an :class:`~embedkit.losses.base.EmbeddingLoss`.
         chunk_size: rows encoded at once (memory knob; does not change the gradient).
         gather_across_devices: compute the loss on every rank's queries and documents (cross-device negatives).
+        sort_by_length: encode rows of similar length together (longest first); results are mapped back to the
+            original rows, so only the padding (and the speed) changes.
+        trim_padding: drop trailing padding columns that no row of a chunk needs.
     """
 
     def __init__(
@@ -184,6 +254,9 @@ class GradCache:
         loss_fn: EmbeddingLoss,
         chunk_size: int = 32,
         gather_across_devices: bool = False,
+        *,
+        sort_by_length: bool = True,
+        trim_padding: bool = True,
     ) -> None:
         if chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}", where="training.gradcache.chunk_size")
@@ -191,6 +264,13 @@ class GradCache:
         self.loss_fn = loss_fn
         self.chunk_size = int(chunk_size)
         self.gather_across_devices = bool(gather_across_devices)
+        self.sort_by_length = bool(sort_by_length)
+        self.trim_padding = bool(trim_padding)
+
+    def plan(self, features: Features) -> ChunkPlan:
+        """The chunks this GradCache encodes ``features`` in."""
+        return plan_chunks(features, self.chunk_size, sort_by_length=self.sort_by_length,
+                           trim_padding=self.trim_padding)
 
     def _encode_no_grad(self, chunks: list[dict[str, Any]]) -> tuple[list[Tensor], list[RngState]]:
         embs, states = [], []
@@ -222,26 +302,26 @@ class GradCache:
         Returns:
             The detached loss and the loss's stats.
         """
-        q_chunks = split_features(query_features, self.chunk_size)
-        d_chunks = split_features(doc_features, self.chunk_size)
+        q_plan, d_plan = self.plan(query_features), self.plan(doc_features)
 
         # 1) graph-free forward, remembering each chunk's RNG state
-        q_embs, q_states = self._encode_no_grad(q_chunks)
-        d_embs, d_states = self._encode_no_grad(d_chunks)
+        q_embs, q_states = self._encode_no_grad(q_plan.chunks)
+        d_embs, d_states = self._encode_no_grad(d_plan.chunks)
 
-        # 2) loss on the cached embeddings, gradient w.r.t. the embeddings only
-        q = torch.cat(q_embs).requires_grad_()
-        d = torch.cat(d_embs).requires_grad_()
+        # 2) loss on the cached embeddings (original row order), gradient w.r.t. the embeddings only
+        q = q_plan.unpermute(torch.cat(q_embs)).requires_grad_()
+        d = d_plan.unpermute(torch.cat(d_embs)).requires_grad_()
         with torch.enable_grad():
             loss, stats = _loss(build_batch(q, d), self.loss_fn, self.gather_across_devices)
             (loss * loss_scale).backward()
         q_grad = q.grad if q.grad is not None else torch.zeros_like(q)
         d_grad = d.grad if d.grad is not None else torch.zeros_like(d)
-        grads = list(q_grad.split([e.shape[0] for e in q_embs])) + list(d_grad.split([e.shape[0] for e in d_embs]))
+        grads = (list(q_plan.permute(q_grad).split(q_plan.sizes()))
+                 + list(d_plan.permute(d_grad).split(d_plan.sizes())))
         del q, d, q_embs, d_embs
 
         # 3) replay each chunk with a graph and push the cached gradient through the encoder
-        chunks = q_chunks + d_chunks
+        chunks = q_plan.chunks + d_plan.chunks
         states = q_states + d_states
         last = len(chunks) - 1
         for i, (chunk, state, grad) in enumerate(zip(chunks, states, grads)):
