@@ -6,8 +6,8 @@ Two measurements, both on real texts (the packaged Debian sample: package synops
    interleaved round by round so that the machine's load swings hit them alike; reported as ratios of medians:
    embedkit GradCache / embedkit uncached (target <= 1.3x), and for reference sentence-transformers
    ``CachedMultipleNegativesRankingLoss`` and plain ``MultipleNegativesRankingLoss`` at the same batch.
-2. **Peak memory** (``ru_maxrss`` of a fresh child process per configuration, so torch's allocator and everything
-   else count): embedkit GradCache at batch 1024 vs the plain uncached step at batch 32 (target <= 1.25x), plus
+2. **Peak memory** (peak RSS, ``VmHWM``, of a fresh child process per configuration, so torch's allocator and
+   everything else count): embedkit GradCache at batch 1024 vs the plain uncached step at batch 32 (target <= 1.25x), plus
    sentence-transformers' CachedMNRL at batch 1024 for reference.
 
 Every step is a full training step: forward(s), backward, AdamW update. Same loss in all configurations: in-batch
@@ -92,7 +92,9 @@ class Step:
             from embedkit.training.gradcache import GradCache
 
             self.loss_fn = InfoNCELoss(temperature=0.05)
-            self.gc = GradCache(self.model, self.loss_fn, chunk_size=chunk)
+            textbook = kind == "embedkit_gradcache_textbook"
+            self.gc = GradCache(self.model, self.loss_fn, chunk_size=chunk,
+                                sort_by_length=not textbook, trim_padding=not textbook)
 
     def run(self) -> float:
         from embedkit.losses import make_batch
@@ -101,7 +103,7 @@ class Step:
         def build(q, d):
             return make_batch(q, d, 1)
 
-        if self.kind == "embedkit_gradcache":
+        if self.kind.startswith("embedkit_gradcache"):
             loss, _ = self.gc.forward_backward(self.qf, self.df, build)
         elif self.kind == "embedkit_uncached":
             loss, _ = compute_loss_uncached(self.model, self.loss_fn, self.qf, self.df, build)
@@ -119,7 +121,7 @@ def time_configs(batch: int, chunk: int, rounds: int, threads: int) -> dict[str,
 
     torch.set_num_threads(threads)
     queries, docs, source = load_texts(batch)
-    kinds = ["embedkit_uncached", "embedkit_gradcache", "st_cached_mnrl", "st_mnrl"]
+    kinds = ["embedkit_uncached", "embedkit_gradcache", "embedkit_gradcache_textbook", "st_cached_mnrl", "st_mnrl"]
     steps = {k: Step(k, batch, chunk, queries, docs) for k in kinds}
     for s in steps.values():  # warm-up (allocator, first-call costs)
         s.run()
@@ -152,7 +154,22 @@ def memory_child(kind: str, batch: int, chunk: int, steps: int, threads: int) ->
         step.run()
     return {"kind": kind, "batch": batch, "chunk": chunk, "steps": steps,
             "seconds_per_step": (time.perf_counter() - t0) / steps,
-            "max_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "max_rss_mib": peak_rss_mib()}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident memory of this process in MiB.
+
+    ``VmHWM`` from ``/proc/self/status`` belongs to this process's own address space; ``ru_maxrss`` is NOT enough
+    here: Linux carries the parent's peak across fork + exec, so every child would report at least the parent's.
+    """
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_memory(kind: str, batch: int, chunk: int, steps: int, threads: int) -> dict[str, Any]:
@@ -173,6 +190,8 @@ def main() -> None:
     ap.add_argument("--plain-batch", type=int, default=32, help="uncached batch for the memory comparison")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--skip-st-memory", action="store_true", help="skip CachedMNRL at the memory batch")
+    ap.add_argument("--skip-timing", action="store_true")
+    ap.add_argument("--skip-memory", action="store_true")
     ap.add_argument("--json", type=Path, help="also write the results here")
     ap.add_argument("--memory-child", help=argparse.SUPPRESS)
     ap.add_argument("--steps", type=int, default=1, help=argparse.SUPPRESS)
@@ -182,25 +201,27 @@ def main() -> None:
         print(json.dumps(memory_child(args.memory_child, args.batch, args.chunk, args.steps, args.threads)))
         return
 
-    print(f"timing: batch {args.batch}, chunk {args.chunk}, {args.rounds} rounds", flush=True)
-    timing = time_configs(args.batch, args.chunk, args.rounds, args.threads)
-    print(json.dumps({k: timing[k] for k in ("median_s", "ratio_vs_embedkit_uncached", "gradcache_vs_st_cached")},
-                     indent=1), flush=True)
-
-    print("memory: one child process per configuration (ru_maxrss)", flush=True)
-    mem = {
-        "embedkit_uncached": run_memory("embedkit_uncached", args.plain_batch, args.chunk, 2, args.threads),
-        "embedkit_gradcache": run_memory("embedkit_gradcache", args.memory_batch, args.chunk, 1, args.threads),
-    }
-    if not args.skip_st_memory:
-        mem["st_cached_mnrl"] = run_memory("st_cached_mnrl", args.memory_batch, args.chunk, 1, args.threads)
-    base = mem["embedkit_uncached"]["max_rss_mib"]
-    memory = {"children": mem, "ratio_vs_plain_batch": {k: v["max_rss_mib"] / base for k, v in mem.items()}}
-    print(json.dumps(memory, indent=1), flush=True)
-
-    result = {"timing": timing, "memory": memory,
-              "targets": {"gradcache_time_ratio<=1.3": timing["ratio_vs_embedkit_uncached"]["embedkit_gradcache"] <= 1.3,
-                          "gradcache_memory_ratio<=1.25": memory["ratio_vs_plain_batch"]["embedkit_gradcache"] <= 1.25}}
+    result: dict[str, Any] = {"command": " ".join([Path(sys.executable).name, *sys.argv]),
+                              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "targets": {}}
+    if not args.skip_memory:  # first, while this parent process is still small
+        print("memory: one child process per configuration (peak RSS, VmHWM)", flush=True)
+        mem = {
+            "embedkit_uncached": run_memory("embedkit_uncached", args.plain_batch, args.chunk, 2, args.threads),
+            "embedkit_gradcache": run_memory("embedkit_gradcache", args.memory_batch, args.chunk, 1, args.threads),
+        }
+        if not args.skip_st_memory:
+            mem["st_cached_mnrl"] = run_memory("st_cached_mnrl", args.memory_batch, args.chunk, 1, args.threads)
+        base = mem["embedkit_uncached"]["max_rss_mib"]
+        result["memory"] = {"children": mem, "ratio_vs_plain_batch": {k: v["max_rss_mib"] / base for k, v in mem.items()}}
+        result["targets"]["gradcache_memory_ratio<=1.25"] = result["memory"]["ratio_vs_plain_batch"]["embedkit_gradcache"] <= 1.25
+        print(json.dumps(result["memory"], indent=1), flush=True)
+    if not args.skip_timing:
+        print(f"timing: batch {args.batch}, chunk {args.chunk}, {args.rounds} rounds", flush=True)
+        timing = time_configs(args.batch, args.chunk, args.rounds, args.threads)
+        result["timing"] = timing
+        result["targets"]["gradcache_time_ratio<=1.3"] = timing["ratio_vs_embedkit_uncached"]["embedkit_gradcache"] <= 1.3
+        print(json.dumps({k: timing[k] for k in ("median_s", "ratio_vs_embedkit_uncached", "gradcache_vs_st_cached")},
+                         indent=1), flush=True)
     print(json.dumps(result["targets"]))
     if args.json:
         from embedkit.utils.io import atomic_file
