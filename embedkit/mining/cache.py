@@ -175,8 +175,9 @@ class EmbeddingCache:
             if show_progress_bar is None:
                 show_progress_bar = len(todo) > 1000
             total = sum(len(c) for c in mine)
+            # one shard: the encoder's own bar shows progress; several: one bar over shards
             with tqdm(total=total, desc=f"{desc} (rank {rank})" if world > 1 else desc, unit="text",
-                      disable=not show_progress_bar) as bar:
+                      disable=not show_progress_bar or len(mine) < 2) as bar:
                 for chunk in mine:
                     emb = np.asarray(encode_fn([texts[i] for i in chunk]), dtype=np.float32)
                     if emb.shape[0] != len(chunk):

@@ -65,13 +65,16 @@ class MiningStats:
     negatives_written: int = 0
     encoded: int = 0
     from_cache: int = 0
+    encoded_per_rank: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
 
     def summary(self) -> str:
         """A few human lines (the CLI prints them)."""
         lines = [f"mined {self.negatives_written} negatives for {self.records} records "
                  f"({self.unique_queries} unique queries) from a corpus of {self.corpus_size} documents",
-                 f"texts encoded: {self.encoded}, read from cache: {self.from_cache}",
+                 f"texts encoded: {self.encoded}, read from cache: {self.from_cache}"
+                 + (f" (encoded per rank: {', '.join(map(str, self.encoded_per_rank))})"
+                    if len(self.encoded_per_rank) > 1 else ""),
                  f"retrieved candidates: {self.candidates}"]
         for name, n in self.removed.most_common():
             lines.append(f"  removed ({name}): {n}")
@@ -103,7 +106,8 @@ def embed_texts(model: SentenceTransformer, texts: Sequence[str], *, role: str |
     used_prompt = resolve_prompt(model, role, prompt)
 
     def run(chunk: list[str]) -> np.ndarray:
-        return encode_fn(model, chunk, prompt=used_prompt, batch_size=batch_size, show_progress_bar=False)
+        inner_bar = show_progress_bar is not False and len(chunk) > 1000 and len(texts) <= shard_size
+        return encode_fn(model, chunk, prompt=used_prompt, batch_size=batch_size, show_progress_bar=inner_bar)
 
     if cache_dir is None:
         if rank_world()[1] > 1:
@@ -186,6 +190,12 @@ def mine_hard_negatives(
     if corpus is not None:
         extra = list(corpus) if isinstance(corpus, (list, tuple)) else load_corpus_texts(corpus)
     st_model, source = _load_model(model, trust_remote_code)
+    tch = None
+    if teacher is not None:  # load before the long encoding, so a bad path fails fast
+        from embedkit.mining.teacher import Teacher
+
+        tch = Teacher.load(teacher, teacher_type, batch_size=cfg.batch_size,  # type: ignore[arg-type]
+                           cache_dir=cache_dir, trust_remote_code=trust_remote_code)
     stats = MiningStats(records=len(records), num_negatives=cfg.num_negatives)
 
     texts: dict[str, int] = {}
@@ -210,7 +220,16 @@ def mine_hard_negatives(
     doc_emb = embed_texts(st_model, corpus_texts, role="document", **common)
     q_emb = embed_texts(st_model, queries, role="query", **common)
     stats.seconds["encode"] = time.perf_counter() - t_setup
-    if rank_world()[0] != 0:
+    rank, world = rank_world()
+    if world > 1:  # every rank encoded its slice: report the totals
+        import torch.distributed as dist
+
+        counts: list[Any] = [None] * world
+        dist.all_gather_object(counts, stats.encoded)
+        stats.encoded_per_rank = [int(c) for c in counts]
+        stats.encoded = sum(stats.encoded_per_rank)
+        stats.from_cache = len(corpus_texts) + len(queries) - stats.encoded
+    if rank != 0:
         return MiningResult(pairs=[], stats=stats)
 
     t1 = time.perf_counter()
@@ -251,12 +270,8 @@ def mine_hard_negatives(
     stats.negatives_written = sum(len(p.negatives) for p in out)
     stats.seconds["filter"] = time.perf_counter() - t2
 
-    if teacher is not None:
-        from embedkit.mining.teacher import Teacher
-
+    if tch is not None:
         t3 = time.perf_counter()
-        tch = Teacher.load(teacher, teacher_type, batch_size=cfg.batch_size,  # type: ignore[arg-type]
-                           cache_dir=cache_dir, trust_remote_code=trust_remote_code)
         scored = tch.score_lists([p.query for p in out], [[*p.positives, *p.negatives] for p in out])
         for p, s in zip(out, scored):
             p.positive_scores = s[:len(p.positives)]
