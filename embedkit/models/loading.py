@@ -208,7 +208,15 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
                 model.max_seq_length = cfg.max_seq_length
         else:
             model = _build(folder, is_st_folder, cfg, decoder, bidirectional, config_kwargs, model_kwargs)
-    except (OSError, ValueError, KeyError) as exc:
+    except ValueError as exc:
+        if "trust_remote_code" in str(exc):
+            raise ModelError(
+                f"model folder {folder} asks to run its own Python code (a custom module class)",
+                hint="inspect the folder; if you trust it, pass --trust-remote-code (trust_remote_code=True)",
+            ) from None
+        raise ModelError(f"cannot load model from {folder}: {str(exc).splitlines()[0]}",
+                         hint="check the folder is a complete, safetensors model") from None
+    except (OSError, KeyError) as exc:
         raise ModelError(f"cannot load model from {folder}: {str(exc).splitlines()[0]}",
                          hint="check the folder is a complete, safetensors model") from None
 
