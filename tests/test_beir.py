@@ -138,3 +138,18 @@ def test_integer_ids_and_trec_qrels(tmp_path):
                    queries=[{"_id": 7, "text": "q"}], qrels="7\t0\t2\t1\n")
     data = load_beir(folder)
     assert data.qrels == {"7": {"2": 1}} and set(data.corpus) == {"1", "2"}
+
+
+def test_subset_is_seeded_and_keeps_judged_documents():
+    corpus = {f"d{i}": {"title": "", "text": f"doc {i}"} for i in range(50)}
+    queries = {f"q{i}": f"query {i}" for i in range(20)}
+    qrels = {f"q{i}": {f"d{i}": 1, f"d{i + 20}": 0} for i in range(20)}
+    data = BeirData(corpus=corpus, queries=queries, qrels=qrels, name="s")
+    a = data.subset(max_queries=5, max_corpus=15, seed=3)
+    assert a == data.subset(max_queries=5, max_corpus=15, seed=3)
+    assert a != data.subset(max_queries=5, max_corpus=15, seed=4)
+    assert len(a.queries) == 5 and len(a.corpus) == 15 and set(a.qrels) == set(a.queries)
+    assert all(d in a.corpus for docs in a.qrels.values() for d in docs)  # judged docs always kept
+    tight = data.subset(max_queries=10, max_corpus=5)  # judged docs win over the corpus cap
+    assert len(tight.corpus) == 20
+    assert data.subset() == data
