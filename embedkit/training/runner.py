@@ -135,6 +135,15 @@ def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> 
             )
         mined = list(load_pairs(target, dataset=st.name))
         st.with_negatives = sum(1 for p in mined if p.negatives)
+        spec = next(d for d in recipe.data.datasets if d.display_name == st.name)
+        st.mean_negatives = sum(min(len(p.negatives), spec.max_negatives) for p in mined) / max(1, len(mined))
+        if st.with_negatives == 0 and not spec.in_batch_negatives:
+            raise InputError(
+                f"mining found no hard negative for any query of data set '{st.name}', which has in-batch negatives "
+                "off: training would see no negatives at all",
+                where=str(target),
+                hint="relax miner.max_score_ratio / widen miner.range_max, or set in_batch_negatives: true",
+            )
         st.with_teacher_scores = sum(1 for p in mined if p.positive_scores or p.negative_scores)
         st.mined = True
         out_pairs.append(mined)
@@ -320,10 +329,16 @@ def run_stage(
     model_cfg = recipe.model
     if model_name is not None:  # a later stage starts from the previous stage's model (its pooling included)
         model_cfg = model_cfg.model_copy(update={"name": model_name, "pooling": None})
+    args = _training_args(recipe, checkpoints)
+    _ = args.device  # sets up torch.distributed under torchrun (the barrier after mining needs it)
     set_seed(t.seed)  # new layers (latent attention, LoRA) start identically in a run and its resume
     model = load_model(model_cfg)
     if recipe.miner is not None:
-        data = mine(recipe, data, stage_dir, model_cfg.name)
+        if _is_main():
+            data = mine(recipe, data, stage_dir, model_cfg.name)
+        _barrier()
+        if not _is_main():  # the other ranks read what rank 0 mined
+            data = mine(recipe, data, stage_dir, model_cfg.name)
 
     ckpt: str | None = None
     if resume:
@@ -351,7 +366,6 @@ def run_stage(
         prompt_style=model_cfg.prompts.style,
     )
     loss_fn = build_loss(recipe.losses)
-    args = _training_args(recipe, checkpoints)
     beir = load_eval_data(recipe)
     cbs = list(callbacks or [])
     eval_cb = None
@@ -423,7 +437,8 @@ def run_recipe(
         callbacks: extra ``transformers.TrainerCallback`` objects.
     """
     out = resolve_output_dir(recipe, output_dir)
-    prepare_output(out, resume=resume, overwrite=overwrite)
+    if _is_main():  # under torchrun only rank 0 judges (and later creates) the output folder
+        prepare_output(out, resume=resume, overwrite=overwrite)
     stages = recipe.stage_recipes()
     multi = recipe.stages is not None
     # all data of all stages is read (and checked) before anything is written

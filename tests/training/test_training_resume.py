@@ -165,3 +165,16 @@ def test_rotate_keeps_newest_complete(tmp_path: Path) -> None:
     rotate(tmp_path, 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-2", "checkpoint-3"]
     assert (tmp_path / "checkpoint-3" / COMPLETE_MARKER).is_file()
+
+
+def test_miner_section_mines_negatives_that_training_uses(write_recipe, debian_pairs: str, tmp_path: Path) -> None:
+    recipe = load_recipe(write_recipe(
+        data={"datasets": [{"path": debian_pairs, "name": "debian", "max_negatives": 2}]},
+        miner={"num_negatives": 2, "range_max": 8, "max_score_ratio": None},
+        training={"max_steps": 1}, output={"save_steps": None},
+    ))
+    res = run_recipe(recipe, tmp_path / "run")
+    lines = (tmp_path / "run" / "mined" / "debian.jsonl").read_text().splitlines()
+    assert len(lines) == 48 and all(len(json.loads(x)["negatives"]) == 2 for x in lines)
+    info = json.loads((res.final_dir / "embedkit_training.json").read_text())
+    assert info["data"][0]["mined"] is True and info["data"][0]["mean_negatives"] == 2.0
