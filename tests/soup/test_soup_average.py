@@ -200,3 +200,22 @@ def test_blockwise_average_equals_whole_tensor_average(st_tiny: str, tmp_path: P
     monkeypatch.setattr(merge, "BLOCK_ELEMENTS", 3000)  # forces many row blocks for the large tensors
     soup(members, output=tmp_path / "blocks")
     assert _max_diff(all_weights(tmp_path / "whole"), all_weights(tmp_path / "blocks")) == 0.0
+
+
+def test_sharded_plain_transformers_checkpoints(tiny_bert: str, tmp_path: Path) -> None:
+    """Plain transformers folders with sharded weights: every shard is averaged, the index is kept, it loads."""
+    from transformers import AutoModel, AutoTokenizer
+
+    import embedkit
+
+    sharded = tmp_path / "sharded"
+    AutoModel.from_pretrained(tiny_bert).save_pretrained(sharded, max_shard_size="1MB")
+    AutoTokenizer.from_pretrained(tiny_bert).save_pretrained(sharded)
+    shards = sorted(p.name for p in sharded.glob("*.safetensors"))
+    assert len(shards) >= 2 and (sharded / "model.safetensors.index.json").is_file()
+    members = _members(str(sharded), tmp_path, [1, 2])
+    soup(members, output=tmp_path / "out")
+    assert sorted(p.name for p in (tmp_path / "out").glob("*.safetensors")) == shards
+    assert (tmp_path / "out" / "model.safetensors.index.json").is_file()
+    assert _max_diff(all_weights(tmp_path / "out"), _hand_average(members, [0.5, 0.5])) <= 1e-6
+    assert embedkit.encode(embedkit.load_model(str(tmp_path / "out")), ["a"]).shape == (1, 32)
