@@ -40,9 +40,10 @@ def mteb_run(tmp_path_factory, minilm):
     recorded: dict[str, np.ndarray] = {}
     original = minilm.encode
 
-    def spy(sentences, *args, **kwargs):  # mteb calls encode_query/encode_document -> self.encode
-        out = original(sentences, *args, **kwargs)
-        for text, vec in zip(sentences, np.asarray(out)):
+    def spy(*args, **kwargs):  # mteb calls encode_query/encode_document -> self.encode(inputs=...)
+        out = original(*args, **kwargs)
+        texts = kwargs["inputs"] if "inputs" in kwargs else args[0]
+        for text, vec in zip(texts, np.asarray(out)):
             recorded[text] = vec
         return out
 
