@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                 target.unlink()
             (tmp_out / name).rename(target)
         shutil.rmtree(tmp_out)
+        for path in [sample, *sample.rglob("*")]:  # package data must be readable by every user after install
+            path.chmod(0o755 if path.is_dir() else 0o644)
     return 0
 
 
