@@ -432,6 +432,9 @@ def evaluate(
 
         with tempfile.TemporaryDirectory(prefix="embedkit-eval-") as tmp:
             run_all(Path(tmp))
+        for per_task in results.scores.values():  # the result files went away with the temporary folder
+            for ts in per_task.values():
+                ts.result_file = None
         return results
     with atomic_dir(out, overwrite=True) as tmp:
         run_all(tmp)

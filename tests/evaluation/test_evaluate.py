@@ -134,6 +134,7 @@ def test_in_memory_models_keep_their_names_and_config_errors(tiny_bert, small_be
     name = model.model_card_data.model_name
     res = evaluate([model, model], beir=small_beir, labels=["a", "b"], show_progress_bar=False)
     assert model.model_card_data.model_name == name
+    assert res.output_dir is None and res.scores["a"]["mp_small"].result_file is None
     assert res.score("a", "mp_small") == pytest.approx(res.score("b", "mp_small"))
     with pytest.raises(ConfigError, match="labels"):
         evaluate([model], beir=small_beir, labels=["a", "b"])
