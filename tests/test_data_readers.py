@@ -224,3 +224,20 @@ def test_packaged_debian_sample_is_valid_and_split_by_package() -> None:
 def test_unknown_sample_name() -> None:
     with pytest.raises(InputError, match="unknown sample 'nope'"):
         sample_path("nope")
+
+
+def test_csv_row_defects_name_their_line(tmp_path: Path) -> None:
+    path = tmp_path / "p.tsv.gz"
+    rows = b"query\tpositive\nq1\td1\nq2\td2\textra\ncaf\xe9\td3\nq4\t\n"
+    with gzip.open(path, "wb") as f:
+        f.write(rows)
+    with pytest.raises(InputError) as err:
+        load_pairs(path)
+    assert str(err.value).startswith(f"{path}:3: row has 3 columns, the header has 2")
+    pairs = load_pairs(path, skip_invalid=True)
+    assert [p.query for p in pairs] == ["q1"]
+    assert pairs.summary == ("skipped 3 of 4 records: 1 wrong column count, 1 non-UTF-8 bytes, "
+                             "1 missing 'positive'")
+    (tmp_path / "noquery.csv").write_text("question,answer\na,b\n")
+    with pytest.raises(InputError, match=r"noquery\.csv:1: the CSV header has no 'query' column"):
+        load_pairs(tmp_path / "noquery.csv")
