@@ -1,5 +1,18 @@
-"""Readers and validation for training pairs and BEIR folders."""
+"""Readers and validation for training pairs and BEIR folders, and the packaged real samples."""
 
+from embedkit.data.beir import BeirData, load_beir, write_beir
+from embedkit.data.readers import PairSet, load_corpus_texts, load_pairs, write_pairs
+from embedkit.data.samples import sample_path
 from embedkit.data.schema import Pair
 
-__all__ = ["Pair"]
+__all__ = [
+    "BeirData",
+    "Pair",
+    "PairSet",
+    "load_beir",
+    "load_corpus_texts",
+    "load_pairs",
+    "sample_path",
+    "write_beir",
+    "write_pairs",
+]
