@@ -85,17 +85,17 @@ def test_greedy_soup_scores_the_real_averages(st_tiny: str, tmp_path: Path, monk
 
 @pytest.fixture(scope="module")
 def heldout(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A small real BEIR split: 40 man-page queries, their pages and 160 other pages as distractors."""
+    """A small real BEIR split: 30 man-page queries, their pages and 90 other pages as distractors."""
     from embedkit.data.beir import BeirData, load_beir, write_beir
     from embedkit.evaluation import manpages_path
 
     data = load_beir(manpages_path())
-    qids = sorted(data.queries)[:40]
+    qids = sorted(data.queries)[:30]
     relevant = {d for q in qids for d in data.qrels[q]}
-    others = [d for d in sorted(data.corpus) if d not in relevant][:160]
+    others = [d for d in sorted(data.corpus) if d not in relevant][:90]
     sub = BeirData(corpus={d: data.corpus[d] for d in sorted(relevant) + others},
-                   queries={q: data.queries[q] for q in qids}, qrels={q: data.qrels[q] for q in qids}, name="mp40")
-    out = tmp_path_factory.mktemp("heldout") / "manpages40"
+                   queries={q: data.queries[q] for q in qids}, qrels={q: data.qrels[q] for q in qids}, name="mp30")
+    out = tmp_path_factory.mktemp("heldout") / "manpages30"
     write_beir(sub, out)
     return out
 
@@ -109,7 +109,7 @@ def test_greedy_soup_beats_every_member_on_real_data(minilm_path: str, heldout: 
 
     base = Path(shutil.copytree(minilm_path, tmp_path / "base"))
     cfg = json.loads((base / "sentence_bert_config.json").read_text())
-    (base / "sentence_bert_config.json").write_text(json.dumps(dict(cfg, max_seq_length=48)))  # fast scoring
+    (base / "sentence_bert_config.json").write_text(json.dumps(dict(cfg, max_seq_length=32)))  # fast scoring
     members = [str(perturbed_copy(base, tmp_path / f"m{s}", seed=s, scale=SCALE)) for s in (1, 2, 3)]
     out = tmp_path / "soup"
     capsys.readouterr()
