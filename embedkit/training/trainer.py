@@ -26,7 +26,6 @@ from __future__ import annotations
 import copy
 import functools
 import json
-import logging
 import os
 import shutil
 import time
@@ -55,7 +54,6 @@ from embedkit.training.checkpoint import (
 from embedkit.training.collator import PairCollator, PairDataset
 from embedkit.training.sampler import TaskBatchSampler
 
-logger = logging.getLogger(__name__)
 
 TRAINABLE_STATE = "trainable_state.safetensors"
 EMBEDKIT_STATE = "embedkit_state.json"
@@ -115,8 +113,6 @@ def save_pipeline(model: SentenceTransformer, path: str | os.PathLike, *, merge_
         save_adapter(model, path / "adapter")
         base = copy.deepcopy(model)
         base[0].model = base[0].model.get_base_model()  # the frozen base, without adapter layers
-        from peft.tuners.lora import LoraModel  # noqa: F401  (peft is present when the model has LoRA)
-
         _strip_lora_layers(base[0].model)
         base.save(str(path), create_model_card=False)
         return
