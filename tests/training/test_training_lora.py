@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import TrainerCallback
@@ -30,6 +31,7 @@ def _lora_recipe(write_recipe, tiny_llama: str, **training):
                                     output={"save_steps": 1}))
 
 
+@pytest.mark.slow
 def test_lora_latent_attention_resume_is_exact_and_final_loads(write_recipe, tiny_llama: str,
                                                                 tmp_path: Path) -> None:
     recipe = _lora_recipe(write_recipe, tiny_llama)
