@@ -7,7 +7,7 @@ same batch size, the same ``max_seq_length`` (so the same token counts), AdamW, 
 * embedkit: ``EmbeddingTrainer`` (task-homogeneous sampler, collator with text hashes) + ``InfoNCELoss``
   (temperature 0.05 = scale 20, in-batch negatives), optionally with false-negative masking (``--masking``).
 
-Runs alternate (anchor, embedkit, anchor, embedkit...) so machine noise hits both; each run times the optimizer
+Runs alternate (anchor, embedkit, anchor, embedkit...; ``--embedkit-first`` swaps the order in each round) so machine noise hits both; each run times the optimizer
 steps after ``--warmup`` steps with a ``TrainerCallback``. Prints steps/s per run, the median ratio and a JSON line.
 
 Usage::
@@ -128,6 +128,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--masking", action="store_true", help="embedkit with false-negative masking (margin 0.1)")
+    ap.add_argument("--embedkit-first", action="store_true", help="run embedkit before the anchor in each round")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -138,8 +139,12 @@ def main() -> None:
     results: dict[str, list[float]] = {"sentence-transformers MNRL": [], "embedkit": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            a = run_anchor(queries, docs, args, Path(tmp) / f"st{r}")
-            b = run_embedkit(queries, docs, args, Path(tmp) / f"ek{r}")
+            if args.embedkit_first:
+                b = run_embedkit(queries, docs, args, Path(tmp) / f"ek{r}")
+                a = run_anchor(queries, docs, args, Path(tmp) / f"st{r}")
+            else:
+                a = run_anchor(queries, docs, args, Path(tmp) / f"st{r}")
+                b = run_embedkit(queries, docs, args, Path(tmp) / f"ek{r}")
             results["sentence-transformers MNRL"].append(a)
             results["embedkit"].append(b)
             print(f"round {r + 1}: sentence-transformers {a:.3f} steps/s | embedkit {b:.3f} steps/s | "
