@@ -47,6 +47,13 @@ def test_exclude_prompt_counts_from_first_real_token(feats):
     torch.testing.assert_close(out_all, _run(Pooling(4, "mean"), h, m))
 
 
+def test_exclude_prompt_per_row_lengths(feats):
+    h, m = feats
+    out = _run(Pooling(4, "mean", exclude_prompt=True), h, m, prompt_length=torch.tensor([2, 1, 0]))
+    expect = torch.stack([h[0, 2:3].mean(0), h[1, 1:].mean(0), h[2, 3:].mean(0)])
+    torch.testing.assert_close(out, expect)
+
+
 def test_exclude_first_token(feats):
     h, m = feats
     out = _run(Pooling(4, "mean", exclude_first_token=True), h, m)

@@ -34,13 +34,17 @@ PoolingMode = Literal["mean", "cls", "last"]
 POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last", "latent_attention")
 
 
-def _prompt_length(features: dict[str, Any]) -> int:
+def _prompt_lengths(features: dict[str, Any], batch: int, device: torch.device) -> Tensor:
+    """Per-row prompt lengths ``(batch, 1)``: an int, a shape-(1) tensor or a per-row shape-(batch) tensor."""
     pl = features.get("prompt_length")
     if pl is None:
-        return 0
+        return torch.zeros(batch, 1, dtype=torch.long, device=device)
     if isinstance(pl, Tensor):
-        return int(pl.reshape(-1)[0].item()) if pl.numel() else 0
-    return int(pl)
+        pl = pl.reshape(-1).to(device=device, dtype=torch.long)
+        if pl.numel() == batch:
+            return pl.unsqueeze(1)
+        return pl[:1].expand(batch).unsqueeze(1) if pl.numel() else torch.zeros(batch, 1, dtype=torch.long, device=device)
+    return torch.full((batch, 1), int(pl), dtype=torch.long, device=device)
 
 
 def pooling_mask(
@@ -52,18 +56,20 @@ def pooling_mask(
     """Boolean ``(batch, seq)`` mask of the tokens to pool.
 
     Positions are counted from each row's first real token, so left and right padding give the same result.
-    A row that would be left empty (a text made only of prompt tokens) falls back to all its real tokens.
+    ``prompt_length`` may differ per row (records with their own instructions). A row that would be left empty (a
+    text made only of prompt tokens) falls back to all its real tokens.
     """
     h = features["token_embeddings"]
     mask = features.get("attention_mask")
     if mask is None:
         mask = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device)
     mask = mask.bool()
-    skip = (_prompt_length(features) if exclude_prompt else 0)
-    if exclude_first_token:
-        skip = max(skip, 1)
-    if skip == 0:
+    if not exclude_prompt and not exclude_first_token:
         return mask
+    skip = (_prompt_lengths(features, mask.shape[0], mask.device) if exclude_prompt
+            else torch.zeros(mask.shape[0], 1, dtype=torch.long, device=mask.device))
+    if exclude_first_token:
+        skip = skip.clamp(min=1)
     start = mask.int().argmax(dim=1, keepdim=True)  # first real token of each row
     pos = torch.arange(mask.shape[1], device=mask.device).unsqueeze(0) - start
     keep = mask & (pos >= skip)
