@@ -92,7 +92,7 @@ def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
     ds = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.positives[0] for p in pairs]})
     targs = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st-tmp"), per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
-        max_steps=args.steps, warmup_ratio=0.1, weight_decay=0.01, seed=args.seed, data_seed=args.seed,
+        max_steps=args.steps, warmup_steps=0.1, weight_decay=0.01, seed=args.seed, data_seed=args.seed,
         save_strategy="no", logging_steps=max(1, args.steps // 5), report_to=[], batch_sampler="no_duplicates",
         dataloader_drop_last=True, use_cpu=True,
     )
