@@ -149,6 +149,37 @@ def _check_weights_are_safe(folder: Path) -> None:
         )
 
 
+def check_model(cfg: ModelConfig) -> None:
+    """Every check :func:`load_model` makes before reading weights (folder, config, safetensors, architecture,
+    bidirectional support) -- cheap, so commands can fail before they create any output."""
+    _inspect(cfg)
+
+
+def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool]:
+    folder = Path(resolve_model_path(cfg.name))
+    _check_weights_are_safe(folder)
+    hf_cfg_path = _hf_config_path(folder)
+    if not hf_cfg_path.exists():
+        raise ModelError(f"{hf_cfg_path} is missing", hint="the model folder is incomplete; re-save it")
+    hf_cfg = _read_json(hf_cfg_path)
+    model_type = str(hf_cfg.get("model_type", ""))
+    if not model_type:
+        raise ModelError(f"{hf_cfg_path} has no 'model_type'", hint="the model folder is corrupt; re-save it")
+    decoder = is_decoder_type(model_type)
+    bidirectional = cfg.bidirectional
+    if bidirectional is None:
+        # keep what a saved folder says; plain decoders default to bidirectional (the point of embedkit)
+        saved = hf_cfg.get("is_causal")
+        bidirectional = (saved is False) if (saved is not None and decoder) else True
+    if not decoder and bidirectional is False:
+        raise ModelError(
+            f"'{model_type}' is an encoder: it is always bidirectional", hint="remove 'bidirectional: false'"
+        )
+    if decoder and bidirectional:
+        check_bidirectional_supported(model_type)
+    return folder, model_type, decoder, bidirectional
+
+
 def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> SentenceTransformer:
     """Load or build an embedding model.
 
@@ -164,28 +195,7 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
         ModelError: missing folder, corrupt config, pickle-only weights, unverified bidirectional architecture.
     """
     cfg = name_or_path if isinstance(name_or_path, ModelConfig) else ModelConfig(name=name_or_path, **overrides)
-    folder = Path(resolve_model_path(cfg.name))
-    _check_weights_are_safe(folder)
-    hf_cfg_path = _hf_config_path(folder)
-    if not hf_cfg_path.exists():
-        raise ModelError(f"{hf_cfg_path} is missing", hint="the model folder is incomplete; re-save it")
-    hf_cfg = _read_json(hf_cfg_path)
-    model_type = str(hf_cfg.get("model_type", ""))
-    if not model_type:
-        raise ModelError(f"{hf_cfg_path} has no 'model_type'", hint="the model folder is corrupt; re-save it")
-    decoder = is_decoder_type(model_type)
-
-    bidirectional = cfg.bidirectional
-    if bidirectional is None:
-        # keep what a saved folder says; plain decoders default to bidirectional (the point of embedkit)
-        saved = hf_cfg.get("is_causal")
-        bidirectional = (saved is False) if (saved is not None and decoder) else True
-    if not decoder and bidirectional is False:
-        raise ModelError(
-            f"'{model_type}' is an encoder: it is always bidirectional", hint="remove 'bidirectional: false'"
-        )
-    if decoder and bidirectional:
-        check_bidirectional_supported(model_type)
+    folder, model_type, decoder, bidirectional = _inspect(cfg)
 
     config_kwargs: dict[str, Any] = {}
     model_kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}

@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from embedkit.data.schema import Pair
-from embedkit.errors import ConfigError, InputError, OutputError
+from embedkit.errors import ConfigError, EmbedkitError, InputError, OutputError
 from embedkit.training.checkpoint import clean_stale, is_complete, last_complete_checkpoint, write_marker
 from embedkit.training.config import Recipe, recipe_to_yaml
 from embedkit.training.model_card import DataStats, write_card
@@ -444,6 +444,10 @@ def run_recipe(
     # all data of all stages is read (and checked) before anything is written
     datas = [load_data(r, stage_prefix=f"stages.{i}." if multi else "") for i, (_, r) in enumerate(stages)]
     recipe_text = recipe_to_yaml(recipe)
+    from embedkit.models.loading import check_model
+
+    check_model(stages[0][1].model)  # a bad model folder fails here, before the output folder is touched
+    created = not resume and not out.exists()
     if resume:
         check_resume_recipe((out / "recipe.yaml").read_text(encoding="utf-8"), recipe, str(out / "recipe.yaml"))
     elif _is_main():
@@ -453,6 +457,17 @@ def run_recipe(
         with atomic_file(out / "recipe.yaml") as tmp:
             Path(tmp).write_text(recipe_text, encoding="utf-8")
     _barrier()
+    try:
+        return _run_stages(out, stages, datas, multi=multi, resume=resume, callbacks=callbacks)
+    except EmbedkitError:
+        # a user error before anything was trained: leave no output folder behind (a fresh run only)
+        if created and _is_main() and last_complete_checkpoint(out / "checkpoints") is None and not multi:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _run_stages(out: Path, stages: list, datas: list, *, multi: bool, resume: bool | str,
+                callbacks: list[Any] | None) -> TrainResult:
     results: list[StageResult] = []
     prev_model: str | None = None
     for i, ((name, r), data) in enumerate(zip(stages, datas)):
