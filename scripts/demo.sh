@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The README's main job: set up (if needed), then fine-tune all-MiniLM-L6-v2 on the bundled Debian pairs and print
-# base vs sentence-transformers fine-tune vs embedkit on held-out packages. A few minutes on a 2-core CPU.
+# base vs sentence-transformers fine-tune vs embedkit on held-out packages (see BENCHMARKS.md for timings).
 # Extra arguments go to eval/quality.py (e.g. --steps 300 for the full comparison).
 set -euo pipefail
 cd "$(dirname "$0")/.."
