@@ -26,7 +26,6 @@ import argparse
 import copy
 import json
 import os
-import random
 import sys
 import time
 from pathlib import Path
@@ -45,22 +44,10 @@ def log(msg: str) -> None:
 
 
 def eval_split(max_queries: int | None, max_corpus: int | None, seed: int):
-    from embedkit.data.beir import BeirData, load_beir
+    from embedkit.data.beir import load_beir
     from embedkit.data.samples import sample_path
 
-    data = load_beir(sample_path("debian-beir"))
-    rng = random.Random(seed)
-    qids = sorted(data.qrels)
-    if max_queries and len(qids) > max_queries:
-        qids = sorted(rng.sample(qids, max_queries))
-    qrels = {q: data.qrels[q] for q in qids}
-    relevant = {d for q in qids for d in qrels[q]}
-    others = sorted(set(data.corpus) - relevant)
-    if max_corpus and len(relevant) + len(others) > max_corpus:
-        others = sorted(rng.sample(others, max(0, max_corpus - len(relevant))))
-    keep = relevant | set(others)
-    return BeirData(corpus={d: v for d, v in data.corpus.items() if d in keep},
-                    queries={q: data.queries[q] for q in qids}, qrels=qrels, name=data.name, split=data.split)
+    return load_beir(sample_path("debian-beir")).subset(max_queries, max_corpus, seed=seed)
 
 
 def score(model: Any, beir: Any) -> dict[str, float]:
@@ -101,28 +88,48 @@ def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
     return model
 
 
-def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, **off: bool) -> dict[str, Any]:
-    """embedkit's default recipe (recipes/minilm-cpu.yaml) at this script's budget; ``off`` switches parts off."""
+#: embedkit's default recipe components at this script's budget (recipes/minilm-cpu.yaml uses the same settings)
+DEFAULT_MASKING: dict[str, Any] = {"margin": 0.1}
+DEFAULT_MIXING: dict[str, Any] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False}
+
+#: --ablate: one embedkit run per entry, with that change to the default recipe
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "without mined hard negatives": {"negatives": False},
+    "without false-negative masking": {"masking": None},
+    "masking margin -0.1 (also masks just below the positive)": {"masking": {"margin": -0.1}},
+    "without hard-negative mixing": {"mixing": None},
+    "mixing with query-negative mixes too": {"mixing": {**DEFAULT_MIXING, "mix_query": True}},
+    "plain in-batch InfoNCE (all of the above off, no GradCache)": {"negatives": False, "masking": None,
+                                                                     "mixing": None, "gradcache": False},
+}
+
+
+def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **change: Any) -> dict[str, Any]:
+    """embedkit's default recipe at this script's budget; ``change`` swaps one component (see ``ABLATIONS``)."""
+    masking = change.get("masking", DEFAULT_MASKING)
+    mixing = change.get("mixing", DEFAULT_MIXING)
+    negatives = change.get("negatives", True)
+    gradcache = change.get("gradcache", True) and args.gradcache_chunk < args.batch_size
     infonce: dict[str, Any] = {"temperature": args.temperature}
-    if not off.get("masking"):
-        infonce["masking"] = {"margin": 0.1}
-    if not off.get("mixing"):
-        infonce["mixing"] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False, "seed": args.seed}
+    if masking is not None:
+        infonce["masking"] = dict(masking)
+    if mixing is not None:
+        infonce["mixing"] = {**mixing, "seed": args.seed}
     recipe: dict[str, Any] = {
         "model": {"name": "minilm", "max_seq_length": args.max_seq_length},
         "data": {"datasets": [{"path": str(pairs_path), "name": "debian",
-                               "max_negatives": 0 if off.get("negatives") else args.negatives}]},
+                               "max_negatives": args.negatives if negatives else 0}]},
         "losses": {"infonce": infonce},
-        "training": {"batch_size": args.batch_size * (1 if off.get("gradcache") else args.gradcache_factor),
-                     "gradcache_chunk_size": None if off.get("gradcache") else args.batch_size,
+        "training": {"batch_size": args.batch_size, "gradcache_chunk_size": args.gradcache_chunk if gradcache else None,
                      "lr": args.lr, "max_steps": args.steps, "warmup_ratio": 0.1, "weight_decay": 0.01,
                      "seed": args.seed, "logging_steps": max(1, args.steps // 5)},
         "eval": {"before_training": False},
         "output": {"save_steps": None},
     }
-    if not off.get("negatives"):
+    if negatives:
+        # one embedding cache for every arm: the corpus is embedded once by the base model
         recipe["miner"] = {"num_negatives": args.negatives, "range_min": args.range_min, "range_max": 50,
-                           "max_score_ratio": 0.95}
+                           "max_score_ratio": 0.95, "cache_dir": str(out / "mining-cache")}
     return recipe
 
 
@@ -153,7 +160,9 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, beir: Any, out: Pat
         ("smollm2 causal + last-token, fine-tuned", {**common, "bidirectional": False, "pooling": "last"}),
         ("smollm2 bidirectional + LoRA + mean, fine-tuned", {**common, "bidirectional": True, "pooling": "mean"}),
     ):
-        recipe = embedkit_recipe(args, pairs_path, negatives=True, gradcache=True)
+        # no mined negatives here: mining would embed the corpus with the decoder too (slow on CPU), and the
+        # comparison is about attention and pooling, so both arms get the same in-batch recipe
+        recipe = embedkit_recipe(args, pairs_path, out, negatives=False)
         recipe["model"] = model_cfg
         recipe["training"]["lr"] = args.decoder_lr
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
@@ -162,20 +171,57 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, beir: Any, out: Pat
     return rows
 
 
-def table(rows: dict[str, dict[str, float]], base: str) -> str:
-    lines = ["| model | nDCG@10 | Recall@10 | MRR@10 | Δ nDCG@10 vs base |", "|---|---|---|---|---|"]
+def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None) -> str:
+    """Markdown table; deltas in nDCG@10 points against ``base`` (and ``ref`` when given)."""
+    head = "| model | nDCG@10 | Recall@10 | MRR@10 | Δ vs base |" + (" Δ vs ST |" if ref else "") + " train s |"
+    lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for name, r in rows.items():
-        delta = 100 * (r["ndcg@10"] - rows[base]["ndcg@10"]) if base in rows else float("nan")
-        lines.append(f"| {name} | {r['ndcg@10']:.4f} | {r['recall@10']:.4f} | {r['mrr@10']:.4f} | {delta:+.2f} |")
+        cells = [f"{r['ndcg@10']:.4f}", f"{r['recall@10']:.4f}", f"{r['mrr@10']:.4f}"]
+        cells.append(f"{100 * (r['ndcg@10'] - rows[base]['ndcg@10']):+.2f}" if base in rows else "")
+        if ref:
+            cells.append(f"{100 * (r['ndcg@10'] - rows[ref]['ndcg@10']):+.2f}" if ref in rows and name != base else "")
+        cells.append(f"{r['train_s']:.0f}" if r.get("train_s") else "")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+BASE, ANCHOR, EMBEDKIT = "base all-MiniLM-L6-v2", "sentence-transformers MNRL fine-tune", "embedkit default recipe"
+
+
+def write_outputs(out: Path, rows: dict[str, dict[str, float]], args: argparse.Namespace, beir: Any,
+                  elapsed: float) -> str:
+    """quality.json + QUALITY.md (the table) + report/REPORT.md and comparison.png (embedkit's eval report)."""
+    from datetime import datetime, timezone
+
+    from embedkit.evaluation.report import write_report
+    from embedkit.evaluation.runner import CheckpointInfo, EvalResults, TaskScore
+
+    text = table(rows, BASE, ANCHOR if ANCHOR in rows else None)
+    settings = dict(vars(args))
+    data = f"{len(beir.queries)} held-out queries x {len(beir.corpus)} documents"
+    (out / "quality.json").write_text(json.dumps({"settings": settings, "data": data, "elapsed_s": round(elapsed),
+                                                  "scores": rows}, indent=2))
+    (out / "QUALITY.md").write_text(f"# Quality comparison\n\n{data}; {elapsed / 60:.1f} min in all.\n\n"
+                                    f"settings: `{json.dumps(settings)}`\n\n{text}\n")
+    task = {"name": "debian-heldout", "type": "Retrieval", "main_score": "ndcg_at_10", "source": beir.source or "",
+            "revision": "sample"}
+    checkpoints = [CheckpointInfo(label=name, source=name, model_name=name, revision="-") for name in rows]
+    scores = {name: {task["name"]: TaskScore(task["name"], "Retrieval", "ndcg_at_10", r["ndcg@10"],
+                                             {m: r[m] for m in METRICS})} for name, r in rows.items()}
+    write_report(EvalResults(checkpoints, [task], scores, created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                             scorer="embedkit.evaluation.score_beir (exact search; equals mteb's nDCG@10, tested)"),
+                 out / "report")
+    return text
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true", help="README demo: fewer steps, smaller eval corpus")
-    ap.add_argument("--steps", type=int, default=300)
-    ap.add_argument("--batch-size", type=int, default=32)
-    ap.add_argument("--gradcache-factor", type=int, default=2, help="embedkit batch = factor x batch size (GradCache)")
+    ap.add_argument("--quick", action="store_true",
+                    help="README demo: 40 steps at batch 32, 200 queries x 2,000 documents (under 10 min on 2 cores)")
+    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--batch-size", type=int, default=64, help="queries per step, for both fine-tunes")
+    ap.add_argument("--gradcache-chunk", type=int, default=32,
+                    help="embedkit's GradCache chunk (rows per forward pass); >= batch size turns GradCache off")
     ap.add_argument("--negatives", type=int, default=1, help="mined hard negatives per query for embedkit")
     ap.add_argument("--range-min", type=int, default=0)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -183,19 +229,19 @@ def main() -> int:
     ap.add_argument("--temperature", type=float, default=0.05)
     ap.add_argument("--max-seq-length", type=int, default=128)
     ap.add_argument("--max-pairs", type=int, default=None)
-    ap.add_argument("--max-queries", type=int, default=None)
-    ap.add_argument("--max-corpus", type=int, default=None)
+    ap.add_argument("--max-queries", type=int, default=None, help="held-out queries (default: all 400)")
+    ap.add_argument("--max-corpus", type=int, default=10_000, help="documents to retrieve from (0: all ~11k)")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--ablate", action="store_true", help="also run embedkit with each component switched off")
+    ap.add_argument("--ablate", action="store_true", help="also run embedkit once per entry of ABLATIONS")
     ap.add_argument("--decoder", action="store_true", help="also run the SmolLM2 bidirectional vs causal comparison")
     ap.add_argument("--skip-anchor", action="store_true")
     ap.add_argument("-o", "--output", default="runs/quality")
     args = ap.parse_args()
     if args.quick:
-        args.steps = min(args.steps, 60)
-        args.max_corpus = args.max_corpus or 3000
-        args.max_queries = args.max_queries or 200
-        args.max_pairs = args.max_pairs or 60 * args.batch_size * args.gradcache_factor
+        args.steps, args.batch_size, args.gradcache_chunk = 40, 32, 16
+        args.max_corpus, args.max_queries = 2000, args.max_queries or 200
+    args.max_corpus = args.max_corpus or None
+    args.max_pairs = args.max_pairs or args.steps * args.batch_size
 
     import torch
 
@@ -213,31 +259,29 @@ def main() -> int:
     log(f"data: {len(pairs)} training pairs; eval {len(beir.queries)} held-out queries x {len(beir.corpus)} docs")
 
     rows: dict[str, dict[str, float]] = {}
-    rows["base all-MiniLM-L6-v2"] = score(load_model("minilm", max_seq_length=args.max_seq_length), beir)
-    log(f"base: {rows['base all-MiniLM-L6-v2']}")
-    if not args.skip_anchor:
+
+    def arm(name: str, train: Any) -> None:
         t = time.time()
-        rows["sentence-transformers MNRL fine-tune"] = score(anchor_finetune(args, pairs, out), beir)
-        log(f"anchor ({time.time() - t:.0f} s): {rows['sentence-transformers MNRL fine-tune']}")
-    t = time.time()
-    rows["embedkit recipe"] = score(run_embedkit(embedkit_recipe(args, pairs_path), out / "embedkit"), beir)
-    log(f"embedkit ({time.time() - t:.0f} s): {rows['embedkit recipe']}")
+        model = train()
+        train_s = time.time() - t
+        rows[name] = {**score(model, beir), "train_s": round(train_s, 1)}
+        log(f"{name} (train {train_s:.0f} s, total {time.time() - t_start:.0f} s): {rows[name]}")
+        write_outputs(out, rows, args, beir, time.time() - t_start)  # a stopped run keeps what it measured
+
+    arm(BASE, lambda: load_model("minilm", max_seq_length=args.max_seq_length))
+    rows[BASE]["train_s"] = 0.0
+    if not args.skip_anchor:
+        arm(ANCHOR, lambda: anchor_finetune(args, pairs, out))
+    arm(EMBEDKIT, lambda: run_embedkit(embedkit_recipe(args, pairs_path, out), out / "embedkit"))
     if args.ablate:
-        for part in ("negatives", "masking", "mixing", "gradcache"):
-            t = time.time()
-            name = f"embedkit without {part}"
-            rows[name] = score(run_embedkit(embedkit_recipe(args, pairs_path, **{part: True}),
-                                            out / f"ablate-{part}"), beir)
-            log(f"{name} ({time.time() - t:.0f} s): {rows[name]}")
+        for i, (name, change) in enumerate(ABLATIONS.items()):
+            arm(f"embedkit {name}", lambda: run_embedkit(embedkit_recipe(args, pairs_path, out, **change),
+                                                         out / f"ablation-{i}"))
     if args.decoder:
         rows.update(decoder_arms(args, pairs_path, beir, out))
-
-    text = table(rows, "base all-MiniLM-L6-v2")
-    settings = {k: v for k, v in vars(args).items()}
-    (out / "quality.json").write_text(json.dumps({"settings": settings, "scores": rows}, indent=2))
-    (out / "QUALITY.md").write_text(f"# Quality comparison\n\nsettings: `{json.dumps(settings)}`\n\n{text}\n")
+    text = write_outputs(out, rows, args, beir, time.time() - t_start)
     print(text)
-    print(f"\n(total {time.time() - t_start:.0f} s; details in {out}/QUALITY.md)")
+    print(f"\n(total {(time.time() - t_start) / 60:.1f} min; table in {out}/QUALITY.md, report in {out}/report/)")
     return 0
 
 

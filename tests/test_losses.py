@@ -150,12 +150,12 @@ def test_masking_removes_exactly_the_planted_false_negatives() -> None:
     flat = batch.docs.reshape(b * k, -1)
     scores = batch.q @ flat.T
     labels = torch.arange(b) * k
-    found = FalseNegativeMasking(margin=0.1).find(
+    found = FalseNegativeMasking(margin=-0.1).find(
         scores, labels, col_hash=batch.doc_hash.reshape(-1), pos_hash=batch.doc_hash[:, 0]
     )
     got = {(int(i), int(j)) for i, j in found.nonzero().tolist()}
     assert got == expected
-    loss, stats = InfoNCELoss(temperature=0.5, masking=FalseNegativeMasking(margin=0.1))(batch)
+    loss, stats = InfoNCELoss(temperature=0.5, masking=FalseNegativeMasking(margin=-0.1))(batch)
     assert stats["masked_false_negatives"] == len(expected)
     hand = 0.0
     for i in range(b):
@@ -163,7 +163,7 @@ def test_masking_removes_exactly_the_planted_false_negatives() -> None:
         hand += hand_nll([dot(batch.q[i], flat[c]) for c in cols], cols.index(i * k), 0.5)
     assert loss.item() == pytest.approx(hand / b, rel=1e-5)
     # document->query direction: rows 0 and 1 share the positive text, so each masks the other's query
-    _, sym = InfoNCELoss(temperature=0.5, symmetric=True, masking=FalseNegativeMasking(margin=0.1))(batch)
+    _, sym = InfoNCELoss(temperature=0.5, symmetric=True, masking=FalseNegativeMasking(margin=-0.1))(batch)
     assert sym["masked_false_negatives"] == len(expected) and sym["masked_false_negatives_dq"] == 2
     # without masking the loss is larger: the planted near-duplicate competes with the positive
     unmasked, _ = InfoNCELoss(temperature=0.5)(batch)
@@ -175,16 +175,27 @@ def test_masking_rules_one_at_a_time() -> None:
     b, k = 4, 3
     scores = batch.q @ batch.docs.reshape(b * k, -1).T
     labels = torch.arange(b) * k
-    sim_only = FalseNegativeMasking(margin=0.1, mask_duplicates=False).find(scores, labels)
+    sim_only = FalseNegativeMasking(margin=-0.1, mask_duplicates=False).find(scores, labels)
     assert {tuple(x) for x in sim_only.nonzero().tolist()} == {(0, 7)}
     ratio_only = FalseNegativeMasking(margin=None, ratio=0.95, mask_duplicates=False).find(scores, labels)
     assert {tuple(x) for x in ratio_only.nonzero().tolist()} == {(0, 7)}
-    # a huge margin masks every valid negative, never the positive nor padding
+    # a hugely negative margin masks every valid negative, never the positive nor padding
     valid = torch.ones_like(scores, dtype=torch.bool)
     valid[:, -1] = False
-    everything = FalseNegativeMasking(margin=2.0, mask_duplicates=False).find(scores, labels, valid)
+    everything = FalseNegativeMasking(margin=-2.0, mask_duplicates=False).find(scores, labels, valid)
     assert everything.sum().item() == b * (b * k - 2)
     assert not everything[torch.arange(b), labels].any()
+
+
+def test_masking_margin_rule_hand_check() -> None:
+    scores = torch.tensor([[0.50, 0.65, 0.59, 0.45], [0.20, 0.90, 0.19, 0.18]])
+    labels = torch.tensor([0, 1])
+    # default margin 0.1: only negatives scoring more than 0.1 above the positive (row 0: > 0.60 -> col 1)
+    got = FalseNegativeMasking(margin=0.1, mask_duplicates=False).find(scores, labels)
+    assert got.tolist() == [[False, True, False, False], [False, False, False, False]]
+    # a negative margin reaches below the positive (row 0: > 0.40 -> cols 1, 2, 3)
+    low = FalseNegativeMasking(margin=-0.1, mask_duplicates=False).find(scores, labels)
+    assert low.tolist() == [[False, True, True, True], [False, False, False, False]]
 
 
 def test_masking_ratio_rule_hand_check() -> None:

@@ -92,16 +92,13 @@ class BeirData:
         import random
 
         rng = random.Random(seed)
-        qids = list(self.qrels)
+        qids = sorted(self.qrels)
         if max_queries is not None and max_queries < len(qids):
-            qids = sorted(rng.sample(qids, max_queries), key=qids.index)
-        judged = [d for q in qids for d in self.qrels[q]]
-        keep = set(judged)
-        if max_corpus is None:
-            others = [d for d in self.corpus if d not in keep]
-        else:
-            pool = [d for d in self.corpus if d not in keep]
-            others = rng.sample(pool, max(0, min(len(pool), max_corpus - len(keep))))
+            qids = sorted(rng.sample(qids, max_queries))
+        keep = {d for q in qids for d in self.qrels[q]}
+        others = sorted(set(self.corpus) - keep)
+        if max_corpus is not None and len(keep) + len(others) > max_corpus:
+            others = rng.sample(others, max(0, max_corpus - len(keep)))
         keep.update(others)
         return BeirData(corpus={d: v for d, v in self.corpus.items() if d in keep},
                         queries={q: self.queries[q] for q in qids}, qrels={q: dict(self.qrels[q]) for q in qids},

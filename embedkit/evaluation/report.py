@@ -47,7 +47,7 @@ def render_markdown(results: EvalResults, chart: str | None = CHART_NAME) -> str
     lines = [
         "# Evaluation report",
         "",
-        f"Created {results.created} by embedkit; scores computed by mteb (split `{results.split}`). "
+        f"Created {results.created} by embedkit; scores computed by {results.scorer} (split `{results.split}`). "
         f"Deltas are against the first checkpoint, `{base}`.",
         "",
         "## Checkpoints",

@@ -88,6 +88,9 @@ class EvalResults:
     output_dir: str | None = None
     created: str = ""
     run_key: str = ""
+    #: who computed the scores (named in REPORT.md): ``mteb`` for :func:`evaluate`; benchmark scripts that score
+    #: with :func:`~embedkit.evaluation.scoring.score_beir` (equal to mteb's nDCG within 1e-4, tested) say so
+    scorer: str = "mteb"
 
     def score(self, checkpoint: str, task: str, metric: str | None = None) -> float | None:
         """Main score (or ``metric``, e.g. ``"ndcg@10"``) of a checkpoint label on a task."""
@@ -114,6 +117,7 @@ class EvalResults:
             "embedkit_version": embedkit.__version__,
             "mteb_version": mteb_version,
             "run_key": self.run_key,
+            "scorer": self.scorer,
             "split": self.split,
             "checkpoints": [asdict(c) for c in self.checkpoints],
             "tasks": self.tasks,

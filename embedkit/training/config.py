@@ -108,6 +108,9 @@ class MinerConfig(MiningConfig):
         teacher / teacher_type: a CrossEncoder (``cross``) or bi-encoder (``bi``) folder that scores positives and
             negatives (the teacher scores listwise distillation needs).
         corpus: extra documents to mine from (JSONL with ``text``, or a BEIR folder).
+        cache_dir: the embedding cache (default: ``<stage output>/mined/cache``). Point several runs at one folder
+            to embed each text once across them (entries are keyed by model, prompt and text, so runs with other
+            models or prompts do not collide).
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -115,6 +118,7 @@ class MinerConfig(MiningConfig):
     teacher: str | None = None
     teacher_type: Literal["cross", "bi"] = "cross"
     corpus: str | None = None
+    cache_dir: str | None = None
 
 
 class TrainingConfig(_Section):

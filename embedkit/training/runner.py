@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +41,8 @@ from embedkit.utils.io import atomic_dir, atomic_file, check_writable_parent
 logger = logging.getLogger(__name__)
 
 #: recipe keys that may change between a run and its resume (they do not change the trained weights)
-RESUME_MUTABLE = ("output", "eval", "training.logging_steps", "training.report_to", "training.dataloader_num_workers")
+RESUME_MUTABLE = ("output", "eval", "miner.cache_dir", "training.logging_steps", "training.report_to",
+                  "training.dataloader_num_workers")
 
 
 @dataclass
@@ -123,16 +123,17 @@ def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> 
 
     assert recipe.miner is not None
     cfg = recipe.miner
-    mining_cfg = cfg.model_dump(exclude={"model", "teacher", "teacher_type", "corpus"})
+    mining_cfg = cfg.model_dump(exclude={"model", "teacher", "teacher_type", "corpus", "cache_dir"})
     out_pairs = []
     for pairs, st in zip(data.pairs, data.stats):
         target = stage_dir / "mined" / f"{st.name}.jsonl"
         if not target.is_file():
             mine_hard_negatives(
                 pairs, cfg.model or model_name, config=mining_cfg, corpus=cfg.corpus,
-                cache_dir=stage_dir / "mined" / "cache", teacher=cfg.teacher, teacher_type=cfg.teacher_type,
+                cache_dir=cfg.cache_dir or stage_dir / "mined" / "cache", teacher=cfg.teacher, teacher_type=cfg.teacher_type,
                 output=target,
             )
+        _barrier()  # under torchrun only rank 0 writes the mined pairs; the others read them after it is done
         mined = list(load_pairs(target, dataset=st.name))
         st.with_negatives = sum(1 for p in mined if p.negatives)
         spec = next(d for d in recipe.data.datasets if d.display_name == st.name)
@@ -155,55 +156,21 @@ def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> 
 
 
 def load_eval_data(recipe: Recipe) -> Any:
-    """The (deterministically subsampled) BEIR split named by ``eval.beir``, or ``None``."""
+    """The BEIR split named by ``eval.beir`` (a seeded :meth:`BeirData.subset` when capped), or ``None``."""
     if recipe.eval.beir is None:
         return None
-    from embedkit.data.beir import BeirData, load_beir
+    from embedkit.data.beir import load_beir
     from embedkit.training.config import resolve_data_path
 
     e = recipe.eval
     data = load_beir(resolve_data_path(e.beir), split=e.split)
-    if e.max_queries is None and e.max_corpus is None:
-        return data
-    rng = random.Random(recipe.training.seed)
-    qids = sorted(data.qrels)
-    if e.max_queries is not None and len(qids) > e.max_queries:
-        qids = sorted(rng.sample(qids, e.max_queries))
-    qrels = {q: data.qrels[q] for q in qids}
-    relevant = {d for q in qids for d in qrels[q]}
-    others = sorted(set(data.corpus) - relevant)
-    if e.max_corpus is not None and len(relevant) + len(others) > e.max_corpus:
-        others = sorted(rng.sample(others, max(0, e.max_corpus - len(relevant))))
-    keep = relevant | set(others)
-    return BeirData(corpus={d: data.corpus[d] for d in data.corpus if d in keep},
-                    queries={q: data.queries[q] for q in qids}, qrels=qrels, name=data.name, split=data.split)
+    return data.subset(e.max_queries, e.max_corpus, seed=recipe.training.seed)
 
 
 def evaluate(model: Any, beir: Any, k: int) -> dict[str, float]:
     from embedkit.evaluation.scoring import score_beir
 
     return {key: float(v) for key, v in score_beir(model, beir, k_values=(k,)).items()}
-
-
-def _eval_callback(beir: Any, k: int, every: int):
-    from transformers import TrainerCallback
-
-    class _RetrievalEval(TrainerCallback):
-        """Score the model on the BEIR split every ``every`` steps and log ``eval_ndcg@k`` etc."""
-
-        def __init__(self) -> None:
-            self.trainer = None
-            self.history: list[tuple[int, dict[str, float]]] = []
-
-        def on_step_end(self, args, state, control, model=None, **kwargs):
-            if state.global_step % every == 0 and self.trainer is not None:
-                metrics = evaluate(self.trainer.model, beir, k)
-                self.history.append((state.global_step, metrics))
-                if args.process_index == 0:
-                    self.trainer.log({f"eval_{m}": v for m, v in metrics.items()})
-            return control
-
-    return _RetrievalEval()
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -258,6 +225,12 @@ def prepare_output(out: Path, *, resume: bool | str, overwrite: bool) -> None:
 # one stage
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _training_args(recipe: Recipe, checkpoints: Path) -> Any:
     from transformers import TrainingArguments
 
@@ -285,6 +258,11 @@ def _training_args(recipe: Recipe, checkpoints: Path) -> Any:
         remove_unused_columns=False,
         disable_tqdm=os.environ.get("EMBEDKIT_NO_PROGRESS", "") not in ("", "0"),
     )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not _cuda_available():
+        # under torchrun on a machine without CUDA, TrainingArguments (transformers 5.23 + accelerate 1.15) builds a
+        # non-distributed PartialState unless use_cpu is set: every rank would train alone on the whole data set
+        # while torch.distributed is initialised (found by tests/training/test_training_ddp.py)
+        kwargs["use_cpu"] = True
     kwargs.update(t.trainer_args)
     try:
         return TrainingArguments(**kwargs)
@@ -333,12 +311,8 @@ def run_stage(
     _ = args.device  # sets up torch.distributed under torchrun (the barrier after mining needs it)
     set_seed(t.seed)  # new layers (latent attention, LoRA) start identically in a run and its resume
     model = load_model(model_cfg)
-    if recipe.miner is not None:
-        if _is_main():
-            data = mine(recipe, data, stage_dir, model_cfg.name)
-        _barrier()
-        if not _is_main():  # the other ranks read what rank 0 mined
-            data = mine(recipe, data, stage_dir, model_cfg.name)
+    if recipe.miner is not None:  # every rank: the corpus encoding is sharded over ranks, rank 0 searches and writes
+        data = mine(recipe, data, stage_dir, model_cfg.name)
 
     ckpt: str | None = None
     if resume:
@@ -370,7 +344,10 @@ def run_stage(
     cbs = list(callbacks or [])
     eval_cb = None
     if beir is not None and recipe.eval.every_steps:
-        eval_cb = _eval_callback(beir, recipe.eval.k, recipe.eval.every_steps)
+        from embedkit.evaluation.callback import RetrievalEvalCallback
+
+        eval_cb = RetrievalEvalCallback(beir, every_n_steps=recipe.eval.every_steps, metric=f"ndcg@{recipe.eval.k}",
+                                        keep_best=False, k_values=(recipe.eval.k,), prefix="eval_", model=model)
         cbs.append(eval_cb)
     metrics: dict[str, float] = {}
     if beir is not None and recipe.eval.before_training and ckpt is None:
@@ -392,7 +369,9 @@ def run_stage(
     if eval_cb is not None:
         eval_cb.trainer = trainer
     trainer.train(resume_from_checkpoint=ckpt)
-    if beir is not None:
+    if eval_cb is not None and eval_cb.history and eval_cb.history[-1][0] == trainer.state.global_step:
+        metrics.update(eval_cb.history[-1][1])  # the callback already scored the final step
+    elif beir is not None:
         metrics.update(evaluate(trainer.model, beir, recipe.eval.k))
     if trainer.args.should_save:
         with atomic_dir(final_dir, overwrite=True) as tmp:

@@ -178,3 +178,31 @@ def test_miner_section_mines_negatives_that_training_uses(write_recipe, debian_p
     assert len(lines) == 48 and all(len(json.loads(x)["negatives"]) == 2 for x in lines)
     info = json.loads((res.final_dir / "embedkit_training.json").read_text())
     assert info["data"][0]["mined"] is True and info["data"][0]["mean_negatives"] == 2.0
+
+
+def test_runs_sharing_miner_cache_dir_embed_each_text_once(write_recipe, debian_pairs: str, tmp_path: Path,
+                                                          monkeypatch) -> None:
+    import embedkit.mining.miner as miner
+
+    texts: list[int] = []
+    real = miner.encode
+
+    def counting(model, batch, **kw):
+        texts.append(len(batch))
+        return real(model, batch, **kw)
+
+    monkeypatch.setattr(miner, "encode", counting)
+    shared = tmp_path / "shared-cache"
+    for run, ratio in (("a", None), ("b", 0.9)):  # the second run changes a filter, not the embeddings
+        recipe = load_recipe(write_recipe(
+            f"{run}.yaml", data={"datasets": [{"path": debian_pairs, "name": "debian", "max_negatives": 1}]},
+            miner={"num_negatives": 1, "range_max": 8, "max_score_ratio": ratio, "cache_dir": str(shared)},
+            training={"max_steps": 1}, output={"save_steps": None},
+        ))
+        run_recipe(recipe, tmp_path / run)
+        if run == "a":
+            first = sum(texts)
+            assert first > 0 and any(shared.iterdir())
+            assert not (tmp_path / "a" / "mined" / "cache").exists()
+    assert sum(texts) == first, "the second run must read every embedding from the shared cache"
+    assert (tmp_path / "b" / "mined" / "debian.jsonl").is_file()
