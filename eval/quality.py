@@ -2,22 +2,26 @@
 
 Data: the packaged Debian package-description sample. Training pairs come from the train split; the test queries
 belong to other source-package families (never seen in training) and are retrieved from a corpus that holds the
-training documents too (~11k documents; ``--max-corpus`` subsamples it, keeping every relevant document).
+training documents too (``--max-corpus 10000`` of the ~11k documents by default, every relevant one kept).
 
 Arms (same pairs, steps, batch size, learning rate, warm-up, max length and seed):
 
-1. ``base``: all-MiniLM-L6-v2 as packaged;
-2. ``sentence-transformers``: ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss``;
-3. ``embedkit``: ``recipes/minilm-cpu.yaml``'s components -- hard negatives mined with positive-aware filtering,
-   false-negative masking, online hard-negative mixing, GradCache for a larger effective batch.
+1. base all-MiniLM-L6-v2 as packaged;
+2. the anchor: ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss`` (in-batch negatives);
+3. embedkit's default recipe (``recipes/minilm-cpu.yaml``'s components): hard negatives mined with positive-aware
+   filtering, false-negative masking, GradCache for a larger batch (``--gradcache-factor`` x ``--batch-size`` pairs
+   per step, ``--gradcache-chunk`` rows per forward pass: the memory of the anchor's batch). Online hard-negative
+   mixing is available but off by default: it hurt in the ablation (BENCHMARKS.md).
 
-``--ablate`` adds one embedkit run per component with that component switched off.
-``--decoder`` runs the SmolLM2-135M comparison (bidirectional + LoRA + mean pooling vs causal + last token).
+``--ablate`` adds one embedkit run per entry of ``ABLATIONS`` (one component changed each, plus everything off);
+``--decoder`` adds the SmolLM2-135M comparison (bidirectional + LoRA + mean pooling vs causal + last token).
 
-Prints a table and writes ``OUT/quality.json`` and ``OUT/QUALITY.md``.
+Prints the table and writes ``OUT/QUALITY.md``, ``OUT/quality.json`` and ``OUT/report/`` (REPORT.md, comparison.png,
+summary.json, as ``embedkit eval`` writes them). Every arm's scores are written as soon as it finishes.
 
-    .venv/bin/python eval/quality.py --quick                 # the README demo (a few minutes on CPU)
-    .venv/bin/python eval/quality.py --steps 300 --ablate    # the full comparison (BENCHMARKS.md)
+    .venv/bin/python eval/quality.py --quick -o runs/demo     # the README demo (scripts/demo.sh)
+    .venv/bin/python eval/quality.py -o runs/quality          # the full comparison (BENCHMARKS.md)
+    .venv/bin/python eval/quality.py --quick --ablate         # which component helps, which hurts
 """
 
 from __future__ import annotations
@@ -78,7 +82,7 @@ def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
     model.max_seq_length = args.max_seq_length
     ds = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.positives[0] for p in pairs]})
     targs = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "st-tmp"), per_device_train_batch_size=args.batch_size, learning_rate=args.lr,
+        output_dir=str(out / "st-tmp"), per_device_train_batch_size=args.anchor_batch_size, learning_rate=args.lr,
         max_steps=args.steps, warmup_steps=0.1, weight_decay=0.01, seed=args.seed, data_seed=args.seed,
         save_strategy="no", logging_steps=max(1, args.steps // 5), report_to=[], batch_sampler="no_duplicates",
         dataloader_drop_last=True, use_cpu=True,
@@ -88,19 +92,21 @@ def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
     return model
 
 
-#: embedkit's default recipe components at this script's budget (recipes/minilm-cpu.yaml uses the same settings)
-DEFAULT_MASKING: dict[str, Any] = {"margin": 0.1}
-DEFAULT_MIXING: dict[str, Any] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False}
+#: embedkit's default recipe components at this script's budget (recipes/minilm-cpu.yaml uses the same settings).
+#: Online hard-negative mixing is off: switched on, it cost 1.4 nDCG@10 points in the ablation (BENCHMARKS.md).
+DEFAULT_MASKING: dict[str, Any] | None = {"margin": 0.1}
+DEFAULT_MIXING: dict[str, Any] | None = None
+MIXING: dict[str, Any] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False}
 
 #: --ablate: one embedkit run per entry, with that change to the default recipe
 ABLATIONS: dict[str, dict[str, Any]] = {
     "without mined hard negatives": {"negatives": False},
     "without false-negative masking": {"masking": None},
     "masking margin -0.1 (also masks just below the positive)": {"masking": {"margin": -0.1}},
-    "without hard-negative mixing": {"mixing": None},
-    "mixing with query-negative mixes too": {"mixing": {**DEFAULT_MIXING, "mix_query": True}},
-    "plain in-batch InfoNCE (all of the above off, no GradCache)": {"negatives": False, "masking": None,
-                                                                     "mixing": None, "gradcache": False},
+    "with hard-negative mixing (8 mixes of the 4 hardest)": {"mixing": MIXING},
+    "with mixing, query-negative mixes too": {"mixing": {**MIXING, "mix_query": True}},
+    "plain in-batch InfoNCE (no mined negatives, masking, mixing or GradCache)": {
+        "negatives": False, "masking": None, "mixing": None, "gradcache": False},
 }
 
 
@@ -109,8 +115,9 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
     masking = change.get("masking", DEFAULT_MASKING)
     mixing = change.get("mixing", DEFAULT_MIXING)
     negatives = change.get("negatives", True)
-    gradcache = change.get("gradcache", True) and args.gradcache_chunk < args.batch_size
-    infonce: dict[str, Any] = {"temperature": args.temperature}
+    batch = args.batch_size * args.gradcache_factor
+    gradcache = change.get("gradcache", True) and args.gradcache_chunk < batch
+    infonce: dict[str, Any] = {"temperature": args.temperature, **change.get("infonce", {})}
     if masking is not None:
         infonce["masking"] = dict(masking)
     if mixing is not None:
@@ -120,12 +127,13 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
         "data": {"datasets": [{"path": str(pairs_path), "name": "debian",
                                "max_negatives": args.negatives if negatives else 0}]},
         "losses": {"infonce": infonce},
-        "training": {"batch_size": args.batch_size, "gradcache_chunk_size": args.gradcache_chunk if gradcache else None,
+        "training": {"batch_size": batch, "gradcache_chunk_size": args.gradcache_chunk if gradcache else None,
                      "lr": args.lr, "max_steps": args.steps, "warmup_ratio": 0.1, "weight_decay": 0.01,
                      "seed": args.seed, "logging_steps": max(1, args.steps // 5)},
         "eval": {"before_training": False},
         "output": {"save_steps": None},
     }
+    recipe["training"].update(change.get("training", {}))
     if negatives:
         # one embedding cache for every arm: the corpus is embedded once by the base model
         recipe["miner"] = {"num_negatives": args.negatives, "range_min": args.range_min, "range_max": 50,
@@ -196,7 +204,8 @@ def write_outputs(out: Path, rows: dict[str, dict[str, float]], args: argparse.N
     from embedkit.evaluation.report import write_report
     from embedkit.evaluation.runner import CheckpointInfo, EvalResults, TaskScore
 
-    text = table(rows, BASE, ANCHOR if ANCHOR in rows else None)
+    ref = next((name for name in rows if name.startswith(ANCHOR)), None)
+    text = table(rows, BASE, ref)
     settings = dict(vars(args))
     data = f"{len(beir.queries)} held-out queries x {len(beir.corpus)} documents"
     (out / "quality.json").write_text(json.dumps({"settings": settings, "data": data, "elapsed_s": round(elapsed),
@@ -214,14 +223,19 @@ def write_outputs(out: Path, rows: dict[str, dict[str, float]], args: argparse.N
     return text
 
 
-def main() -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
-                    help="README demo: 40 steps at batch 32, 200 queries x 2,000 documents (under 10 min on 2 cores)")
+                    help="README demo: 30 steps, batch 16 (embedkit 32 with GradCache), 200 queries x 2,000 documents")
     ap.add_argument("--steps", type=int, default=60)
-    ap.add_argument("--batch-size", type=int, default=64, help="queries per step, for both fine-tunes")
-    ap.add_argument("--gradcache-chunk", type=int, default=32,
-                    help="embedkit's GradCache chunk (rows per forward pass); >= batch size turns GradCache off")
+    ap.add_argument("--batch-size", type=int, default=32,
+                    help="the sentence-transformers batch, and embedkit's rows per forward pass (GradCache chunk)")
+    ap.add_argument("--gradcache-factor", type=int, default=2,
+                    help="embedkit's batch = factor x batch size, in GradCache chunks of --gradcache-chunk rows")
+    ap.add_argument("--gradcache-chunk", type=int, default=None, help="default: --batch-size")
+    ap.add_argument("--anchor-batch-size", type=int, default=None,
+                    help="sentence-transformers batch (default: --batch-size); e.g. factor x batch as a control")
+    ap.add_argument("--skip-embedkit", action="store_true", help="base and anchor only (control runs)")
     ap.add_argument("--negatives", type=int, default=1, help="mined hard negatives per query for embedkit")
     ap.add_argument("--range-min", type=int, default=0)
     ap.add_argument("--lr", type=float, default=5e-5)
@@ -236,12 +250,19 @@ def main() -> int:
     ap.add_argument("--decoder", action="store_true", help="also run the SmolLM2 bidirectional vs causal comparison")
     ap.add_argument("--skip-anchor", action="store_true")
     ap.add_argument("-o", "--output", default="runs/quality")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
     if args.quick:
-        args.steps, args.batch_size, args.gradcache_chunk = 40, 32, 16
+        args.steps, args.batch_size = 30, 16
         args.max_corpus, args.max_queries = 2000, args.max_queries or 200
+    args.gradcache_chunk = args.gradcache_chunk or args.batch_size
+    args.anchor_batch_size = args.anchor_batch_size or args.batch_size
     args.max_corpus = args.max_corpus or None
-    args.max_pairs = args.max_pairs or args.steps * args.batch_size
+    args.max_pairs = args.max_pairs or args.steps * args.batch_size * max(1, args.gradcache_factor)
+    return args
+
+
+def main() -> int:
+    args = parse_args()
 
     import torch
 
@@ -271,8 +292,12 @@ def main() -> int:
     arm(BASE, lambda: load_model("minilm", max_seq_length=args.max_seq_length))
     rows[BASE]["train_s"] = 0.0
     if not args.skip_anchor:
-        arm(ANCHOR, lambda: anchor_finetune(args, pairs, out))
-    arm(EMBEDKIT, lambda: run_embedkit(embedkit_recipe(args, pairs_path, out), out / "embedkit"))
+        arm(f"{ANCHOR} (batch {args.anchor_batch_size})", lambda: anchor_finetune(args, pairs, out))
+    if not args.skip_embedkit:
+        batch = args.batch_size * args.gradcache_factor
+        cached = f", GradCache chunk {args.gradcache_chunk}" if args.gradcache_chunk < batch else ""
+        arm(f"{EMBEDKIT} (batch {batch}{cached})",
+            lambda: run_embedkit(embedkit_recipe(args, pairs_path, out), out / "embedkit"))
     if args.ablate:
         for i, (name, change) in enumerate(ABLATIONS.items()):
             arm(f"embedkit {name}", lambda: run_embedkit(embedkit_recipe(args, pairs_path, out, **change),

@@ -58,7 +58,8 @@ def losses() -> dict[str, object]:
         "infonce_symmetric_focal": lambda: InfoNCELoss(temperature=0.05, symmetric=True, focal_gamma=1.0),
         "listwise": lambda: ListwiseDistillationLoss(temperature=0.05, teacher_temperature=0.5),
         "combined_mixing_masking": lambda: CombinedLoss({
-            "infonce": (InfoNCELoss(temperature=0.05, mixing=HardNegativeMixing(num_mixed=4, hardest_k=6, seed=1),
+            "infonce": (InfoNCELoss(temperature=0.05,
+                                    mixing=HardNegativeMixing(num_mixed=4, hardest_k=6, mix_query=True, seed=1),
                                     masking=FalseNegativeMasking(margin=None, mask_duplicates=True)), 1.0),
             "kd": (ListwiseDistillationLoss(), 0.5),
         }),

@@ -216,7 +216,7 @@ def test_mixed_negatives_are_unit_norm_convex_mixes_of_the_hardest() -> None:
     labels = torch.tensor([0, 1, 2, 3, 4])
     valid = torch.ones(b, c, dtype=torch.bool)
     valid[1, 5:] = False  # row 1 has few candidates
-    mix = HardNegativeMixing(num_mixed=6, hardest_k=hk, num_query_mixed=5, alpha_max=0.4, seed=3)
+    mix = HardNegativeMixing(num_mixed=6, hardest_k=hk, mix_query=True, num_query_mixed=5, alpha_max=0.4, seed=3)
     res = mix.mix(q, cand, scores, labels, valid)
     assert res.emb.shape == (b, 11, dim) and not res.emb.requires_grad
     assert torch.allclose(res.emb.norm(dim=-1), torch.ones(b, 11), atol=1e-6)
@@ -247,7 +247,7 @@ def test_mixed_negatives_are_unit_norm_convex_mixes_of_the_hardest() -> None:
 def test_mixing_skips_rows_without_enough_negatives() -> None:
     q, cand = unit(2, 8, seed=22), unit(4, 8, seed=23)
     valid = torch.tensor([[True, True, False, False], [True, True, True, True]])
-    res = HardNegativeMixing(num_mixed=3, hardest_k=4, num_query_mixed=2).mix(q, cand, q @ cand.T,
+    res = HardNegativeMixing(num_mixed=3, hardest_k=4, mix_query=True, num_query_mixed=2).mix(q, cand, q @ cand.T,
                                                                             torch.tensor([0, 1]), valid)
     # row 0: only one negative (col 1) -> no negative-negative mix, query mixes use col 1
     assert res.valid[0].tolist() == [False] * 3 + [True] * 2
@@ -258,7 +258,7 @@ def test_mixing_skips_rows_without_enough_negatives() -> None:
 def test_mixing_is_deterministic_per_step_and_per_global_row() -> None:
     q, cand = unit(6, 16, seed=24), unit(18, 16, seed=25)
     scores, labels = q @ cand.T, torch.arange(6) * 3
-    mix = HardNegativeMixing(num_mixed=4, hardest_k=5, seed=7)
+    mix = HardNegativeMixing(num_mixed=4, hardest_k=5, mix_query=True, seed=7)
     r0 = mix.mix(q, cand, scores, labels)
     r1 = mix.mix(q, cand, scores, labels)
     assert mix.step == 2
@@ -275,7 +275,7 @@ def test_mixing_adds_detached_logits_to_infonce() -> None:
     q = unit(4, 16, seed=26).requires_grad_()
     d = unit(12, 16, seed=27).requires_grad_()
     t = 0.05
-    mix = HardNegativeMixing(num_mixed=3, hardest_k=4, num_query_mixed=2, seed=1)
+    mix = HardNegativeMixing(num_mixed=3, hardest_k=4, mix_query=True, num_query_mixed=2, seed=1)
     loss, stats = InfoNCELoss(temperature=t, mixing=mix)(make_batch(q, d, 3))
     assert stats["mixed_negatives"] == 4 * 5
     loss.backward()
@@ -348,6 +348,7 @@ def test_build_loss_from_config() -> None:
                                    "masking": {"margin": None, "ratio": 0.95}}})
     assert isinstance(loss, InfoNCELoss) and loss.temperature == 0.02 and loss.symmetric
     assert loss.mixing is not None and loss.mixing.num_mixed == 2
+    assert loss.mixing.num_query_mixed == 0  # query-negative mixes are opt-in (they hurt in the quality ablation)
     assert loss.masking is not None and loss.masking.ratio == 0.95
     combo = build_loss(LossConfig.model_validate({"listwise": {"weight": 0.5}}))
     assert isinstance(combo, CombinedLoss) and set(combo.losses) == {"infonce", "listwise"}

@@ -111,7 +111,7 @@ def write_chart(results: EvalResults, path: str | os.PathLike) -> None:
     tasks = [t["name"] for t in results.tasks]
     n_ck = len(labels)
     width = 0.8 / n_ck
-    fig = Figure(figsize=(max(5.0, 1.2 + len(tasks) * (0.5 + 0.45 * n_ck)), 4.2), dpi=110)
+    fig = Figure(figsize=(max(6.5, 1.2 + len(tasks) * (0.5 + 0.45 * n_ck)), 4.2), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     for i, lab in enumerate(labels):
@@ -129,10 +129,10 @@ def write_chart(results: EvalResults, path: str | os.PathLike) -> None:
     ax.set_ylabel("main score")
     ax.set_title("Main score per task and checkpoint")
     ax.axhline(0, color="black", linewidth=0.6)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    # below the axes: long checkpoint labels must not squeeze the plot (bbox_inches="tight" keeps them in the PNG)
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1 if n_ck > 3 else n_ck)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(str(path), format="png")
+    fig.savefig(str(path), format="png", bbox_inches="tight")
 
 
 def write_report(results: EvalResults, folder: str | os.PathLike) -> None:

@@ -35,7 +35,7 @@ class MixingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     num_mixed: int = Field(8, ge=0)
     hardest_k: int = Field(8, ge=1)
-    mix_query: bool = True
+    mix_query: bool = False
     num_query_mixed: int | None = Field(None, ge=0)
     alpha_max: float = Field(0.5, gt=0.0, le=0.5)
     seed: int = 0

@@ -51,7 +51,7 @@ def rows(n_rows: int, counts: list[int]) -> tuple[list[str], list[str], list[int
 def loss_fn() -> CombinedLoss:
     return CombinedLoss({
         "infonce": (InfoNCELoss(temperature=0.05, symmetric=True,
-                                mixing=HardNegativeMixing(num_mixed=3, hardest_k=4, seed=5),
+                                mixing=HardNegativeMixing(num_mixed=3, hardest_k=4, mix_query=True, seed=5),
                                 masking=FalseNegativeMasking(margin=None, mask_duplicates=True)), 1.0),
         "kd": (ListwiseDistillationLoss(temperature=0.05), 0.5),
     })

@@ -21,7 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.mark.slow
 def test_minilm_cpu_recipe_improves_ndcg_on_held_out_debian(tmp_path: Path) -> None:
     recipe = load_recipe(REPO / "recipes" / "minilm-cpu.yaml", sets=[
-        "training.max_steps=24", "training.batch_size=16", "model.max_seq_length=64",
+        "training.max_steps=24", "training.batch_size=16", "training.gradcache_chunk_size=8",
+        "data.datasets.0.max_pairs=384", "model.max_seq_length=64",
         "eval.max_queries=120", "eval.max_corpus=1000", "output.save_steps=12",
     ])
     result = run_recipe(recipe, tmp_path / "run")

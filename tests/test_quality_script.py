@@ -1,0 +1,59 @@
+"""``eval/quality.py`` (the README demo and the quality benchmark) trains what ``recipes/minilm-cpu.yaml`` ships.
+
+The benchmark's claim is about "the recipe a user gets by default"; this keeps the two from drifting apart, and
+checks the control/ablation switches change exactly what they say.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from embedkit.training.config import Recipe, load_recipe
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def quality():
+    spec = importlib.util.spec_from_file_location("quality", REPO / "eval" / "quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _benchmark_recipe(quality, tmp_path: Path, argv: list[str], **change) -> Recipe:
+    args = quality.parse_args(argv)
+    return Recipe.model_validate(quality.embedkit_recipe(args, tmp_path / "train.jsonl", tmp_path, **change))
+
+
+def test_default_benchmark_recipe_is_the_shipped_minilm_recipe(quality, tmp_path: Path) -> None:
+    ours = _benchmark_recipe(quality, tmp_path, [])
+    shipped = load_recipe(REPO / "recipes" / "minilm-cpu.yaml")
+    assert ours.model.name == shipped.model.name and ours.model.max_seq_length == shipped.model.max_seq_length
+    assert ours.losses == shipped.losses
+    keys = ("batch_size", "gradcache_chunk_size", "lr", "max_steps", "warmup_ratio", "weight_decay", "seed")
+    assert {k: getattr(ours.training, k) for k in keys} == {k: getattr(shipped.training, k) for k in keys}
+    skip = {"cache_dir"}
+    assert ours.miner.model_dump(exclude=skip) == shipped.miner.model_dump(exclude=skip)
+    assert ours.data.datasets[0].max_negatives == shipped.data.datasets[0].max_negatives == 1
+    assert ours.losses.infonce.mixing is None  # off by default: it hurt in the ablation
+
+
+def test_ablation_switches_change_one_thing(quality, tmp_path: Path) -> None:
+    base = _benchmark_recipe(quality, tmp_path, [])
+    no_neg = _benchmark_recipe(quality, tmp_path, [], negatives=False)
+    assert no_neg.miner is None and no_neg.data.datasets[0].max_negatives == 0 and no_neg.losses == base.losses
+    mixed = _benchmark_recipe(quality, tmp_path, [], mixing=quality.MIXING)
+    assert mixed.losses.infonce.mixing.num_mixed == 8 and not mixed.losses.infonce.mixing.mix_query
+    assert mixed.training == base.training
+    plain = _benchmark_recipe(quality, tmp_path, [], **quality.ABLATIONS[
+        "plain in-batch InfoNCE (no mined negatives, masking, mixing or GradCache)"])
+    assert plain.training.gradcache_chunk_size is None and plain.losses.infonce.masking is None
+    # --quick: smaller batch, GradCache doubles it; --gradcache-factor 1 with a chunk >= batch turns GradCache off
+    quick = _benchmark_recipe(quality, tmp_path, ["--quick"])
+    assert (quick.training.batch_size, quick.training.gradcache_chunk_size, quick.training.max_steps) == (32, 16, 30)
+    off = _benchmark_recipe(quality, tmp_path, ["--gradcache-factor", "1"])
+    assert off.training.batch_size == 32 and off.training.gradcache_chunk_size is None
