@@ -94,7 +94,8 @@ class Step:
             self.loss_fn = InfoNCELoss(temperature=0.05)
             textbook = kind == "embedkit_gradcache_textbook"
             self.gc = GradCache(self.model, self.loss_fn, chunk_size=chunk,
-                                sort_by_length=not textbook, trim_padding=not textbook)
+                                sort_by_length=not textbook, trim_padding=not textbook,
+                                reuse_chunk_graph=not textbook)
 
     def run(self) -> float:
         from embedkit.losses import make_batch

@@ -72,7 +72,7 @@ def reset(loss_fn: torch.nn.Module) -> None:
             m.step = 0
 
 
-def run_both(model, loss_fn, *, chunk_size=CHUNK, ref_chunk=CHUNK, seed=123, **chunking):
+def run_both(model, loss_fn, *, chunk_size=CHUNK, ref_chunk=CHUNK, seed=123, reuse_chunk_graph=True, **chunking):
     """(uncached grads, cached grads, uncached stats, cached stats) from the same RNG start."""
     qf, df = model.preprocess(QUERIES), model.preprocess(DOCS)
     model.zero_grad(set_to_none=True)
@@ -84,7 +84,8 @@ def run_both(model, loss_fn, *, chunk_size=CHUNK, ref_chunk=CHUNK, seed=123, **c
     model.zero_grad(set_to_none=True)
     reset(loss_fn)
     torch.manual_seed(seed)
-    loss_c, s_gc = GradCache(model, loss_fn, chunk_size=chunk_size, **chunking).forward_backward(qf, df, build)
+    loss_c, s_gc = GradCache(model, loss_fn, chunk_size=chunk_size, reuse_chunk_graph=reuse_chunk_graph,
+                             **chunking).forward_backward(qf, df, build)
     g_gc = grads(model)
     model.zero_grad(set_to_none=True)
     assert loss_c.item() == pytest.approx(loss.item(), rel=1e-5)
@@ -126,8 +127,26 @@ def test_gradcache_equals_uncached_with_dropout(dropout_model, name: str) -> Non
 
 def test_textbook_chunking_without_sorting_or_trimming(dropout_model) -> None:
     g_ref, g_gc, _, _ = run_both(dropout_model, losses()["combined_mixing_masking"](),
-                                 sort_by_length=False, trim_padding=False)
+                                 sort_by_length=False, trim_padding=False, reuse_chunk_graph=False)
     assert max_diff(g_ref, g_gc) <= TOL
+
+
+@pytest.mark.parametrize("chunk_size", [1, CHUNK, 64])
+def test_reusing_the_costliest_chunk_graph_gives_the_textbook_gradient(dropout_model, chunk_size: int) -> None:
+    loss_fn = losses()["combined_mixing_masking"]()
+    _, g_reuse, _, _ = run_both(dropout_model, loss_fn, chunk_size=chunk_size, ref_chunk=chunk_size)
+    _, g_text, _, _ = run_both(dropout_model, loss_fn, chunk_size=chunk_size, ref_chunk=chunk_size,
+                               reuse_chunk_graph=False)
+    assert max_diff(g_reuse, g_text) <= TOL
+
+
+def test_costliest_chunk_is_the_one_with_most_padded_tokens(tiny_bert: str) -> None:
+    model = load_model(tiny_bert)
+    chunks = plan_chunks(model.preprocess(["a b c d e f g h i j k l", "x", "y", "z y"]), 2).chunks
+    assert [c["attention_mask"].numel() for c in chunks][0] > chunks[1]["attention_mask"].numel()
+    assert GradCache._costliest(chunks) == 0
+    same = plan_chunks(model.preprocess(["x", "y", "z", "w"]), 2, sort_by_length=False).chunks
+    assert GradCache._costliest(same) == 1  # ties: the later chunk
 
 
 def test_plan_chunks_sorts_trims_and_maps_rows_back(tiny_bert: str) -> None:
@@ -194,7 +213,8 @@ def test_gradcache_with_latent_attention_pooling(tiny_bert: str) -> None:
     assert max_diff(g_ref, g_gc) <= TOL
 
 
-def test_every_chunk_but_the_last_runs_in_no_sync(tiny_bert: str) -> None:
+@pytest.mark.parametrize("reuse", [True, False])
+def test_every_chunk_but_the_last_runs_in_no_sync(tiny_bert: str, reuse: bool) -> None:
     model = load_model(tiny_bert)
     model.eval()
     state = {"inside": False, "entered": 0}
@@ -214,16 +234,19 @@ def test_every_chunk_but_the_last_runs_in_no_sync(tiny_bert: str) -> None:
 
     handle = model.register_forward_pre_hook(hook)
     try:
-        GradCache(model, InfoNCELoss(), chunk_size=CHUNK).forward_backward(
+        GradCache(model, InfoNCELoss(), chunk_size=CHUNK, reuse_chunk_graph=reuse).forward_backward(
             model.preprocess(QUERIES), model.preprocess(DOCS), build, no_sync=no_sync
         )
     finally:
         handle.remove()
     n_chunks = -(-B // CHUNK) + -(-len(DOCS) // CHUNK)  # 2 + 5
     no_grad, with_grad = [c for c in calls if not c[0]], [c for c in calls if c[0]]
-    assert len(no_grad) == len(with_grad) == n_chunks
+    # with reuse, the costliest chunk is encoded once (with a graph, inside no_sync until its backward is done)
+    assert len(no_grad) == n_chunks - (1 if reuse else 0)
+    assert len(with_grad) == n_chunks
     assert [inside for _, inside in with_grad] == [True] * (n_chunks - 1) + [False]
     assert state["entered"] == n_chunks - 1
+    assert not state["inside"]
 
 
 def test_loss_scale_scales_gradients(tiny_bert: str) -> None:

@@ -18,10 +18,12 @@ sentence-transformers' ``CachedMultipleNegativesRankingLoss`` all-reduces once p
 fix PR #4039 still open): with 32 chunks that is 32 rounds of full-model communication per step.
 
 Peak activation memory is that of one chunk (plus ``B x D`` embeddings); the cost is one extra no-grad forward.
-To win that back, rows are encoded **sorted by length** and each chunk is **trimmed** to its own longest row
+Two things win most of it back. **One chunk is encoded only once**: the chunk with the most tokens keeps its graph
+from step 1, the loss's backward flows straight into it, and step 3 re-encodes only the others (with 2 chunks
+that halves the extra cost; its memory is still one chunk's graph). And rows are encoded **sorted by length** and each chunk is **trimmed** to its own longest row
 (the embeddings and gradients are mapped back to the original rows, so the loss and the gradient do not change):
 a batch of mixed-length documents then costs fewer padded tokens than the plain full-batch step, which pads every
-row to the batch's longest. ``sort_by_length=False, trim_padding=False`` gives the textbook algorithm. Measured
+row to the batch's longest. ``sort_by_length=False, trim_padding=False, reuse_chunk_graph=False`` gives the textbook algorithm. Measured
 figures: ``eval/results/gradcache.md``.
 
 The model is called as ``model(features)["sentence_embedding"]`` (a ``SentenceTransformer``, possibly wrapped in
@@ -246,6 +248,8 @@ class GradCache:
         sort_by_length: encode rows of similar length together (longest first); results are mapped back to the
             original rows, so only the padding (and the speed) changes.
         trim_padding: drop trailing padding columns that no row of a chunk needs.
+        reuse_chunk_graph: encode the chunk with the most tokens once, with a graph, in step 1 and backpropagate
+            the loss into it directly instead of re-encoding it (same gradient, one chunk less of extra work).
     """
 
     def __init__(
@@ -257,6 +261,7 @@ class GradCache:
         *,
         sort_by_length: bool = True,
         trim_padding: bool = True,
+        reuse_chunk_graph: bool = True,
     ) -> None:
         if chunk_size < 1:
             raise ConfigError(f"chunk_size must be >= 1, got {chunk_size}", where="training.gradcache.chunk_size")
@@ -266,19 +271,20 @@ class GradCache:
         self.gather_across_devices = bool(gather_across_devices)
         self.sort_by_length = bool(sort_by_length)
         self.trim_padding = bool(trim_padding)
+        self.reuse_chunk_graph = bool(reuse_chunk_graph)
 
     def plan(self, features: Features) -> ChunkPlan:
         """The chunks this GradCache encodes ``features`` in."""
         return plan_chunks(features, self.chunk_size, sort_by_length=self.sort_by_length,
                            trim_padding=self.trim_padding)
 
-    def _encode_no_grad(self, chunks: list[dict[str, Any]]) -> tuple[list[Tensor], list[RngState]]:
-        embs, states = [], []
-        with torch.no_grad():
-            for chunk in chunks:
-                states.append(RngState.capture(chunk))
-                embs.append(_embed(self.model, chunk).detach())
-        return embs, states
+    @staticmethod
+    def _costliest(chunks: list[dict[str, Any]]) -> int:
+        """Index of the chunk with the most (padded) tokens; the later one on ties."""
+        def tokens(chunk: dict[str, Any]) -> int:
+            mask = chunk.get("attention_mask")
+            return int(mask.numel()) if isinstance(mask, Tensor) else _batch_size(chunk)
+        return max(range(len(chunks)), key=lambda i: (tokens(chunks[i]), i))
 
     def forward_backward(
         self,
@@ -303,31 +309,46 @@ class GradCache:
             The detached loss and the loss's stats.
         """
         q_plan, d_plan = self.plan(query_features), self.plan(doc_features)
-
-        # 1) graph-free forward, remembering each chunk's RNG state
-        q_embs, q_states = self._encode_no_grad(q_plan.chunks)
-        d_embs, d_states = self._encode_no_grad(d_plan.chunks)
-
-        # 2) loss on the cached embeddings (original row order), gradient w.r.t. the embeddings only
-        q = q_plan.unpermute(torch.cat(q_embs)).requires_grad_()
-        d = d_plan.unpermute(torch.cat(d_embs)).requires_grad_()
-        with torch.enable_grad():
-            loss, stats = _loss(build_batch(q, d), self.loss_fn, self.gather_across_devices)
-            (loss * loss_scale).backward()
-        q_grad = q.grad if q.grad is not None else torch.zeros_like(q)
-        d_grad = d.grad if d.grad is not None else torch.zeros_like(d)
-        grads = (list(q_plan.permute(q_grad).split(q_plan.sizes()))
-                 + list(d_plan.permute(d_grad).split(d_plan.sizes())))
-        del q, d, q_embs, d_embs
-
-        # 3) replay each chunk with a graph and push the cached gradient through the encoder
         chunks = q_plan.chunks + d_plan.chunks
-        states = q_states + d_states
-        last = len(chunks) - 1
-        for i, (chunk, state, grad) in enumerate(zip(chunks, states, grads)):
-            sync_ctx = no_sync() if (no_sync is not None and i < last) else contextlib.nullcontext()
+        n_q = len(q_plan.chunks)
+        keep = self._costliest(chunks) if self.reuse_chunk_graph else -1
+
+        with contextlib.ExitStack() as kept_sync:
+            # 1) forward in chunk order (the RNG stream is that of the plain chunked forward); every chunk but the
+            #    kept one without a graph, remembering its RNG state and caching a leaf embedding
+            embs: list[Tensor] = []
+            states: list[RngState | None] = []
+            for i, chunk in enumerate(chunks):
+                if i == keep:
+                    if no_sync is not None:  # its backward (in step 2) must not all-reduce: chunks follow
+                        kept_sync.enter_context(no_sync())
+                    with torch.enable_grad():
+                        embs.append(_embed(self.model, chunk))
+                    states.append(None)
+                else:
+                    states.append(RngState.capture(chunk))
+                    with torch.no_grad():
+                        embs.append(_embed(self.model, chunk).detach().requires_grad_())
+
+            # 2) loss on the embeddings (original row order); backward fills the leaves' .grad and, through the
+            #    kept chunk's graph, the parameters' .grad
+            with torch.enable_grad():
+                q = q_plan.unpermute(torch.cat(embs[:n_q]))
+                d = d_plan.unpermute(torch.cat(embs[n_q:]))
+                loss, stats = _loss(build_batch(q, d), self.loss_fn, self.gather_across_devices)
+                (loss * loss_scale).backward()
+            grads = [None if i == keep else (e.grad if e.grad is not None else torch.zeros_like(e))
+                     for i, e in enumerate(embs)]
+            del q, d, embs
+
+        # 3) replay every other chunk with a graph and push its cached gradient through the encoder
+        todo = [i for i in range(len(chunks)) if i != keep]
+        for j, i in enumerate(todo):
+            state, grad = states[i], grads[i]
+            assert state is not None and grad is not None
+            sync_ctx = no_sync() if (no_sync is not None and j < len(todo) - 1) else contextlib.nullcontext()
             with sync_ctx, state.replay(), torch.enable_grad():
-                emb = _embed(self.model, chunk)
+                emb = _embed(self.model, chunks[i])
                 surrogate = torch.sum(emb * grad.to(emb.dtype))
                 surrogate.backward()
         return loss.detach(), stats
