@@ -14,6 +14,7 @@ Arms (same pairs, steps, batch size, learning rate, warm-up, max length and seed
    mixing is available but off by default: it hurt in the ablation (BENCHMARKS.md).
 
 ``--ablate`` adds one embedkit run per entry of ``ABLATIONS`` (one component changed each, plus everything off);
+``--teacher DIR`` adds the default recipe plus listwise distillation from a local bi-encoder's scores;
 ``--decoder`` adds the SmolLM2-135M comparison (bidirectional + LoRA + mean pooling vs causal + last token).
 
 Prints the table and writes ``OUT/QUALITY.md``, ``OUT/quality.json`` and ``OUT/report/`` (REPORT.md, comparison.png,
@@ -138,6 +139,13 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
         # one embedding cache for every arm: the corpus is embedded once by the base model
         recipe["miner"] = {"num_negatives": args.negatives, "range_min": args.range_min, "range_max": 50,
                            "max_score_ratio": 0.95, "cache_dir": str(out / "mining-cache")}
+    teacher = change.get("teacher")
+    if teacher is not None:
+        if not negatives:
+            raise SystemExit("quality.py: the distillation arm needs mined negatives (the teacher scores them)")
+        recipe["miner"].update(teacher=str(teacher), teacher_type="bi")
+        recipe["losses"]["listwise"] = {"weight": args.kd_weight, "temperature": args.temperature,
+                                        "teacher_temperature": args.teacher_temperature}
     return recipe
 
 
@@ -161,8 +169,8 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, beir: Any, out: Pat
     ):
         from embedkit.models import load_model
 
-        cfg = {k: v for k, v in model_cfg.items() if k != "lora"}
-        rows[label] = score(load_model(**cfg), beir)
+        cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
+        rows[label] = score(load_model(model_cfg["name"], **cfg), beir)
         log(f"{label}: {rows[label]}")
     for label, model_cfg in (
         ("smollm2 causal + last-token, fine-tuned", {**common, "bidirectional": False, "pooling": "last"}),
@@ -249,6 +257,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ablate", action="store_true", help="also run embedkit once per entry of ABLATIONS")
     ap.add_argument("--decoder", action="store_true", help="also run the SmolLM2 bidirectional vs causal comparison")
     ap.add_argument("--skip-anchor", action="store_true")
+    ap.add_argument("--teacher", type=Path, default=None,
+                    help="a local bi-encoder folder (e.g. all-mpnet-base-v2): adds an embedkit arm with listwise "
+                         "distillation from its scores of the positive and mined negatives")
+    ap.add_argument("--teacher-temperature", type=float, default=0.05)
+    ap.add_argument("--kd-weight", type=float, default=1.0)
     ap.add_argument("-o", "--output", default="runs/quality")
     args = ap.parse_args(argv)
     if args.quick:
@@ -302,6 +315,9 @@ def main() -> int:
         for i, (name, change) in enumerate(ABLATIONS.items()):
             arm(f"embedkit {name}", lambda: run_embedkit(embedkit_recipe(args, pairs_path, out, **change),
                                                          out / f"ablation-{i}"))
+    if args.teacher is not None:
+        arm(f"embedkit default recipe + listwise distillation from {args.teacher.name}",
+            lambda: run_embedkit(embedkit_recipe(args, pairs_path, out, teacher=args.teacher), out / "teacher-kd"))
     if args.decoder:
         rows.update(decoder_arms(args, pairs_path, beir, out))
     text = write_outputs(out, rows, args, beir, time.time() - t_start)

@@ -57,3 +57,13 @@ def test_ablation_switches_change_one_thing(quality, tmp_path: Path) -> None:
     assert (quick.training.batch_size, quick.training.gradcache_chunk_size, quick.training.max_steps) == (32, 16, 30)
     off = _benchmark_recipe(quality, tmp_path, ["--gradcache-factor", "1"])
     assert off.training.batch_size == 32 and off.training.gradcache_chunk_size is None
+
+
+def test_teacher_arm_adds_listwise_distillation_and_keeps_the_rest(quality, tmp_path: Path) -> None:
+    base = _benchmark_recipe(quality, tmp_path, [])
+    kd = _benchmark_recipe(quality, tmp_path, ["--teacher-temperature", "0.1"], teacher=tmp_path / "mpnet")
+    assert kd.miner.teacher == str(tmp_path / "mpnet") and kd.miner.teacher_type == "bi"
+    assert kd.losses.listwise is not None and kd.losses.listwise.teacher_temperature == 0.1
+    assert kd.losses.infonce == base.losses.infonce and kd.training == base.training
+    with pytest.raises(SystemExit, match="needs mined negatives"):
+        _benchmark_recipe(quality, tmp_path, [], teacher=tmp_path / "mpnet", negatives=False)
