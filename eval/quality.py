@@ -159,6 +159,20 @@ def run_embedkit(recipe_dict: dict[str, Any], out: Path):
     return load_model(str(result.final_dir))
 
 
+def decoder_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
+    """The recipe of one fine-tuned decoder arm: in-batch negatives only, the decoder learning rate.
+
+    No mined negatives: mining would embed the corpus with the decoder too (slow on CPU), and the comparison is
+    about attention and pooling, so both arms get the same in-batch recipe. ``--decoder-no-masking`` turns
+    false-negative masking off: it trusts the model's own scores, which for an untrained decoder are near chance.
+    """
+    recipe = embedkit_recipe(args, pairs_path, out, negatives=False,
+                             masking=None if args.decoder_no_masking else DEFAULT_MASKING)
+    recipe["model"] = model_cfg
+    recipe["training"]["lr"] = args.decoder_lr
+    return recipe
+
+
 def decoder_arms(args: argparse.Namespace, pairs_path: Path, beir: Any, out: Path) -> dict[str, dict[str, float]]:
     """SmolLM2-135M: bidirectional + LoRA + mean pooling vs causal + last-token pooling (same budget)."""
     rows: dict[str, dict[str, float]] = {}
@@ -176,11 +190,7 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, beir: Any, out: Pat
         ("smollm2 causal + last-token, fine-tuned", {**common, "bidirectional": False, "pooling": "last"}),
         ("smollm2 bidirectional + LoRA + mean, fine-tuned", {**common, "bidirectional": True, "pooling": "mean"}),
     ):
-        # no mined negatives here: mining would embed the corpus with the decoder too (slow on CPU), and the
-        # comparison is about attention and pooling, so both arms get the same in-batch recipe
-        recipe = embedkit_recipe(args, pairs_path, out, negatives=False)
-        recipe["model"] = model_cfg
-        recipe["training"]["lr"] = args.decoder_lr
+        recipe = decoder_recipe(args, pairs_path, out, model_cfg)
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
         rows[label] = score(run_embedkit(recipe, out / slug), beir)
         log(f"{label}: {rows[label]}")
@@ -256,6 +266,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--ablate", action="store_true", help="also run embedkit once per entry of ABLATIONS")
     ap.add_argument("--decoder", action="store_true", help="also run the SmolLM2 bidirectional vs causal comparison")
+    ap.add_argument("--decoder-no-masking", action="store_true",
+                    help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")
     ap.add_argument("--teacher", type=Path, default=None,
                     help="a local bi-encoder folder (e.g. all-mpnet-base-v2): adds an embedkit arm with listwise "

@@ -67,3 +67,18 @@ def test_teacher_arm_adds_listwise_distillation_and_keeps_the_rest(quality, tmp_
     assert kd.losses.infonce == base.losses.infonce and kd.training == base.training
     with pytest.raises(SystemExit, match="needs mined negatives"):
         _benchmark_recipe(quality, tmp_path, [], teacher=tmp_path / "mpnet", negatives=False)
+
+
+def test_decoder_arms_differ_only_in_attention_and_pooling_and_masking_can_be_switched_off(quality, tmp_path):
+    args = quality.parse_args(["--decoder"])
+    causal = {"name": "smollm2", "bidirectional": False, "pooling": "last", "lora": {"r": 16, "alpha": 32}}
+    bidir = {**causal, "bidirectional": True, "pooling": "mean"}
+    a = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, causal))
+    b = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, bidir))
+    assert a.miner is None and a.training == b.training and a.losses == b.losses
+    assert a.training.lr == args.decoder_lr and a.losses.infonce.masking is not None
+    assert (a.model.bidirectional, a.model.pooling, b.model.bidirectional, b.model.pooling) == (
+        False, "last", True, "mean")
+    off = quality.parse_args(["--decoder", "--decoder-no-masking"])
+    c = Recipe.model_validate(quality.decoder_recipe(off, tmp_path / "train.jsonl", tmp_path, bidir))
+    assert c.losses.infonce.masking is None and c.training == b.training
