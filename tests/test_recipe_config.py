@@ -87,6 +87,10 @@ def test_scientific_notation_without_dot_is_a_number() -> None:
         ({"eval": {"every_steps": 10}}, ("eval.every_steps", "eval.beir")),
         ({"training": {"gradcache_chunk_size": 4, "gradient_accumulation_steps": 2}},
          ("training.gradcache_chunk_size", "training.gradient_accumulation_steps")),
+        ({"training": {"gradcache_chunk_size": 4, "encode_chunk_size": 4}},
+         ("training.encode_chunk_size", "training.gradcache_chunk_size")),
+        ({"training": {"batch_size": 8, "encode_chunk_size": 8}},
+         ("training.encode_chunk_size", "training.batch_size")),
     ],
 )
 def test_contradictions_name_both_keys(over: dict, keys: tuple[str, str]) -> None:

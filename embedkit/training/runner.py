@@ -278,8 +278,9 @@ def _loss_summary(recipe: Recipe) -> str:
         if cfg is not None:
             parts.append(f"- **{name}**: `{cfg.model_dump_json()}`")
     gc = recipe.training.gradcache_chunk_size
+    ec = recipe.training.encode_chunk_size
     parts.append(f"- GradCache: {'chunk size ' + str(gc) if gc else 'off'}; batch size {recipe.training.batch_size}"
-                 " per device")
+                 " per device" + (f"; encoded in length-sorted chunks of {ec}" if ec else ""))
     return "\n".join(parts)
 
 
@@ -364,6 +365,7 @@ def run_stage(
         model, args, train_dataset=dataset, collator=collator, loss_fn=loss_fn,
         sampling=recipe.data.sampling, weights=[d.weight for d in recipe.data.datasets],
         drop_last=recipe.data.drop_last, gradcache_chunk_size=t.gradcache_chunk_size,
+        encode_chunk_size=t.encode_chunk_size,
         merge_lora_on_save=lora_merge, card_writer=card_writer, callbacks=cbs,
     )
     if eval_cb is not None:

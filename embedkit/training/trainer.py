@@ -140,6 +140,8 @@ class EmbeddingTrainer(Trainer):
         loss_fn: an :class:`~embedkit.losses.base.EmbeddingLoss` (e.g. from :func:`embedkit.losses.build_loss`).
         sampling / weights / drop_last: see :class:`TaskBatchSampler`.
         gradcache_chunk_size: GradCache chunk size (``None``: plain backward).
+        encode_chunk_size: plain path only: encode in length-sorted sub-batches of this many rows, with a graph
+            (same gradient, less padding; see ``TrainingConfig.encode_chunk_size``).
         merge_lora_on_save: merge a LoRA adapter into the saved pipelines.
         card_writer: ``callable(folder, trainer)`` writing the model card (``README.md``) into a saved folder.
     """
@@ -156,6 +158,7 @@ class EmbeddingTrainer(Trainer):
         weights: list[float] | None = None,
         drop_last: bool = True,
         gradcache_chunk_size: int | None = None,
+        encode_chunk_size: int | None = None,
         merge_lora_on_save: bool = True,
         card_writer: Callable[[Path, EmbeddingTrainer], None] | None = None,
         callbacks: list[Any] | None = None,
@@ -169,6 +172,7 @@ class EmbeddingTrainer(Trainer):
         self.weights = weights
         self.drop_last = drop_last
         self.gradcache_chunk_size = gradcache_chunk_size
+        self.encode_chunk_size = encode_chunk_size
         self.merge_lora_on_save = merge_lora_on_save
         self.card_writer = card_writer
         self._stat_sums: dict[str, float] = {}
@@ -236,6 +240,7 @@ class EmbeddingTrainer(Trainer):
         loss, stats = compute_loss_uncached(
             model, self.loss_fn, _with_modality(inputs["query"]), _with_modality(inputs["docs"]),
             lambda q, d: self.build_batch(q, d, inputs), gather_across_devices=self.world_size > 1,
+            chunk_size=self.encode_chunk_size,
         )
         self._record(stats)
         return (loss, {}) if return_outputs else loss

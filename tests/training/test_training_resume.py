@@ -85,6 +85,21 @@ def test_gradcache_step_equals_plain_step_no_double_backward(write_recipe, tiny_
     assert max(float((wp[k] - base[k]).abs().max()) for k in base) > 1e-2  # the steps did move the weights
 
 
+def test_encode_chunks_give_the_whole_batch_step(write_recipe, tiny_bert_nodrop: str, tmp_path: Path) -> None:
+    # length-sorted sub-batches with a graph: same loss, same gradient (SGD makes any difference show in the weights)
+    common = dict(model={"name": tiny_bert_nodrop, "max_seq_length": 32}, output={"save_steps": None})
+    train = {"max_steps": 2, "lr": 0.5, "warmup_ratio": 0.0, "max_grad_norm": 0.0,
+             "trainer_args": {"optim": "sgd"}, "batch_size": 8, "logging_steps": 100, "seed": 7}
+    whole = run_recipe(load_recipe(write_recipe("a.yaml", training=train, **common)), tmp_path / "whole")
+    chunked = run_recipe(load_recipe(write_recipe("b.yaml", training={**train, "encode_chunk_size": 3}, **common)),
+                         tmp_path / "chunked")
+    base = load_file(str(Path(tiny_bert_nodrop) / "model.safetensors"))
+    ww, wc = _weights(whole.final_dir), _weights(chunked.final_dir)
+    assert _max_diff(ww, wc) <= 1e-5
+    assert max(float((ww[k] - base[k]).abs().max()) for k in base) > 1e-2
+    assert "length-sorted chunks of 3" in (chunked.final_dir / "README.md").read_text()
+
+
 def test_final_folder_loads_and_carries_a_card(write_recipe, tmp_path: Path) -> None:
     from sentence_transformers import SentenceTransformer
 
