@@ -5,14 +5,18 @@ same batch size, the same ``max_seq_length`` (so the same token counts), AdamW, 
 
 * anchor: ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss`` (in-batch negatives, scale 20);
 * embedkit: ``EmbeddingTrainer`` (task-homogeneous sampler, collator with text hashes) + ``InfoNCELoss``
-  (temperature 0.05 = scale 20, in-batch negatives), optionally with false-negative masking (``--masking``).
+  (temperature 0.05 = scale 20, in-batch negatives), optionally with false-negative masking (``--masking``) and
+  with length-sorted encode chunks (``--encode-chunk N`` = ``training.encode_chunk_size``).
 
-Runs alternate (anchor, embedkit, anchor, embedkit...; ``--embedkit-first`` swaps the order in each round) so machine noise hits both; each run times the optimizer
-steps after ``--warmup`` steps with a ``TrainerCallback``. Prints steps/s per run, the median ratio and a JSON line.
+Runs alternate so machine noise hits both, and the order flips every round (anchor first in odd rounds;
+``--embedkit-first`` starts with embedkit; ``--fixed-order`` keeps the first order in every round): on this CPU
+the engine that runs second in a round is measurably slower. Each run times the optimizer steps after
+``--warmup`` steps with a ``TrainerCallback``. Prints steps/s per run, the median ratio and a JSON line.
 
 Usage::
 
     python eval/bench_train.py --batch 32 --max-seq-length 64 --steps 10 --warmup 2 --rounds 2
+    python eval/bench_train.py --max-seq-length 128 --encode-chunk 16 --rounds 4 --steps 20
 """
 
 from __future__ import annotations
@@ -103,6 +107,7 @@ def run_embedkit(queries, docs, args, out: Path) -> float:
         "data": {"datasets": [{"path": "unused", "name": "debian", "max_negatives": 0}]},
         "losses": {"infonce": {"temperature": 0.05, **({"masking": {"margin": 0.1}} if args.masking else {})}},
         "training": {"batch_size": args.batch, "max_steps": args.warmup + args.steps, "lr": 2e-5,
+                     "encode_chunk_size": args.encode_chunk,
                      "warmup_ratio": 0.0, "logging_steps": 10_000, "seed": 0},
         "output": {"save_steps": None},
     })
@@ -115,7 +120,8 @@ def run_embedkit(queries, docs, args, out: Path) -> float:
     targs.disable_tqdm = True
     timer = StepTimer(args.warmup)
     trainer = EmbeddingTrainer(model, targs, train_dataset=dataset, collator=collator,
-                               loss_fn=build_loss(recipe.losses), callbacks=[timer])
+                               loss_fn=build_loss(recipe.losses), callbacks=[timer],
+                               encode_chunk_size=recipe.training.encode_chunk_size)
     trainer.train()
     return timer.steps_per_s
 
@@ -128,7 +134,10 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--masking", action="store_true", help="embedkit with false-negative masking (margin 0.1)")
-    ap.add_argument("--embedkit-first", action="store_true", help="run embedkit before the anchor in each round")
+    ap.add_argument("--encode-chunk", type=int, default=None,
+                    help="embedkit's training.encode_chunk_size (length-sorted sub-batches with a graph)")
+    ap.add_argument("--embedkit-first", action="store_true", help="run embedkit first in round 1")
+    ap.add_argument("--fixed-order", action="store_true", help="do not flip the order every round")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", help="also write the results here")
     args = ap.parse_args()
@@ -139,7 +148,8 @@ def main() -> None:
     results: dict[str, list[float]] = {"sentence-transformers MNRL": [], "embedkit": []}
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(args.rounds):
-            if args.embedkit_first:
+            ek_first = args.embedkit_first != (r % 2 == 1 and not args.fixed_order)
+            if ek_first:
                 b = run_embedkit(queries, docs, args, Path(tmp) / f"ek{r}")
                 a = run_anchor(queries, docs, args, Path(tmp) / f"st{r}")
             else:
@@ -148,11 +158,12 @@ def main() -> None:
             results["sentence-transformers MNRL"].append(a)
             results["embedkit"].append(b)
             print(f"round {r + 1}: sentence-transformers {a:.3f} steps/s | embedkit {b:.3f} steps/s | "
-                  f"ratio {b / a:.2f}x", flush=True)
+                  f"ratio {b / a:.2f}x ({'embedkit' if ek_first else 'anchor'} first)", flush=True)
     ratios = [b / a for a, b in zip(results["sentence-transformers MNRL"], results["embedkit"])]
     summary = {
         "batch": args.batch, "max_seq_length": args.max_seq_length, "timed_steps": args.steps,
-        "rounds": args.rounds, "masking": args.masking, "threads": torch.get_num_threads(),
+        "rounds": args.rounds, "masking": args.masking, "encode_chunk": args.encode_chunk,
+        "embedkit_first": args.embedkit_first, "fixed_order": args.fixed_order, "threads": torch.get_num_threads(),
         "steps_per_s": results, "ratio_median": statistics.median(ratios), "ratios": ratios,
     }
     print(f"embedkit / sentence-transformers train-step throughput: median {summary['ratio_median']:.2f}x "
