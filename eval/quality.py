@@ -214,6 +214,11 @@ def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None) 
 BASE, ANCHOR, EMBEDKIT = "base all-MiniLM-L6-v2", "sentence-transformers MNRL fine-tune", "embedkit default recipe"
 
 
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The command-line settings as JSON-ready values (paths such as ``--teacher`` become strings)."""
+    return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
+
+
 def write_outputs(out: Path, rows: dict[str, dict[str, float]], args: argparse.Namespace, beir: Any,
                   elapsed: float) -> str:
     """quality.json + QUALITY.md (the table) + report/REPORT.md and comparison.png (embedkit's eval report)."""
@@ -224,7 +229,7 @@ def write_outputs(out: Path, rows: dict[str, dict[str, float]], args: argparse.N
 
     ref = next((name for name in rows if name.startswith(ANCHOR)), None)
     text = table(rows, BASE, ref)
-    settings = dict(vars(args))
+    settings = run_settings(args)
     data = f"{len(beir.queries)} held-out queries x {len(beir.corpus)} documents"
     (out / "quality.json").write_text(json.dumps({"settings": settings, "data": data, "elapsed_s": round(elapsed),
                                                   "scores": rows}, indent=2))

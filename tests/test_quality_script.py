@@ -59,6 +59,15 @@ def test_ablation_switches_change_one_thing(quality, tmp_path: Path) -> None:
     assert off.training.batch_size == 32 and off.training.gradcache_chunk_size is None
 
 
+def test_settings_with_a_teacher_path_are_written_as_json(quality, tmp_path: Path) -> None:
+    # the --teacher arm used to crash when writing quality.json: argparse gives a Path
+    import json
+
+    args = quality.parse_args(["--teacher", str(tmp_path / "mpnet"), "-o", str(tmp_path / "out")])
+    written = json.loads(json.dumps(quality.run_settings(args)))
+    assert written["teacher"] == str(tmp_path / "mpnet") and written["steps"] == args.steps
+
+
 def test_teacher_arm_adds_listwise_distillation_and_keeps_the_rest(quality, tmp_path: Path) -> None:
     base = _benchmark_recipe(quality, tmp_path, [])
     kd = _benchmark_recipe(quality, tmp_path, ["--teacher-temperature", "0.1"], teacher=tmp_path / "mpnet")
