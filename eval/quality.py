@@ -23,6 +23,14 @@ summary.json, as ``embedkit eval`` writes them). Every arm's scores are written 
     .venv/bin/python eval/quality.py --quick -o runs/demo     # the README demo (scripts/demo.sh)
     .venv/bin/python eval/quality.py -o runs/quality          # the full comparison (BENCHMARKS.md)
     .venv/bin/python eval/quality.py --quick --ablate         # which component helps, which hurts
+
+On a GPU machine, a larger budget from the full train split (``eval/build_debian.py``, 52k pairs) -- the
+``BENCHMARKS.md`` H100 run; ``--bf16`` for mixed precision, ``--decoder --skip-anchor --skip-embedkit`` for the
+decoder arms with their tokens/s (and MFU with ``--bf16``):
+
+    python eval/build_debian.py --out data/debian     # needs apt's package lists (Debian/Ubuntu)
+    python eval/quality.py --steps 800 --batch-size 32 --gradcache-factor 2 --anchor-batch-size 64 \
+        --max-corpus 0 --train-pairs data/debian/train.jsonl.gz -o runs/quality_gpu
 """
 
 from __future__ import annotations
@@ -41,7 +49,46 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+from transformers import TrainerCallback  # noqa: E402
+
 METRICS = ("ndcg@10", "recall@10", "mrr@10")
+
+
+class TrainClock(TrainerCallback):
+    """Times a trainer's optimizer-step loop (GPU-synchronised): all steps, and the steps after the first ``skip``.
+
+    The wall time an arm reports also holds model loading and mining; this clock is the training loop alone,
+    and its steady part (after warm-up: allocator, kernels, autotuning) is what throughput figures use.
+    """
+
+    def __init__(self, skip: int = 5) -> None:
+        self.skip, self.steps = skip, 0
+        self.t0 = self.t_skip = self.t1 = 0.0
+
+    @staticmethod
+    def _now() -> float:
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.t0 = self.t_skip = self._now()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.steps = state.global_step
+        if state.global_step == self.skip:
+            self.t_skip = self._now()
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kw: Any) -> None:
+        self.t1 = self._now()
+
+    def summary(self) -> dict[str, float]:
+        steady = self.steps - self.skip if self.steps > self.skip else self.steps
+        steady_s = self.t1 - (self.t_skip if self.steps > self.skip else self.t0)
+        return {"loop_s": round(self.t1 - self.t0, 2), "steps": self.steps,
+                "steps_per_s": round(steady / steady_s, 3) if steady_s > 0 else 0.0}
 
 
 def log(msg: str) -> None:
@@ -62,16 +109,38 @@ def score(model: Any, beir: Any) -> dict[str, float]:
     return {m: float(s[m]) for m in METRICS}
 
 
-def train_pairs(max_pairs: int | None):
+def train_pairs(max_pairs: int | None, path: Path | None = None, seed: int = 42):
+    """The packaged sample's first ``max_pairs`` pairs, or a seeded random ``max_pairs`` of a larger ``path``.
+
+    ``path`` is for budgets beyond the 4,000 packaged pairs, e.g. the full train split of
+    ``eval/build_debian.py`` (52k pairs, sorted by package name, hence the shuffle). It must come from the same
+    build as the packaged held-out queries; :func:`main` refuses a file that holds any of them.
+    """
+    import random
+
     from embedkit.data.readers import load_pairs
     from embedkit.data.samples import sample_path
 
-    pairs = list(load_pairs(sample_path("debian-train")))
+    if path is None:
+        pairs = list(load_pairs(sample_path("debian-train")))
+        return pairs[:max_pairs] if max_pairs else pairs
+    pairs = list(load_pairs(path))
+    random.Random(seed).shuffle(pairs)
     return pairs[:max_pairs] if max_pairs else pairs
+
+
+def refuse_leaked(pairs: list, held_out_queries: Any, path: Path) -> None:
+    """Stop before training when a ``--train-pairs`` file holds any held-out test query (the score would lie)."""
+    held_out = set(held_out_queries)
+    leaked = sum(p.query in held_out for p in pairs)
+    if leaked:
+        raise SystemExit(f"quality.py: {path} holds {leaked} of the held-out test queries; build it with "
+                         "eval/build_debian.py (the same family split as the packaged sample)")
 
 
 def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
     """What a user would otherwise do: sentence-transformers' trainer with MultipleNegativesRankingLoss."""
+    import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
     from sentence_transformers.sentence_transformer.losses import MultipleNegativesRankingLoss
@@ -81,16 +150,17 @@ def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
 
     model = SentenceTransformer(resolve_model_path("minilm"))
     model.max_seq_length = args.max_seq_length
+    clock = TrainClock()
     ds = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.positives[0] for p in pairs]})
     targs = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st-tmp"), per_device_train_batch_size=args.anchor_batch_size, learning_rate=args.lr,
         max_steps=args.steps, warmup_steps=0.1, weight_decay=0.01, seed=args.seed, data_seed=args.seed,
         save_strategy="no", logging_steps=max(1, args.steps // 5), report_to=[], batch_sampler="no_duplicates",
-        dataloader_drop_last=True, use_cpu=True,
+        dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(), bf16=args.bf16,
     )
     loss = MultipleNegativesRankingLoss(model, scale=1 / args.temperature)
-    SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=loss).train()
-    return model
+    SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=loss, callbacks=[clock]).train()
+    return model, clock
 
 
 #: embedkit's default recipe components at this script's budget (recipes/minilm-cpu.yaml uses the same settings).
@@ -130,7 +200,7 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
         "losses": {"infonce": infonce},
         "training": {"batch_size": batch, "gradcache_chunk_size": args.gradcache_chunk if gradcache else None,
                      "lr": args.lr, "max_steps": args.steps, "warmup_ratio": 0.1, "weight_decay": 0.01,
-                     "seed": args.seed, "logging_steps": max(1, args.steps // 5)},
+                     "seed": args.seed, "logging_steps": max(1, args.steps // 5), "bf16": args.bf16},
         "eval": {"before_training": False},
         "output": {"save_steps": None},
     }
@@ -150,13 +220,15 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
 
 
 def run_embedkit(recipe_dict: dict[str, Any], out: Path):
+    """Train one recipe; returns the trained model and the clock of its training loop."""
     from embedkit.models import load_model
     from embedkit.training.config import Recipe
     from embedkit.training.runner import run_recipe
 
     recipe = Recipe.model_validate(recipe_dict)
-    result = run_recipe(recipe, out, overwrite=True)
-    return load_model(str(result.final_dir))
+    clock = TrainClock()
+    result = run_recipe(recipe, out, overwrite=True, callbacks=[clock])
+    return load_model(str(result.final_dir)), clock
 
 
 def decoder_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
@@ -173,28 +245,57 @@ def decoder_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, model_
     return recipe
 
 
-def decoder_arms(args: argparse.Namespace, pairs_path: Path, beir: Any, out: Path) -> dict[str, dict[str, float]]:
-    """SmolLM2-135M: bidirectional + LoRA + mean pooling vs causal + last-token pooling (same budget)."""
-    rows: dict[str, dict[str, float]] = {}
+def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: Any) -> None:
+    """SmolLM2-135M: bidirectional + LoRA + mean pooling vs causal + last-token pooling (same budget).
+
+    ``arm(name, train)`` scores and records each model as soon as it exists. Fine-tuned arms also get
+    ``tokens_per_s`` (real, untruncated-to-padding tokens of the pairs trained on, over the steady training loop)
+    and, on a GPU with ``--bf16``, ``mfu``: 6 x parameters x tokens/s over ``--peak-tflops`` (attention FLOPs
+    ignored, LoRA's frozen weights counted as trained -- the usual convention, an upper bound on the work done).
+    """
+    from embedkit.models import load_model
+
     common = {"name": "smollm2", "max_seq_length": args.max_seq_length, "lora": {"r": 16, "alpha": 32}}
     for label, model_cfg in (
         ("smollm2 causal + last-token (base)", {**common, "bidirectional": False, "pooling": "last"}),
         ("smollm2 bidirectional + mean (base)", {**common, "bidirectional": True, "pooling": "mean"}),
     ):
-        from embedkit.models import load_model
-
         cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
-        rows[label] = score(load_model(model_cfg["name"], **cfg), beir)
-        log(f"{label}: {rows[label]}")
+        arm(label, lambda cfg=cfg: load_model("smollm2", **cfg), trained=False)
+    tokens = params = 0
     for label, model_cfg in (
         ("smollm2 causal + last-token, fine-tuned", {**common, "bidirectional": False, "pooling": "last"}),
         ("smollm2 bidirectional + LoRA + mean, fine-tuned", {**common, "bidirectional": True, "pooling": "mean"}),
     ):
-        recipe = decoder_recipe(args, pairs_path, out, model_cfg)
+        recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
-        rows[label] = score(run_embedkit(recipe, out / slug), beir)
-        log(f"{label}: {rows[label]}")
-    return rows
+        row = arm(label, lambda recipe=recipe, slug=slug: run_embedkit(recipe, Path(args.output) / slug))
+        if not tokens:
+            tokens, params = decoder_work(args, pairs)
+        if row.get("steps_per_s"):
+            tok_s = row["steps_per_s"] * tokens / max(1, len(pairs)) * args.batch_size * max(1, args.gradcache_factor)
+            row["tokens_per_s"] = round(tok_s)
+            if args.bf16 and args.peak_tflops:
+                row["mfu"] = round(6 * params * tok_s / (args.peak_tflops * 1e12), 4)
+            log(f"{label}: {row['steps_per_s']:.2f} steps/s, {tok_s:,.0f} tokens/s"
+                + (f", MFU {100 * row['mfu']:.1f} %" if "mfu" in row else ""))
+
+
+def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[int, int]:
+    """(tokens in ``pairs`` at ``--max-seq-length``, SmolLM2 parameters) for the throughput figures."""
+    from transformers import AutoConfig, AutoModel, AutoTokenizer
+
+    from embedkit.models import resolve_model_path
+
+    path = resolve_model_path("smollm2")
+    tok = AutoTokenizer.from_pretrained(path)
+    texts = [p.query for p in pairs] + [p.positives[0] for p in pairs]
+    ids = tok(texts, add_special_tokens=True, truncation=True, max_length=args.max_seq_length)["input_ids"]
+    import torch
+
+    with torch.device("meta"):
+        n = sum(p.numel() for p in AutoModel.from_config(AutoConfig.from_pretrained(path)).parameters())
+    return sum(len(i) for i in ids), n
 
 
 def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None) -> str:
@@ -279,6 +380,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "distillation from its scores of the positive and mined negatives")
     ap.add_argument("--teacher-temperature", type=float, default=0.05)
     ap.add_argument("--kd-weight", type=float, default=1.0)
+    ap.add_argument("--train-pairs", type=Path, default=None,
+                    help="training pairs beyond the packaged 4,000: e.g. the full train.jsonl of eval/build_debian.py "
+                         "(a seeded random sample of steps x batch pairs is used)")
+    ap.add_argument("--bf16", action="store_true", help="bf16 mixed precision for every trained arm (GPU)")
+    ap.add_argument("--peak-tflops", type=float, default=989.0,
+                    help="the accelerator's dense bf16 peak for the decoder MFU (989: H100/H200 SXM)")
     ap.add_argument("-o", "--output", default="runs/quality")
     args = ap.parse_args(argv)
     if args.quick:
@@ -304,23 +411,30 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
     beir = eval_split(args.max_queries, args.max_corpus, args.seed)
-    pairs = train_pairs(args.max_pairs)
+    pairs = train_pairs(args.max_pairs, args.train_pairs, args.seed)
+    if args.train_pairs is not None:
+        refuse_leaked(pairs, beir.queries.values(), args.train_pairs)
+    if len(pairs) < args.max_pairs:
+        log(f"note: {len(pairs)} training pairs for {args.max_pairs} wanted; the trainer repeats them (epochs)")
     pairs_path = out / "train.jsonl"
     write_pairs(pairs, pairs_path)
     log(f"data: {len(pairs)} training pairs; eval {len(beir.queries)} held-out queries x {len(beir.corpus)} docs")
 
     rows: dict[str, dict[str, float]] = {}
 
-    def arm(name: str, train: Any) -> None:
+    def arm(name: str, train: Any, trained: bool = True) -> dict[str, float]:
         t = time.time()
-        model = train()
+        got = train()
+        model, clock = got if isinstance(got, tuple) else (got, None)
         train_s = time.time() - t
-        rows[name] = {**score(model, beir), "train_s": round(train_s, 1)}
+        rows[name] = {**score(model, beir), "train_s": round(train_s, 1) if trained else 0.0}
+        if clock is not None:
+            rows[name].update(clock.summary())
         log(f"{name} (train {train_s:.0f} s, total {time.time() - t_start:.0f} s): {rows[name]}")
         write_outputs(out, rows, args, beir, time.time() - t_start)  # a stopped run keeps what it measured
+        return rows[name]
 
-    arm(BASE, lambda: load_model("minilm", max_seq_length=args.max_seq_length))
-    rows[BASE]["train_s"] = 0.0
+    arm(BASE, lambda: load_model("minilm", max_seq_length=args.max_seq_length), trained=False)
     if not args.skip_anchor:
         arm(f"{ANCHOR} (batch {args.anchor_batch_size})", lambda: anchor_finetune(args, pairs, out))
     if not args.skip_embedkit:
@@ -336,7 +450,7 @@ def main() -> int:
         arm(f"embedkit default recipe + listwise distillation from {args.teacher.name}",
             lambda: run_embedkit(embedkit_recipe(args, pairs_path, out, teacher=args.teacher), out / "teacher-kd"))
     if args.decoder:
-        rows.update(decoder_arms(args, pairs_path, beir, out))
+        decoder_arms(args, pairs_path, pairs, arm)
     text = write_outputs(out, rows, args, beir, time.time() - t_start)
     print(text)
     print(f"\n(total {(time.time() - t_start) / 60:.1f} min; table in {out}/QUALITY.md, report in {out}/report/)")

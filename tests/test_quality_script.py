@@ -91,3 +91,54 @@ def test_decoder_arms_differ_only_in_attention_and_pooling_and_masking_can_be_sw
     off = quality.parse_args(["--decoder", "--decoder-no-masking"])
     c = Recipe.model_validate(quality.decoder_recipe(off, tmp_path / "train.jsonl", tmp_path, bidir))
     assert c.losses.infonce.masking is None and c.training == b.training
+
+
+def _pairs_file(tmp_path: Path, n: int) -> Path:
+    from embedkit.data.readers import Pair, write_pairs
+
+    path = tmp_path / "train.jsonl"
+    write_pairs([Pair(query=f"q{i}", positives=[f"d{i}"]) for i in range(n)], path)
+    return path
+
+
+def test_train_pairs_from_a_file_is_a_seeded_sample_of_the_whole_file(quality, tmp_path: Path) -> None:
+    # the full train split is sorted by package name: taking its head would train on one corner of the archive
+    path = _pairs_file(tmp_path, 50)
+    a = [p.query for p in quality.train_pairs(10, path, seed=1)]
+    assert a == [p.query for p in quality.train_pairs(10, path, seed=1)]  # reproducible
+    assert len(a) == len(set(a)) == 10 and a != [f"q{i}" for i in range(10)]
+    assert a != [p.query for p in quality.train_pairs(10, path, seed=2)]
+    assert len(quality.train_pairs(None, path)) == 50 and len(quality.train_pairs(80, path)) == 50
+    # without a file: the packaged sample's head, as before
+    packaged = quality.train_pairs(5)
+    assert len(packaged) == 5 and packaged[0].query == quality.train_pairs(1)[0].query
+
+
+def test_a_train_file_holding_held_out_queries_is_refused(quality, tmp_path: Path) -> None:
+    path = _pairs_file(tmp_path, 5)
+    pairs = quality.train_pairs(None, path)
+    quality.refuse_leaked(pairs, ["another query", "not in training"], path)  # clean: no error
+    with pytest.raises(SystemExit, match=r"holds 2 of the held-out test queries.*build_debian"):
+        quality.refuse_leaked(pairs, ["q1", "q3", "unrelated"], path)
+
+
+def test_train_clock_reports_the_steady_loop_after_warm_up(quality, monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    ticks = iter([100.0, 110.0, 113.0])  # begin; after warm-up step 5 (slow: 10 s); end (3 more steps in 3 s)
+    monkeypatch.setattr(quality.TrainClock, "_now", staticmethod(lambda: next(ticks)))
+    clock, state = quality.TrainClock(skip=5), SimpleNamespace(global_step=0)
+    clock.on_train_begin(None, state, None)
+    for step in range(1, 9):
+        state.global_step = step
+        clock.on_step_end(None, state, None)
+    clock.on_train_end(None, state, None)
+    assert clock.summary() == {"loop_s": 13.0, "steps": 8, "steps_per_s": 1.0}
+    # a run shorter than the warm-up: every step counts
+    ticks = iter([0.0, 4.0])
+    short = quality.TrainClock(skip=5)
+    short.on_train_begin(None, state, None)
+    state.global_step = 2
+    short.on_step_end(None, state, None)
+    short.on_train_end(None, state, None)
+    assert short.summary() == {"loop_s": 4.0, "steps": 2, "steps_per_s": 0.5}
