@@ -142,3 +142,20 @@ def test_train_clock_reports_the_steady_loop_after_warm_up(quality, monkeypatch)
     short.on_step_end(None, state, None)
     short.on_train_end(None, state, None)
     assert short.summary() == {"loop_s": 4.0, "steps": 2, "steps_per_s": 0.5}
+
+
+def test_decoder_skip_base_runs_only_the_fine_tuned_arms(quality, tmp_path: Path) -> None:
+    def arms(argv: list[str]) -> list[tuple[str, bool]]:
+        seen: list[tuple[str, bool]] = []
+
+        def arm(name, train, trained=True):  # records the arm without training or loading anything
+            seen.append((name, trained))
+            return {}
+
+        args = quality.parse_args(["--decoder", "-o", str(tmp_path), *argv])
+        quality.decoder_arms(args, tmp_path / "train.jsonl", [], arm)
+        return seen
+
+    everything = arms([])
+    assert [t for _, t in everything] == [False, False, True, True]
+    assert arms(["--decoder-skip-base"]) == everything[2:]
