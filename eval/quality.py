@@ -30,7 +30,7 @@ decoder arms with their tokens/s (and MFU with ``--bf16``):
 
     python eval/build_debian.py --out data/debian     # needs apt's package lists (Debian/Ubuntu)
     python eval/quality.py --steps 800 --batch-size 32 --gradcache-factor 2 --anchor-batch-size 64 \
-        --max-corpus 0 --train-pairs data/debian/train.jsonl.gz -o runs/quality_gpu
+        --max-corpus 0 --train-pairs data/debian/train.jsonl -o runs/quality_gpu
 """
 
 from __future__ import annotations
