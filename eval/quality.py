@@ -231,6 +231,21 @@ def run_embedkit(recipe_dict: dict[str, Any], out: Path):
     return load_model(str(result.final_dir)), clock
 
 
+#: The fine-tuned decoder arms ``--decoder-arms`` picks from: key -> (label, model overrides). All share SmolLM2-135M,
+#: LoRA r 16 / alpha 32, the in-batch recipe of ``decoder_recipe`` and the budget; the default pair is the issue's
+#: comparison, the others split it into its two changes (attention, pooling) and try latent-attention pooling.
+DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
+    "causal-last": ("smollm2 causal + last-token, fine-tuned", {"bidirectional": False, "pooling": "last"}),
+    "bidir-mean": ("smollm2 bidirectional + LoRA + mean, fine-tuned", {"bidirectional": True, "pooling": "mean"}),
+    "causal-mean": ("smollm2 causal + LoRA + mean, fine-tuned", {"bidirectional": False, "pooling": "mean"}),
+    "bidir-last": ("smollm2 bidirectional + LoRA + last-token, fine-tuned", {"bidirectional": True, "pooling": "last"}),
+    "bidir-latent": ("smollm2 bidirectional + LoRA + latent attention, fine-tuned",
+                     {"bidirectional": True, "pooling": "latent_attention",
+                      "latent_attention": {"num_latents": 128, "num_heads": 8}}),
+}
+DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
+
+
 def decoder_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
     """The recipe of one fine-tuned decoder arm: in-batch negatives only, the decoder learning rate.
 
@@ -264,10 +279,9 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
         cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
         arm(label, lambda cfg=cfg: load_model("smollm2", **cfg), trained=False)
     tokens = params = 0
-    for label, model_cfg in (
-        ("smollm2 causal + last-token, fine-tuned", {**common, "bidirectional": False, "pooling": "last"}),
-        ("smollm2 bidirectional + LoRA + mean, fine-tuned", {**common, "bidirectional": True, "pooling": "mean"}),
-    ):
+    for key in args.decoder_arms:
+        label, overrides = DECODER_ARMS[key]
+        model_cfg = {**common, **overrides}
         recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
         row = arm(label, lambda recipe=recipe, slug=slug: run_embedkit(recipe, Path(args.output) / slug))
@@ -376,6 +390,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--decoder-skip-base", action="store_true",
                     help="with --decoder: only the fine-tuned arms (the untrained ones take ~9 min each on a 2-core "
                          "CPU and do not depend on the training budget)")
+    ap.add_argument("--decoder-arms", default=",".join(DEFAULT_DECODER_ARMS),
+                    help=f"with --decoder: comma-separated fine-tuned arms out of {', '.join(DECODER_ARMS)} "
+                         "(the last three split the comparison into attention and pooling)")
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")
@@ -395,6 +412,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.steps, args.batch_size = 30, 16
         args.max_corpus, args.max_queries = 2000, args.max_queries or 200
+    args.decoder_arms = [a.strip() for a in args.decoder_arms.split(",") if a.strip()]
+    unknown = [a for a in args.decoder_arms if a not in DECODER_ARMS]
+    if unknown or not args.decoder_arms:
+        ap.error(f"--decoder-arms: unknown arm(s) {', '.join(unknown) or '(none given)'}; "
+                 f"choose from {', '.join(DECODER_ARMS)}")
     args.gradcache_chunk = args.gradcache_chunk or args.batch_size
     args.anchor_batch_size = args.anchor_batch_size or args.batch_size
     args.max_corpus = args.max_corpus or None

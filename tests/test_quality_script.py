@@ -159,3 +159,24 @@ def test_decoder_skip_base_runs_only_the_fine_tuned_arms(quality, tmp_path: Path
     everything = arms([])
     assert [t for _, t in everything] == [False, False, True, True]
     assert arms(["--decoder-skip-base"]) == everything[2:]
+    picked = arms(["--decoder-skip-base", "--decoder-arms", "causal-mean, bidir-latent"])
+    assert picked == [(quality.DECODER_ARMS[k][0], True) for k in ("causal-mean", "bidir-latent")]
+
+
+def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp_path: Path) -> None:
+    args = quality.parse_args(["--decoder"])
+    base = {"name": "smollm2", "max_seq_length": 64, "lora": {"r": 16, "alpha": 32}}
+    models = {}
+    for key, (_, overrides) in quality.DECODER_ARMS.items():
+        recipe = quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, {**base, **overrides})
+        models[key] = Recipe.model_validate(recipe).model
+    # each extra arm differs from one of the two arms in exactly one of attention / pooling
+    assert models["causal-mean"].pooling == models["bidir-mean"].pooling == "mean"
+    assert not models["causal-mean"].bidirectional and models["bidir-mean"].bidirectional
+    assert models["bidir-last"].pooling == models["causal-last"].pooling == "last"
+    assert models["bidir-latent"].pooling == "latent_attention"
+    assert models["bidir-latent"].latent_attention.num_latents == 128
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--decoder", "--decoder-arms", "causal-mean,bidir-everything"])
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--decoder", "--decoder-arms", ","])
