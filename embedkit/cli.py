@@ -1,4 +1,4 @@
-"""``embedkit`` command line: ``train | mine | eval | soup | encode``.
+"""``embedkit`` command line: ``train | mntp | mine | eval | soup | encode``.
 
 Each sub-command lives in ``embedkit/commands/<name>.py`` with ``register(subparsers)`` and ``run(args) -> int``.
 User errors (:class:`embedkit.errors.EmbedkitError`) print one line ``embedkit: error: ...`` and exit 2; no
@@ -18,7 +18,7 @@ import os
 import sys
 import traceback
 
-COMMANDS = ("train", "mine", "eval", "soup", "encode")
+COMMANDS = ("train", "mntp", "mine", "eval", "soup", "encode")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -242,6 +242,10 @@ DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     "bidir-latent": ("smollm2 bidirectional + LoRA + latent attention, fine-tuned",
                      {"bidirectional": True, "pooling": "latent_attention",
                       "latent_attention": {"num_latents": 128, "num_heads": 8}}),
+    # LLM2Vec's order: MNTP (``--decoder-mntp-steps`` of masked next-token prediction, LoRA merged), then the same
+    # contrastive run as bidir-mean; its train s counts both stages
+    "bidir-mntp-mean": ("smollm2 MNTP + bidirectional + LoRA + mean, fine-tuned",
+                        {"bidirectional": True, "pooling": "mean", "mntp": True}),
 }
 DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
 
@@ -282,9 +286,18 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
     for key in args.decoder_arms:
         label, overrides = DECODER_ARMS[key]
         model_cfg = {**common, **overrides}
-        recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
+        mntp = model_cfg.pop("mntp", False)
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
-        row = arm(label, lambda recipe=recipe, slug=slug: run_embedkit(recipe, Path(args.output) / slug))
+        if mntp:
+            model_cfg["name"] = str(Path(args.output) / "smollm2-mntp")
+        recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
+
+        def train(recipe=recipe, slug=slug, mntp=mntp):
+            if mntp:
+                run_decoder_mntp(args, pairs_path, Path(recipe["model"]["name"]))
+            return run_embedkit(recipe, Path(args.output) / slug)
+
+        row = arm(label, train)
         if row.get("steps_per_s"):
             if not tokens:
                 tokens, params = decoder_work(args, pairs)
@@ -294,6 +307,18 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
                 row["mfu"] = round(6 * params * tok_s / (args.peak_tflops * 1e12), 4)
             log(f"{label}: {row['steps_per_s']:.2f} steps/s, {tok_s:,.0f} tokens/s"
                 + (f", MFU {100 * row['mfu']:.1f} %" if "mfu" in row else ""))
+
+
+def run_decoder_mntp(args: argparse.Namespace, pairs_path: Path, out: Path) -> None:
+    """MNTP on the training pairs' texts (LoRA r 16, ``--decoder-lr``, the same batch and length), merged into ``out``."""
+    from embedkit.training.mntp import MNTPConfig, run_mntp
+
+    cfg = MNTPConfig(model="smollm2", data=str(pairs_path), steps=args.decoder_mntp_steps, batch_size=args.batch_size,
+                     lr=args.decoder_lr, max_seq_length=args.max_seq_length, seed=args.seed, bf16=args.bf16,
+                     lora={"r": 16, "alpha": 32})
+    result = run_mntp(cfg, out, overwrite=True)
+    log(f"MNTP: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s; held-out masked-token loss "
+        f"{result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}")
 
 
 def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[int, int]:
@@ -392,7 +417,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "CPU and do not depend on the training budget)")
     ap.add_argument("--decoder-arms", default=",".join(DEFAULT_DECODER_ARMS),
                     help=f"with --decoder: comma-separated fine-tuned arms out of {', '.join(DECODER_ARMS)} "
-                         "(the last three split the comparison into attention and pooling)")
+                         "(causal-mean, bidir-last and bidir-latent split the comparison into attention and "
+                         "pooling; bidir-mntp-mean adapts the model with MNTP first)")
+    ap.add_argument("--decoder-mntp-steps", type=int, default=120,
+                    help="MNTP steps before the contrastive run of the bidir-mntp-mean arm (embedkit mntp)")
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")

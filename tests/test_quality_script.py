@@ -168,7 +168,9 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
     base = {"name": "smollm2", "max_seq_length": 64, "lora": {"r": 16, "alpha": 32}}
     models = {}
     for key, (_, overrides) in quality.DECODER_ARMS.items():
-        recipe = quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, {**base, **overrides})
+        cfg = {**base, **overrides}
+        assert cfg.pop("mntp", False) == (key == "bidir-mntp-mean")  # the only arm with a stage before training
+        recipe = quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, cfg)
         models[key] = Recipe.model_validate(recipe).model
     # each extra arm differs from one of the two arms in exactly one of attention / pooling
     assert models["causal-mean"].pooling == models["bidir-mean"].pooling == "mean"
@@ -176,7 +178,25 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
     assert models["bidir-last"].pooling == models["causal-last"].pooling == "last"
     assert models["bidir-latent"].pooling == "latent_attention"
     assert models["bidir-latent"].latent_attention.num_latents == 128
+    assert models["bidir-mntp-mean"] == models["bidir-mean"]  # MNTP changes the weights, not the recipe
     with pytest.raises(SystemExit):
         quality.parse_args(["--decoder", "--decoder-arms", "causal-mean,bidir-everything"])
     with pytest.raises(SystemExit):
         quality.parse_args(["--decoder", "--decoder-arms", ","])
+
+
+def test_the_mntp_arm_adapts_the_model_then_trains_the_adapted_folder(quality, tmp_path: Path, monkeypatch) -> None:
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(quality, "run_decoder_mntp", lambda args, pairs, out: calls.append(("mntp", str(out))))
+    monkeypatch.setattr(quality, "run_embedkit",
+                        lambda recipe, out: calls.append(("train", recipe["model"]["name"])) or (None, None))
+
+    def arm(name, train, trained=True):  # runs the (patched) training, scores nothing
+        train()
+        return {}
+
+    args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms", "bidir-mntp-mean,bidir-mean",
+                               "-o", str(tmp_path)])
+    quality.decoder_arms(args, tmp_path / "train.jsonl", [], arm)
+    adapted = str(tmp_path / "smollm2-mntp")
+    assert calls == [("mntp", adapted), ("train", adapted), ("train", "smollm2")]

@@ -31,7 +31,8 @@ def _transformer(model: SentenceTransformer):
     return first
 
 
-def _targets(backbone: Any, cfg: LoraConfig) -> list[str]:
+def lora_target_modules(backbone: Any, cfg: LoraConfig) -> list[str]:
+    """The projection names LoRA wraps in ``backbone``: ``cfg.target_modules``, or those of the family for "auto"."""
     if cfg.target_modules != "auto":
         return list(cfg.target_modules)
     names = {n.rsplit(".", 1)[-1] for n, _ in backbone.named_modules()}
@@ -51,7 +52,7 @@ def attach_lora(model: SentenceTransformer, cfg: LoraConfig) -> SentenceTransfor
         r=cfg.r,
         lora_alpha=cfg.alpha,
         lora_dropout=cfg.dropout,
-        target_modules=_targets(tr.model, cfg),
+        target_modules=lora_target_modules(tr.model, cfg),
         task_type="FEATURE_EXTRACTION",
     )
     tr.model = get_peft_model(tr.model, peft_cfg)

@@ -1,0 +1,63 @@
+"""``embedkit mntp``: adapt a decoder LLM to bidirectional attention (masked next-token prediction, LLM2Vec step 2).
+
+Run it before ``embedkit train`` when the model is a causal decoder and the recipe sets ``bidirectional: true``; the
+output folder is a plain model (LoRA merged, ``is_causal: false``) to use as ``model.name``. See
+:mod:`embedkit.training.mntp` for why.
+
+Example::
+
+    embedkit mntp --model smollm2 --data pairs.jsonl -o runs/smollm2-mntp --steps 100
+    embedkit train recipes/smollm2-bidirectional-lora.yaml --set model.name=runs/smollm2-mntp -o runs/smollm2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("mntp", help="adapt a decoder LLM to bidirectional attention before training (LLM2Vec MNTP)",
+                       description="Masked next-token prediction with LoRA on a bidirectional decoder; writes a "
+                                   "merged model folder for embedkit train's model.name.")
+    p.add_argument("--model", default="smollm2", help="decoder folder or alias (default: smollm2)")
+    p.add_argument("--data", required=True,
+                   help="training pairs (jsonl/csv/parquet/BEIR, or sample:NAME): their texts are the MNTP corpus")
+    p.add_argument("-o", "--output-dir", required=True, help="folder for the adapted model")
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--mask-prob", type=float, default=0.2, help="share of tokens masked (default 0.2)")
+    p.add_argument("--mask-token", default="_", help="stand-in mask token when the tokenizer has none (default _)")
+    p.add_argument("--max-seq-length", type=int, default=128)
+    p.add_argument("--lora-r", type=int, default=16)
+    p.add_argument("--lora-alpha", type=int, default=32)
+    p.add_argument("--eval-texts", type=int, default=128, help="held-out texts for the before/after loss (0: none)")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--bf16", action="store_true", help="bf16 mixed precision (GPU)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output folder")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pydantic import ValidationError
+
+    from embedkit.errors import ConfigError
+    from embedkit.training.mntp import MNTPConfig, run_mntp
+
+    try:
+        config = MNTPConfig(model=args.model, data=args.data, steps=args.steps, batch_size=args.batch_size,
+                            lr=args.lr, mask_prob=args.mask_prob, mask_token=args.mask_token,
+                            max_seq_length=args.max_seq_length, lora={"r": args.lora_r, "alpha": args.lora_alpha},
+                            eval_texts=args.eval_texts, seed=args.seed, bf16=args.bf16)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        field = ".".join(str(p) for p in err["loc"])
+        raise ConfigError(f"--{field.replace('_', '-')}: {err['msg']}", hint="see 'embedkit mntp --help'") from None
+    result = run_mntp(config, args.output_dir, overwrite=args.overwrite)
+    loss = ""
+    if result.eval_loss_before is not None:
+        loss = f"; held-out masked-token loss {result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}"
+    print(f"MNTP: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s{loss}; "
+          f"model in {result.output_dir}", file=sys.stderr)
+    return 0

@@ -1,0 +1,232 @@
+"""Masked next-token prediction (MNTP): teach a causal decoder to use bidirectional attention before contrastive
+training.
+
+Why: a decoder LLM was pretrained with every token blind to the tokens after it. Switching ``is_causal`` off lets
+each token see the whole text -- what an embedding wants -- but every hidden state now mixes in inputs the weights
+were never trained on, and a short contrastive run with LoRA has to repair that *and* learn the task. LLM2Vec
+(BehnamGhader et al., 2024) adds a cheap adaptation step in between: mask some tokens and train the bidirectional
+model to predict each masked token. embedkit's decoder ablation (``BENCHMARKS.md``) shows the need: at 120
+contrastive steps, SmolLM2-135M made bidirectional without this step scores *below* the causal model.
+
+How: the masked token at position ``i`` is predicted from the output at position ``i - 1`` (where a causal LM
+predicts its next token), so the objective is transformers' own causal-LM loss -- it shifts labels by one -- with
+labels that are ``-100`` except at the masked positions. Masking is transformers' ``DataCollatorForLanguageModeling``
+(80 % mask token, 10 % random, 10 % kept); decoders have no mask token, so an existing single token stands in
+(``_`` by default, as in LLM2Vec). Training is the HF ``Trainer`` with a peft LoRA adapter; the result is merged into
+the weights and saved as a plain model folder with ``is_causal: false``, which :func:`embedkit.models.load_model`
+and recipes (``model.name: that/folder``) load bidirectional.
+
+Example::
+
+    from embedkit.training.mntp import MNTPConfig, run_mntp
+
+    result = run_mntp(MNTPConfig(model="smollm2", data="sample:debian-train", steps=100), "runs/smollm2-mntp")
+    print(result.eval_loss_before, "->", result.eval_loss_after)   # masked-token loss on held-out texts
+    # then: embedkit train recipes/smollm2-bidirectional-lora.yaml --set model.name=runs/smollm2-mntp
+
+CLI: ``embedkit mntp --model smollm2 --data pairs.jsonl -o runs/smollm2-mntp --steps 100``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from embedkit.errors import ConfigError, InputError, ModelError
+from embedkit.models.config import LoraConfig
+
+logger = logging.getLogger(__name__)
+
+
+class MNTPConfig(BaseModel):
+    """Settings of one MNTP run (validated before any model is loaded).
+
+    Attributes:
+        model: a decoder folder or alias (``smollm2``).
+        data: training pairs (any format ``embedkit train`` reads, or ``sample:NAME``); their queries, positives
+            and negatives, de-duplicated, are the texts.
+        steps: optimizer steps (LLM2Vec: 1,000 at batch 32 for 1-8B models).
+        mask_prob: share of tokens masked per text (LLM2Vec: 0.2 for Llama-2 and S-LLaMA).
+        mask_token: the existing token that stands in for a mask when the tokenizer has none.
+        eval_texts: texts held out to measure the masked-token loss before and after (0: none).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = "smollm2"
+    data: str
+    steps: int = Field(100, ge=1)
+    batch_size: int = Field(16, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    warmup_ratio: float = Field(0.05, ge=0, lt=1)
+    mask_prob: float = Field(0.2, gt=0, lt=1)
+    mask_token: str = "_"
+    max_seq_length: int = Field(128, ge=8)
+    lora: LoraConfig = Field(default_factory=LoraConfig)
+    eval_texts: int = Field(128, ge=0)
+    seed: int = 42
+    dtype: str = "float32"
+    bf16: bool = False
+
+
+@dataclass
+class MNTPResult:
+    """What :func:`run_mntp` did: the output folder and the held-out masked-token loss before / after."""
+
+    output_dir: Path
+    texts: int
+    steps: int
+    train_s: float
+    eval_loss_before: float | None
+    eval_loss_after: float | None
+
+
+def mntp_texts(data: str, *, eval_texts: int, seed: int) -> tuple[list[str], list[str]]:
+    """``(train, held_out)`` texts: every query, positive and negative of the pairs once, held-out ones at random."""
+    from embedkit.data.readers import load_pairs
+    from embedkit.training.config import resolve_data_path
+
+    seen: dict[str, None] = {}
+    for pair in load_pairs(resolve_data_path(data)):
+        for text in (pair.query, *pair.positives, *pair.negatives):
+            seen.setdefault(text, None)
+    texts = list(seen)
+    random.Random(seed).shuffle(texts)
+    n_eval = min(eval_texts, len(texts) // 10)  # never more than a tenth of the data
+    return texts[n_eval:], texts[:n_eval]
+
+
+def _mask_token_id(tokenizer: Any, mask_token: str, where: str) -> int:
+    """The id of the tokenizer's mask token, or of ``mask_token`` when it must be one existing token."""
+    if getattr(tokenizer, "mask_token_id", None) is not None:
+        return int(tokenizer.mask_token_id)
+    ids = tokenizer.convert_tokens_to_ids([mask_token])
+    unk = getattr(tokenizer, "unk_token_id", None)
+    if not ids or ids[0] is None or (unk is not None and ids[0] == unk):
+        raise ConfigError(f"mask token {mask_token!r} is not a single token of this tokenizer", where=where,
+                          hint="pass a token from the model's vocabulary, e.g. --mask-token _")
+    tokenizer.mask_token = mask_token  # the collator reads it; the saved tokenizer is the original one
+    return int(ids[0])
+
+
+def _load_lm(config: MNTPConfig) -> tuple[Any, Any, str]:
+    """``(causal LM with bidirectional attention, tokenizer, folder)``; refuses encoders and untested decoders."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from embedkit.models.bidirectional import check_bidirectional_supported, is_decoder_type
+    from embedkit.models.loading import resolve_model_path
+
+    folder = resolve_model_path(config.model)
+    if not (Path(folder) / "config.json").exists():
+        raise ModelError(f"{folder} has no config.json", where="model", hint="pass a transformers model folder")
+    model_type = str(AutoConfig.from_pretrained(folder).model_type)
+    if not is_decoder_type(model_type):
+        raise ModelError(f"'{model_type}' is an encoder: it is already bidirectional, MNTP is for decoder LLMs",
+                         where="model", hint="fine-tune it directly with embedkit train")
+    check_bidirectional_supported(model_type)
+    if not hasattr(torch, config.dtype):
+        raise ConfigError(f"unknown dtype {config.dtype!r}", where="dtype", hint="use float32 or bfloat16")
+    tok = AutoTokenizer.from_pretrained(folder)
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.dtype))
+    lm.config.is_causal = False  # read at every forward by the mask builders (see embedkit/models/bidirectional.py)
+    return lm, tok, folder
+
+
+def _tokenize(tok: Any, texts: list[str], max_len: int) -> list[dict[str, list[int]]]:
+    enc = tok(texts, truncation=True, max_length=max_len, add_special_tokens=True, return_special_tokens_mask=True)
+    return [{"input_ids": i, "attention_mask": a, "special_tokens_mask": s}
+            for i, a, s in zip(enc["input_ids"], enc["attention_mask"], enc["special_tokens_mask"])]
+
+
+def masked_token_loss(lm: Any, collator: Any, features: list[dict[str, list[int]]], batch_size: int) -> float:
+    """Mean MNTP loss over ``features`` (the collator must be seeded for a comparable before / after)."""
+    import torch
+
+    total = count = 0.0
+    lm.eval()
+    with torch.no_grad():
+        for start in range(0, len(features), batch_size):
+            batch = collator([dict(f) for f in features[start:start + batch_size]])
+            batch = {k: v.to(lm.device) for k, v in batch.items()}
+            n = int((batch["labels"][:, 1:] != -100).sum())  # position 0 has nothing before it to predict from
+            if n:
+                total += float(lm(**batch).loss) * n
+                count += n
+    lm.train()
+    return total / count if count else math.nan
+
+
+def run_mntp(config: MNTPConfig, output_dir: str | os.PathLike, *, overwrite: bool = False) -> MNTPResult:
+    """Adapt ``config.model`` to bidirectional attention with MNTP + LoRA; write the merged model to ``output_dir``.
+
+    The folder appears only when training finished (written atomically); ``mntp.json`` in it records the settings,
+    the number of texts and the held-out masked-token loss before and after.
+    """
+    import torch
+    from peft import LoraConfig as PeftLoraConfig
+    from peft import get_peft_model
+    from transformers import AutoTokenizer, DataCollatorForLanguageModeling, Trainer, TrainingArguments, set_seed
+
+    from embedkit.models.lora import lora_target_modules
+    from embedkit.utils.io import atomic_dir, check_writable_parent
+
+    out = Path(output_dir)
+    check_writable_parent(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"output folder {out} already exists", hint="pass a new path, or --overwrite to replace it")
+    train_texts, eval_texts = mntp_texts(config.data, eval_texts=config.eval_texts, seed=config.seed)
+    if len(train_texts) < config.batch_size:
+        raise InputError(f"{config.data} holds {len(train_texts)} distinct texts, fewer than one batch",
+                         where="data", hint=f"give more pairs or a --batch-size below {config.batch_size}")
+    set_seed(config.seed)
+    lm, tok, folder = _load_lm(config)
+    _mask_token_id(tok, config.mask_token, "mask_token")
+    train = _tokenize(tok, train_texts, config.max_seq_length)
+    held_out = _tokenize(tok, eval_texts, config.max_seq_length)
+
+    def collator(seed: int | None = None) -> Any:
+        return DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=config.mask_prob, seed=seed)
+
+    before = masked_token_loss(lm, collator(config.seed), held_out, config.batch_size) if held_out else None
+    lm = get_peft_model(lm, PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha,
+                                           lora_dropout=config.lora.dropout, task_type="CAUSAL_LM",
+                                           target_modules=lora_target_modules(lm, config.lora)))
+    import tempfile
+
+    from datasets import Dataset
+
+    with tempfile.TemporaryDirectory(prefix="embedkit-mntp-") as scratch:
+        args = TrainingArguments(
+            output_dir=scratch, max_steps=config.steps, per_device_train_batch_size=config.batch_size,
+            learning_rate=config.lr, warmup_steps=config.warmup_ratio, lr_scheduler_type="linear", seed=config.seed,
+            logging_steps=max(1, config.steps // 10), save_strategy="no", report_to=[], bf16=config.bf16,
+            remove_unused_columns=False, dataloader_drop_last=True,
+            dataloader_pin_memory=torch.cuda.is_available(),
+            disable_tqdm=os.environ.get("EMBEDKIT_NO_PROGRESS", "") not in ("", "0"),
+        )
+        trainer = Trainer(model=lm, args=args, train_dataset=Dataset.from_list(train), data_collator=collator())
+        start = time.perf_counter()
+        trainer.train()
+        train_s = time.perf_counter() - start
+    lm = lm.merge_and_unload()
+    after = masked_token_loss(lm, collator(config.seed), held_out, config.batch_size) if held_out else None
+    result = MNTPResult(out, len(train_texts), config.steps, round(train_s, 1), before, after)
+    with atomic_dir(out, overwrite=overwrite) as tmp:
+        lm.config.is_causal = False
+        lm.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(folder).save_pretrained(tmp)  # without the stand-in mask token
+        summary = {**asdict(result), "output_dir": str(out), "config": config.model_dump(mode="json")}
+        (tmp / "mntp.json").write_text(json.dumps(summary, indent=2) + "\n")
+    logger.info("MNTP: %d steps on %d texts, held-out loss %s -> %s", config.steps, len(train_texts), before, after)
+    return result
