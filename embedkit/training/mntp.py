@@ -34,10 +34,11 @@ import logging
 import math
 import os
 import random
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -73,7 +74,7 @@ class MNTPConfig(BaseModel):
     lora: LoraConfig = Field(default_factory=LoraConfig)
     eval_texts: int = Field(128, ge=0)
     seed: int = 42
-    dtype: str = "float32"
+    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     bf16: bool = False
 
 
@@ -133,8 +134,6 @@ def _load_lm(config: MNTPConfig) -> tuple[Any, Any, str]:
         raise ModelError(f"'{model_type}' is an encoder: it is already bidirectional, MNTP is for decoder LLMs",
                          where="model", hint="fine-tune it directly with embedkit train")
     check_bidirectional_supported(model_type)
-    if not hasattr(torch, config.dtype):
-        raise ConfigError(f"unknown dtype {config.dtype!r}", where="dtype", hint="use float32 or bfloat16")
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
@@ -202,8 +201,6 @@ def run_mntp(config: MNTPConfig, output_dir: str | os.PathLike, *, overwrite: bo
     lm = get_peft_model(lm, PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha,
                                            lora_dropout=config.lora.dropout, task_type="CAUSAL_LM",
                                            target_modules=lora_target_modules(lm, config.lora)))
-    import tempfile
-
     from datasets import Dataset
 
     with tempfile.TemporaryDirectory(prefix="embedkit-mntp-") as scratch:

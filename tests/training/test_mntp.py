@@ -137,6 +137,14 @@ def test_mntp_refuses_encoders_bad_mask_tokens_small_data_and_existing_output(ti
         _mask_token_id(tok, "no-such-token-xyz", "mask_token")
 
 
+def test_the_config_rejects_bad_values_before_anything_loads() -> None:
+    from pydantic import ValidationError
+
+    for bad in ({"mask_prob": 0.0}, {"mask_prob": 1.0}, {"steps": 0}, {"dtype": "float8"}, {"max_seq_len": 64}):
+        with pytest.raises(ValidationError):
+            MNTPConfig(data="pairs.jsonl", **bad)
+
+
 def test_cli_mntp_reports_bad_input_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from embedkit.cli import main
 
