@@ -243,7 +243,7 @@ DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
                      {"bidirectional": True, "pooling": "latent_attention",
                       "latent_attention": {"num_latents": 128, "num_heads": 8}}),
     # LLM2Vec's order: MNTP (``--decoder-mntp-steps`` of masked next-token prediction, LoRA merged), then the same
-    # contrastive run as bidir-mean; its train s counts both stages
+    # contrastive run as bidir-mean; its train s counts both stages (only the second with --decoder-mntp-model)
     "bidir-mntp-mean": ("smollm2 MNTP + bidirectional + LoRA + mean, fine-tuned",
                         {"bidirectional": True, "pooling": "mean", "mntp": True}),
 }
@@ -288,12 +288,13 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
         model_cfg = {**common, **overrides}
         mntp = model_cfg.pop("mntp", False)
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
+        adapt = mntp and args.decoder_mntp_model is None  # an adapted folder given: train from it, no MNTP stage
         if mntp:
-            model_cfg["name"] = str(Path(args.output) / "smollm2-mntp")
+            model_cfg["name"] = str(args.decoder_mntp_model or Path(args.output) / "smollm2-mntp")
         recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
 
-        def train(recipe=recipe, slug=slug, mntp=mntp):
-            if mntp:
+        def train(recipe=recipe, slug=slug, adapt=adapt):
+            if adapt:
                 run_decoder_mntp(args, pairs_path, Path(recipe["model"]["name"]))
             return run_embedkit(recipe, Path(args.output) / slug)
 
@@ -421,6 +422,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                          "pooling; bidir-mntp-mean adapts the model with MNTP first)")
     ap.add_argument("--decoder-mntp-steps", type=int, default=120,
                     help="MNTP steps before the contrastive run of the bidir-mntp-mean arm (embedkit mntp)")
+    ap.add_argument("--decoder-mntp-model", type=Path, default=None,
+                    help="an already adapted folder (the output of embedkit mntp) for the bidir-mntp-mean arm: it "
+                         "trains from it and skips the MNTP stage, so one adaptation serves several runs")
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")
@@ -445,6 +449,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not args.decoder_arms:
         ap.error(f"--decoder-arms: unknown arm(s) {', '.join(unknown) or '(none given)'}; "
                  f"choose from {', '.join(DECODER_ARMS)}")
+    if args.decoder_mntp_model is not None:
+        if "bidir-mntp-mean" not in args.decoder_arms:
+            ap.error("--decoder-mntp-model is used only by the bidir-mntp-mean arm: add it to --decoder-arms")
+        if not (args.decoder_mntp_model / "mntp.json").is_file():
+            ap.error(f"--decoder-mntp-model {args.decoder_mntp_model}: no mntp.json there; pass the folder that "
+                     "embedkit mntp wrote (or drop the flag to run MNTP here)")
     args.gradcache_chunk = args.gradcache_chunk or args.batch_size
     args.anchor_batch_size = args.anchor_batch_size or args.batch_size
     args.max_corpus = args.max_corpus or None

@@ -200,3 +200,31 @@ def test_the_mntp_arm_adapts_the_model_then_trains_the_adapted_folder(quality, t
     quality.decoder_arms(args, tmp_path / "train.jsonl", [], arm)
     adapted = str(tmp_path / "smollm2-mntp")
     assert calls == [("mntp", adapted), ("train", adapted), ("train", "smollm2")]
+
+
+def test_an_adapted_folder_replaces_the_mntp_stage(quality, tmp_path: Path, monkeypatch) -> None:
+    adapted = tmp_path / "adapted"
+    adapted.mkdir()
+    (adapted / "mntp.json").write_text("{}")
+    calls: list[tuple[str, str]] = []
+    monkeypatch.setattr(quality, "run_decoder_mntp", lambda args, pairs, out: calls.append(("mntp", str(out))))
+    monkeypatch.setattr(quality, "run_embedkit",
+                        lambda recipe, out: calls.append(("train", recipe["model"]["name"])) or (None, None))
+    args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms", "bidir-mntp-mean",
+                               "--decoder-mntp-model", str(adapted), "-o", str(tmp_path / "out")])
+    quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, trained=True: train() and {})
+    assert calls == [("train", str(adapted))]  # trained from the given folder; MNTP not run again
+    assert quality.run_settings(args)["decoder_mntp_model"] == str(adapted)  # recorded in quality.json
+
+
+@pytest.mark.parametrize("arms, make", [("bidir-mean", True), ("bidir-mntp-mean", False)])
+def test_a_wrong_adapted_folder_is_refused_before_any_work(quality, tmp_path: Path, arms: str, make: bool,
+                                                           capsys) -> None:
+    folder = tmp_path / "adapted"
+    if make:
+        folder.mkdir()
+        (folder / "mntp.json").write_text("{}")
+    with pytest.raises(SystemExit) as exc:
+        quality.parse_args(["--decoder", "--decoder-arms", arms, "--decoder-mntp-model", str(folder)])
+    assert exc.value.code == 2
+    assert ("add it to --decoder-arms" if make else "no mntp.json there") in capsys.readouterr().err

@@ -6,7 +6,7 @@ output folder is a plain model (LoRA merged, ``is_causal: false``) to use as ``m
 
 Example::
 
-    embedkit mntp --model smollm2 --data pairs.jsonl -o runs/smollm2-mntp --steps 100
+    embedkit mntp --model smollm2 --data pairs.jsonl -o runs/smollm2-mntp
     embedkit train recipes/smollm2-bidirectional-lora.yaml --set model.name=runs/smollm2-mntp -o runs/smollm2
 """
 
@@ -24,9 +24,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data", required=True,
                    help="training pairs (jsonl/csv/parquet/BEIR, or sample:NAME): their texts are the MNTP corpus")
     p.add_argument("-o", "--output-dir", required=True, help="folder for the adapted model")
-    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--steps", type=int, default=1000,
+                   help="optimizer steps (default 1000, LLM2Vec's count and the best measured: ~70 min for a 135M "
+                        "model on a 2-core CPU at batch 16 x 64 tokens, minutes on a GPU)")
     p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--lr", type=float, default=1e-4)
+    p.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
     p.add_argument("--mask-prob", type=float, default=0.2, help="share of tokens masked (default 0.2)")
     p.add_argument("--mask-token", default="_", help="stand-in mask token when the tokenizer has none (default _)")
     p.add_argument("--max-seq-length", type=int, default=128)
