@@ -82,3 +82,22 @@ def test_unverified_architecture_is_refused(tmp_path, tokenizer_path):
 def test_encoder_cannot_be_made_causal(tiny_bert):
     with pytest.raises(ModelError, match="always bidirectional"):
         load_model(tiny_bert, bidirectional=False)
+
+
+def test_unadapted_bidirectional_is_flagged_only_for_causal_weights_run_bidirectionally(tiny_llama, tiny_bert,
+                                                                                          tmp_path):
+    import json
+    import shutil
+
+    from embedkit.models.config import ModelConfig
+    from embedkit.models.loading import runs_unadapted_bidirectional
+
+    assert runs_unadapted_bidirectional(ModelConfig(name=tiny_llama))  # a plain decoder: bidirectional by default
+    assert not runs_unadapted_bidirectional(ModelConfig(name=tiny_llama, bidirectional=False))
+    assert not runs_unadapted_bidirectional(ModelConfig(name=tiny_bert))  # encoders were trained bidirectional
+    adapted = tmp_path / "adapted"  # what embedkit mntp (or a bidirectional training) saves
+    shutil.copytree(tiny_llama, adapted)
+    cfg = json.loads((adapted / "config.json").read_text())
+    (adapted / "config.json").write_text(json.dumps({**cfg, "is_causal": False}))
+    assert not runs_unadapted_bidirectional(ModelConfig(name=str(adapted)))
+    assert not runs_unadapted_bidirectional(ModelConfig(name=str(adapted), bidirectional=True))

@@ -155,6 +155,23 @@ def check_model(cfg: ModelConfig) -> None:
     _inspect(cfg)
 
 
+def runs_unadapted_bidirectional(cfg: ModelConfig) -> bool:
+    """Whether ``cfg`` runs a decoder with bidirectional attention its weights never saw.
+
+    True for a causal checkpoint switched to bidirectional now; False once ``embedkit mntp`` or an earlier
+    bidirectional training saved ``is_causal: false`` in the folder, for causal decoders and for encoders. Why it
+    matters (BENCHMARKS.md "Decoder LLM", SmolLM2-135M, 120 steps): such a model scored 7 nDCG@10 points below the
+    same model left causal, and 13 below it after 1,000 MNTP steps.
+
+    Example::
+
+        >>> runs_unadapted_bidirectional(ModelConfig(name="smollm2"))                          # doctest: +SKIP
+        True
+    """
+    folder, _, decoder, bidirectional = _inspect(cfg)
+    return decoder and bidirectional and _read_json(_hf_config_path(folder)).get("is_causal") is not False
+
+
 def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool]:
     folder = Path(resolve_model_path(cfg.name))
     _check_weights_are_safe(folder)

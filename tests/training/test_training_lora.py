@@ -74,3 +74,25 @@ def test_adapter_save_equals_merged_save(tiny_llama: str, tmp_path: Path) -> Non
     with_adapter = embedkit.encode(load_adapter(base, tmp_path / "adapter" / "adapter"), texts)
     assert abs(merged - with_adapter).max() < 1e-5
     assert abs(merged - plain).max() > 1e-3  # the adapter matters
+
+
+@pytest.mark.parametrize("bidirectional", [True, False])
+def test_training_an_unadapted_bidirectional_decoder_warns_with_the_fix(write_recipe, tiny_llama: str, tmp_path: Path,
+                                                                      caplog, bidirectional: bool) -> None:
+    model = {"name": tiny_llama, "max_seq_length": 32, "pooling": "mean", "bidirectional": bidirectional}
+    recipe = load_recipe(write_recipe(model=model, training={"max_steps": 1}))
+    with caplog.at_level("WARNING", logger="embedkit.training.runner"):
+        run_recipe(recipe, tmp_path / "out")
+    warned = [r.getMessage() for r in caplog.records if "never adapted" in r.getMessage()]
+    if bidirectional:
+        assert len(warned) == 1 and "embedkit mntp --model" in warned[0] and "bidirectional: false" in warned[0]
+    else:
+        assert warned == []
+    # the trained folder saves its attention direction: training it again does not warn
+    caplog.clear()
+    final = str(tmp_path / "out" / "final")
+    again = load_recipe(write_recipe(name="again.yaml", model={"name": final, "max_seq_length": 32},
+                                     training={"max_steps": 1}))
+    with caplog.at_level("WARNING", logger="embedkit.training.runner"):
+        run_recipe(again, tmp_path / "again")
+    assert not [r for r in caplog.records if "never adapted" in r.getMessage()]
