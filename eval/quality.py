@@ -246,7 +246,12 @@ DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     # contrastive run as bidir-mean; its train s counts both stages (only the second with --decoder-mntp-model)
     "bidir-mntp-mean": ("smollm2 MNTP + bidirectional + LoRA + mean, fine-tuned",
                         {"bidirectional": True, "pooling": "mean", "mntp": True}),
+    # a probe of what MNTP taught: the adapted weights run causally (as causal-mean). If the gain survived without
+    # bidirectional attention, it would be domain adaptation on the pairs' texts rather than the attention switch
+    "causal-mntp-mean": ("smollm2 MNTP weights, causal + LoRA + mean, fine-tuned",
+                         {"bidirectional": False, "pooling": "mean", "mntp": True}),
 }
+MNTP_ARMS = tuple(k for k, (_, overrides) in DECODER_ARMS.items() if overrides.get("mntp"))
 DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
 
 
@@ -283,6 +288,7 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
         cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
         arm(label, lambda cfg=cfg: load_model("smollm2", **cfg), trained=False)
     tokens = params = 0
+    mntp_done: list[bool] = []  # one MNTP stage serves every MNTP arm of the run
     for key in args.decoder_arms:
         label, overrides = DECODER_ARMS[key]
         model_cfg = {**common, **overrides}
@@ -294,8 +300,9 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
         recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
 
         def train(recipe=recipe, slug=slug, adapt=adapt):
-            if adapt:
+            if adapt and not mntp_done:
                 run_decoder_mntp(args, pairs_path, Path(recipe["model"]["name"]))
+                mntp_done.append(True)
             return run_embedkit(recipe, Path(args.output) / slug)
 
         row = arm(label, train)
@@ -419,12 +426,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--decoder-arms", default=",".join(DEFAULT_DECODER_ARMS),
                     help=f"with --decoder: comma-separated fine-tuned arms out of {', '.join(DECODER_ARMS)} "
                          "(causal-mean, bidir-last and bidir-latent split the comparison into attention and "
-                         "pooling; bidir-mntp-mean adapts the model with MNTP first)")
+                         "pooling; bidir-mntp-mean adapts the model with MNTP first; causal-mntp-mean runs those "
+                         "adapted weights causally)")
     ap.add_argument("--decoder-mntp-steps", type=int, default=120,
                     help="MNTP steps before the contrastive run of the bidir-mntp-mean arm (embedkit mntp)")
     ap.add_argument("--decoder-mntp-model", type=Path, default=None,
-                    help="an already adapted folder (the output of embedkit mntp) for the bidir-mntp-mean arm: it "
-                         "trains from it and skips the MNTP stage, so one adaptation serves several runs")
+                    help="an already adapted folder (the output of embedkit mntp) for the MNTP arms: they train "
+                         "from it and skip the MNTP stage, so one adaptation serves several runs")
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")
@@ -450,8 +458,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--decoder-arms: unknown arm(s) {', '.join(unknown) or '(none given)'}; "
                  f"choose from {', '.join(DECODER_ARMS)}")
     if args.decoder_mntp_model is not None:
-        if "bidir-mntp-mean" not in args.decoder_arms:
-            ap.error("--decoder-mntp-model is used only by the bidir-mntp-mean arm: add it to --decoder-arms")
+        if not set(MNTP_ARMS) & set(args.decoder_arms):
+            ap.error(f"--decoder-mntp-model is used only by the {' / '.join(MNTP_ARMS)} arms: add one to "
+                     "--decoder-arms")
         if not (args.decoder_mntp_model / "mntp.json").is_file():
             ap.error(f"--decoder-mntp-model {args.decoder_mntp_model}: no mntp.json there; pass the folder that "
                      "embedkit mntp wrote (or drop the flag to run MNTP here)")

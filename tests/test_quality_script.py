@@ -169,7 +169,7 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
     models = {}
     for key, (_, overrides) in quality.DECODER_ARMS.items():
         cfg = {**base, **overrides}
-        assert cfg.pop("mntp", False) == (key == "bidir-mntp-mean")  # the only arm with a stage before training
+        assert cfg.pop("mntp", False) == (key in quality.MNTP_ARMS)  # the arms with a stage before training
         recipe = quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, cfg)
         models[key] = Recipe.model_validate(recipe).model
     # each extra arm differs from one of the two arms in exactly one of attention / pooling
@@ -178,7 +178,9 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
     assert models["bidir-last"].pooling == models["causal-last"].pooling == "last"
     assert models["bidir-latent"].pooling == "latent_attention"
     assert models["bidir-latent"].latent_attention.num_latents == 128
+    assert quality.MNTP_ARMS == ("bidir-mntp-mean", "causal-mntp-mean")
     assert models["bidir-mntp-mean"] == models["bidir-mean"]  # MNTP changes the weights, not the recipe
+    assert models["causal-mntp-mean"] == models["causal-mean"]
     with pytest.raises(SystemExit):
         quality.parse_args(["--decoder", "--decoder-arms", "causal-mean,bidir-everything"])
     with pytest.raises(SystemExit):
@@ -195,11 +197,12 @@ def test_the_mntp_arm_adapts_the_model_then_trains_the_adapted_folder(quality, t
         train()
         return {}
 
-    args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms", "bidir-mntp-mean,bidir-mean",
-                               "-o", str(tmp_path)])
+    args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms",
+                               "bidir-mntp-mean,bidir-mean,causal-mntp-mean", "-o", str(tmp_path)])
     quality.decoder_arms(args, tmp_path / "train.jsonl", [], arm)
     adapted = str(tmp_path / "smollm2-mntp")
-    assert calls == [("mntp", adapted), ("train", adapted), ("train", "smollm2")]
+    # one MNTP stage, shared by both MNTP arms
+    assert calls == [("mntp", adapted), ("train", adapted), ("train", "smollm2"), ("train", adapted)]
 
 
 def test_an_adapted_folder_replaces_the_mntp_stage(quality, tmp_path: Path, monkeypatch) -> None:
@@ -227,4 +230,4 @@ def test_a_wrong_adapted_folder_is_refused_before_any_work(quality, tmp_path: Pa
     with pytest.raises(SystemExit) as exc:
         quality.parse_args(["--decoder", "--decoder-arms", arms, "--decoder-mntp-model", str(folder)])
     assert exc.value.code == 2
-    assert ("add it to --decoder-arms" if make else "no mntp.json there") in capsys.readouterr().err
+    assert ("add one to --decoder-arms" if make else "no mntp.json there") in capsys.readouterr().err
