@@ -250,22 +250,33 @@ DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     # bidirectional attention, it would be domain adaptation on the pairs' texts rather than the attention switch
     "causal-mntp-mean": ("smollm2 MNTP weights, causal + LoRA + mean, fine-tuned",
                          {"bidirectional": False, "pooling": "mean", "mntp": True}),
+    # NV-Embed's pooling on the adapted model: does latent attention pay once the attention switch is adapted?
+    "bidir-mntp-latent": ("smollm2 MNTP + bidirectional + LoRA + latent attention, fine-tuned",
+                          {"bidirectional": True, "pooling": "latent_attention",
+                           "latent_attention": {"num_latents": 128, "num_heads": 8}, "mntp": True}),
 }
 MNTP_ARMS = tuple(k for k, (_, overrides) in DECODER_ARMS.items() if overrides.get("mntp"))
 DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
 
 
 def decoder_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The recipe of one fine-tuned decoder arm: in-batch negatives only, the decoder learning rate.
+    """The recipe of one fine-tuned decoder arm: the decoder learning rate, in-batch negatives by default.
 
-    No mined negatives: mining would embed the corpus with the decoder too (slow on CPU), and the comparison is
-    about attention and pooling, so both arms get the same in-batch recipe. ``--decoder-no-masking`` turns
-    false-negative masking off: it trusts the model's own scores, which for an untrained decoder are near chance.
+    Every arm gets the same recipe: the comparison is about attention and pooling. ``--decoder-negatives N`` adds N
+    hard negatives per query mined by base MiniLM (``miner.model``; positive-aware filtering as in the default
+    recipe): mining with the decoder itself would embed the corpus with a 135M model on every arm (slow on CPU,
+    and an untrained decoder ranks near chance), and one MiniLM mining serves all arms through the shared cache.
+    ``--decoder-no-masking`` turns false-negative masking off: it trusts the model's own scores, which for an
+    untrained decoder are near chance.
     """
-    recipe = embedkit_recipe(args, pairs_path, out, negatives=False,
+    negatives = args.decoder_negatives > 0
+    recipe = embedkit_recipe(args, pairs_path, out, negatives=negatives,
                              masking=None if args.decoder_no_masking else DEFAULT_MASKING)
     recipe["model"] = model_cfg
     recipe["training"]["lr"] = args.decoder_lr
+    if negatives:
+        recipe["data"]["datasets"][0]["max_negatives"] = args.decoder_negatives
+        recipe["miner"].update(num_negatives=args.decoder_negatives, model="minilm")
     return recipe
 
 
@@ -427,12 +438,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"with --decoder: comma-separated fine-tuned arms out of {', '.join(DECODER_ARMS)} "
                          "(causal-mean, bidir-last and bidir-latent split the comparison into attention and "
                          "pooling; bidir-mntp-mean adapts the model with MNTP first; causal-mntp-mean runs those "
-                         "adapted weights causally)")
+                         "adapted weights causally; bidir-mntp-latent pools them with latent attention)")
     ap.add_argument("--decoder-mntp-steps", type=int, default=120,
                     help="MNTP steps before the contrastive run of the bidir-mntp-mean arm (embedkit mntp)")
     ap.add_argument("--decoder-mntp-model", type=Path, default=None,
                     help="an already adapted folder (the output of embedkit mntp) for the MNTP arms: they train "
                          "from it and skip the MNTP stage, so one adaptation serves several runs")
+    ap.add_argument("--decoder-negatives", type=int, default=0,
+                    help="hard negatives per query for the decoder arms, mined by base MiniLM (default 0: in-batch "
+                         "negatives only)")
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")
@@ -457,6 +471,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not args.decoder_arms:
         ap.error(f"--decoder-arms: unknown arm(s) {', '.join(unknown) or '(none given)'}; "
                  f"choose from {', '.join(DECODER_ARMS)}")
+    if args.decoder_negatives < 0:
+        ap.error(f"--decoder-negatives {args.decoder_negatives}: must be 0 (in-batch negatives only) or more")
     if args.decoder_mntp_model is not None:
         if not set(MNTP_ARMS) & set(args.decoder_arms):
             ap.error(f"--decoder-mntp-model is used only by the {' / '.join(MNTP_ARMS)} arms: add one to "

@@ -93,6 +93,26 @@ def test_decoder_arms_differ_only_in_attention_and_pooling_and_masking_can_be_sw
     assert c.losses.infonce.masking is None and c.training == b.training
 
 
+def test_decoder_negatives_are_mined_by_minilm_for_every_arm_alike(quality, tmp_path: Path, capsys) -> None:
+    args = quality.parse_args(["--decoder", "--decoder-negatives", "3"])
+    causal = {"name": "smollm2", "bidirectional": False, "pooling": "last", "lora": {"r": 16, "alpha": 32}}
+    bidir = {**causal, "bidirectional": True, "pooling": "mean"}
+    a = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, causal))
+    b = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, bidir))
+    # mined by base MiniLM, not by the decoder under training, into one cache shared by the arms
+    assert a.miner is not None and a.miner.model == "minilm" and a.miner.num_negatives == 3
+    assert a.miner == b.miner and a.data == b.data and a.training == b.training and a.losses == b.losses
+    assert a.data.datasets[0].max_negatives == 3
+    assert a.miner.max_score_ratio == 0.95  # the default recipe's positive-aware filter
+    assert a.training.lr == args.decoder_lr  # still the decoder learning rate
+    none = Recipe.model_validate(quality.decoder_recipe(quality.parse_args(["--decoder"]), tmp_path / "t.jsonl",
+                                                        tmp_path, causal))
+    assert none.miner is None and none.data.datasets[0].max_negatives == 0
+    with pytest.raises(SystemExit) as exc:
+        quality.parse_args(["--decoder", "--decoder-negatives", "-1"])
+    assert exc.value.code == 2 and "--decoder-negatives -1" in capsys.readouterr().err
+
+
 def _pairs_file(tmp_path: Path, n: int) -> Path:
     from embedkit.data.readers import Pair, write_pairs
 
@@ -178,9 +198,10 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
     assert models["bidir-last"].pooling == models["causal-last"].pooling == "last"
     assert models["bidir-latent"].pooling == "latent_attention"
     assert models["bidir-latent"].latent_attention.num_latents == 128
-    assert quality.MNTP_ARMS == ("bidir-mntp-mean", "causal-mntp-mean")
+    assert quality.MNTP_ARMS == ("bidir-mntp-mean", "causal-mntp-mean", "bidir-mntp-latent")
     assert models["bidir-mntp-mean"] == models["bidir-mean"]  # MNTP changes the weights, not the recipe
     assert models["causal-mntp-mean"] == models["causal-mean"]
+    assert models["bidir-mntp-latent"] == models["bidir-latent"]
     with pytest.raises(SystemExit):
         quality.parse_args(["--decoder", "--decoder-arms", "causal-mean,bidir-everything"])
     with pytest.raises(SystemExit):
