@@ -221,3 +221,29 @@ def test_runs_sharing_miner_cache_dir_embed_each_text_once(write_recipe, debian_
             assert not (tmp_path / "a" / "mined" / "cache").exists()
     assert sum(texts) == first, "the second run must read every embedding from the shared cache"
     assert (tmp_path / "b" / "mined" / "debian.jsonl").is_file()
+
+
+def test_miner_model_mines_with_another_encoder_than_the_one_trained(write_recipe, debian_pairs: str,
+                                                                     tmp_path: Path, monkeypatch) -> None:
+    # a decoder fresh out of MNTP cannot rank yet: the recipe mines with a small trained encoder instead
+    import embedkit.mining.miner as miner
+
+    dims: list[int] = []
+    real = miner.encode
+
+    def recording(model, batch, **kw):
+        dims.append(model.get_embedding_dimension())
+        return real(model, batch, **kw)
+
+    monkeypatch.setattr(miner, "encode", recording)
+    recipe = load_recipe(write_recipe(
+        data={"datasets": [{"path": debian_pairs, "name": "debian", "max_negatives": 1}]},
+        miner={"num_negatives": 1, "range_max": 8, "max_score_ratio": None, "model": "minilm"},
+        training={"max_steps": 1}, output={"save_steps": None},
+    ))
+    res = run_recipe(recipe, tmp_path / "run")
+    assert dims and set(dims) == {384}  # every mining pass embedded with MiniLM (384-d), none with the tiny model
+    trained = json.loads((res.final_dir / "config.json").read_text())
+    assert trained["hidden_size"] != 384  # ... while the tiny BERT is what was trained
+    lines = (tmp_path / "run" / "mined" / "debian.jsonl").read_text().splitlines()
+    assert len(lines) == 48 and all(len(json.loads(x)["negatives"]) == 1 for x in lines)
