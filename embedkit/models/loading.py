@@ -149,12 +149,6 @@ def _check_weights_are_safe(folder: Path) -> None:
         )
 
 
-def check_model(cfg: ModelConfig) -> None:
-    """Every check :func:`load_model` makes before reading weights (folder, config, safetensors, architecture,
-    bidirectional support) -- cheap, so commands can fail before they create any output."""
-    _inspect(cfg)
-
-
 def runs_unadapted_bidirectional(cfg: ModelConfig) -> bool:
     """Whether ``cfg`` runs a decoder with bidirectional attention its weights never saw.
 
@@ -163,16 +157,20 @@ def runs_unadapted_bidirectional(cfg: ModelConfig) -> bool:
     matters (BENCHMARKS.md "Decoder LLM", SmolLM2-135M, 120 steps): such a model scored 7 nDCG@10 points below the
     same model left causal, and 13 below it after 1,000 MNTP steps.
 
+    On the way it makes every check :func:`load_model` makes before reading weights (folder, config,
+    safetensors, architecture, bidirectional support) and raises :class:`ModelError` as it would -- cheap, so
+    commands can fail before they create any output.
+
     Example::
 
         >>> runs_unadapted_bidirectional(ModelConfig(name="smollm2"))                          # doctest: +SKIP
         True
     """
-    folder, _, decoder, bidirectional = _inspect(cfg)
-    return decoder and bidirectional and _read_json(_hf_config_path(folder)).get("is_causal") is not False
+    return _inspect(cfg)[4]
 
 
-def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool]:
+def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool, bool]:
+    """(folder, model type, decoder?, bidirectional?, bidirectional over weights not saved bidirectional?)."""
     folder = Path(resolve_model_path(cfg.name))
     _check_weights_are_safe(folder)
     hf_cfg_path = _hf_config_path(folder)
@@ -194,7 +192,8 @@ def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool]:
         )
     if decoder and bidirectional:
         check_bidirectional_supported(model_type)
-    return folder, model_type, decoder, bidirectional
+    unadapted = decoder and bidirectional and hf_cfg.get("is_causal") is not False
+    return folder, model_type, decoder, bidirectional, unadapted
 
 
 def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> SentenceTransformer:
@@ -212,7 +211,7 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
         ModelError: missing folder, corrupt config, pickle-only weights, unverified bidirectional architecture.
     """
     cfg = name_or_path if isinstance(name_or_path, ModelConfig) else ModelConfig(name=name_or_path, **overrides)
-    folder, model_type, decoder, bidirectional = _inspect(cfg)
+    folder, model_type, decoder, bidirectional, _ = _inspect(cfg)
 
     config_kwargs: dict[str, Any] = {}
     model_kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}

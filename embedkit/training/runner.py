@@ -425,11 +425,12 @@ def run_recipe(
     # all data of all stages is read (and checked) before anything is written
     datas = [load_data(r, stage_prefix=f"stages.{i}." if multi else "") for i, (_, r) in enumerate(stages)]
     recipe_text = recipe_to_yaml(recipe)
-    from embedkit.models.loading import check_model, runs_unadapted_bidirectional
+    from embedkit.models.loading import runs_unadapted_bidirectional
 
     first = stages[0][1].model
-    check_model(first)  # a bad model folder fails here, before the output folder is touched
-    if _is_main() and not resume and runs_unadapted_bidirectional(first):
+    # load_model's checks: a bad model folder fails here, before the output folder is touched
+    unadapted = runs_unadapted_bidirectional(first)
+    if _is_main() and not resume and unadapted:
         logger.warning("model %s: a causal decoder trained with bidirectional attention it was never adapted to "
                        "(measured 7 nDCG@10 points below it left causal, BENCHMARKS.md); run 'embedkit mntp --model "
                        "%s --data ...' first and train from its folder, or set model.bidirectional: false",
