@@ -171,13 +171,13 @@ MIXING: dict[str, Any] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False}
 
 #: --ablate: one embedkit run per entry, with that change to the default recipe
 ABLATIONS: dict[str, dict[str, Any]] = {
-    "without mined hard negatives": {"negatives": False},
+    "without mined hard negatives": {"negatives": 0},
     "without false-negative masking": {"masking": None},
     "masking margin -0.1 (also masks just below the positive)": {"masking": {"margin": -0.1}},
     "with hard-negative mixing (8 mixes of the 4 hardest)": {"mixing": MIXING},
     "with mixing, query-negative mixes too": {"mixing": {**MIXING, "mix_query": True}},
     "plain in-batch InfoNCE (no mined negatives, masking, mixing or GradCache)": {
-        "negatives": False, "masking": None, "mixing": None, "gradcache": False},
+        "negatives": 0, "masking": None, "mixing": None, "gradcache": False},
 }
 
 
@@ -185,7 +185,7 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
     """embedkit's default recipe at this script's budget; ``change`` swaps one component (see ``ABLATIONS``)."""
     masking = change.get("masking", DEFAULT_MASKING)
     mixing = change.get("mixing", DEFAULT_MIXING)
-    negatives = change.get("negatives", True)
+    negatives = int(change.get("negatives", args.negatives))  # mined per query; 0: in-batch negatives only
     batch = args.batch_size * args.gradcache_factor
     gradcache = change.get("gradcache", True) and args.gradcache_chunk < batch
     infonce: dict[str, Any] = {"temperature": args.temperature, **change.get("infonce", {})}
@@ -196,7 +196,7 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
     recipe: dict[str, Any] = {
         "model": {"name": "minilm", "max_seq_length": args.max_seq_length},
         "data": {"datasets": [{"path": str(pairs_path), "name": "debian",
-                               "max_negatives": args.negatives if negatives else 0}]},
+                               "max_negatives": negatives}]},
         "losses": {"infonce": infonce},
         "training": {"batch_size": batch, "gradcache_chunk_size": args.gradcache_chunk if gradcache else None,
                      "lr": args.lr, "max_steps": args.steps, "warmup_ratio": 0.1, "weight_decay": 0.01,
@@ -207,7 +207,7 @@ def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **cha
     recipe["training"].update(change.get("training", {}))
     if negatives:
         # one embedding cache for every arm: the corpus is embedded once by the base model
-        recipe["miner"] = {"num_negatives": args.negatives, "range_min": args.range_min, "range_max": 50,
+        recipe["miner"] = {"num_negatives": negatives, "range_min": args.range_min, "range_max": 50,
                            "max_score_ratio": 0.95, "cache_dir": str(out / "mining-cache")}
     teacher = change.get("teacher")
     if teacher is not None:
@@ -269,14 +269,12 @@ def decoder_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, model_
     ``--decoder-no-masking`` turns false-negative masking off: it trusts the model's own scores, which for an
     untrained decoder are near chance.
     """
-    negatives = args.decoder_negatives > 0
-    recipe = embedkit_recipe(args, pairs_path, out, negatives=negatives,
+    recipe = embedkit_recipe(args, pairs_path, out, negatives=args.decoder_negatives,
                              masking=None if args.decoder_no_masking else DEFAULT_MASKING)
     recipe["model"] = model_cfg
     recipe["training"]["lr"] = args.decoder_lr
-    if negatives:
-        recipe["data"]["datasets"][0]["max_negatives"] = args.decoder_negatives
-        recipe["miner"].update(num_negatives=args.decoder_negatives, model="minilm")
+    if args.decoder_negatives:
+        recipe["miner"]["model"] = "minilm"
     return recipe
 
 
@@ -299,21 +297,22 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
         cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
         arm(label, lambda cfg=cfg: load_model("smollm2", **cfg), trained=False)
     tokens = params = 0
-    mntp_done: list[bool] = []  # one MNTP stage serves every MNTP arm of the run
+    # one MNTP stage, before the run's first MNTP arm, serves them all (none when an adapted folder is given)
+    mntp_arms = [k for k in args.decoder_arms if k in MNTP_ARMS]
+    first_mntp = mntp_arms[0] if mntp_arms and args.decoder_mntp_model is None else None
     for key in args.decoder_arms:
         label, overrides = DECODER_ARMS[key]
         model_cfg = {**common, **overrides}
         mntp = model_cfg.pop("mntp", False)
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
-        adapt = mntp and args.decoder_mntp_model is None  # an adapted folder given: train from it, no MNTP stage
+        adapt = key == first_mntp
         if mntp:
             model_cfg["name"] = str(args.decoder_mntp_model or Path(args.output) / "smollm2-mntp")
         recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
 
         def train(recipe=recipe, slug=slug, adapt=adapt):
-            if adapt and not mntp_done:
+            if adapt:
                 run_decoder_mntp(args, pairs_path, Path(recipe["model"]["name"]))
-                mntp_done.append(True)
             return run_embedkit(recipe, Path(args.output) / slug)
 
         row = arm(label, train)
