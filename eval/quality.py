@@ -245,17 +245,27 @@ DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
     # LLM2Vec's order: MNTP (``--decoder-mntp-steps`` of masked next-token prediction, LoRA merged), then the same
     # contrastive run as bidir-mean; its train s counts both stages (only the second with --decoder-mntp-model)
     "bidir-mntp-mean": ("smollm2 MNTP + bidirectional + LoRA + mean, fine-tuned",
-                        {"bidirectional": True, "pooling": "mean", "mntp": True}),
+                        {"bidirectional": True, "pooling": "mean", "adapt": "mntp"}),
     # a probe of what MNTP taught: the adapted weights run causally (as causal-mean). If the gain survived without
     # bidirectional attention, it would be domain adaptation on the pairs' texts rather than the attention switch
     "causal-mntp-mean": ("smollm2 MNTP weights, causal + LoRA + mean, fine-tuned",
-                         {"bidirectional": False, "pooling": "mean", "mntp": True}),
+                         {"bidirectional": False, "pooling": "mean", "adapt": "mntp"}),
     # NV-Embed's pooling on the adapted model: does latent attention pay once the attention switch is adapted?
     "bidir-mntp-latent": ("smollm2 MNTP + bidirectional + LoRA + latent attention, fine-tuned",
                           {"bidirectional": True, "pooling": "latent_attention",
-                           "latent_attention": {"num_latents": 128, "num_heads": 8}, "mntp": True}),
+                           "latent_attention": {"num_latents": 128, "num_heads": 8}, "adapt": "mntp"}),
+    # the control for the MNTP arms: the same number of steps on the same texts, as ordinary causal-LM training
+    # (``embedkit mntp --objective clm``), before the causal arms' contrastive run -- so that both sides of the
+    # comparison have read the domain's texts, and only the attention differs
+    "causal-clm-last": ("smollm2 CLM + causal + LoRA + last-token, fine-tuned",
+                        {"bidirectional": False, "pooling": "last", "adapt": "clm"}),
+    "causal-clm-mean": ("smollm2 CLM + causal + LoRA + mean, fine-tuned",
+                        {"bidirectional": False, "pooling": "mean", "adapt": "clm"}),
 }
-MNTP_ARMS = tuple(k for k, (_, overrides) in DECODER_ARMS.items() if overrides.get("mntp"))
+#: the arms whose model is first adapted on the pairs' texts, by objective (``embedkit mntp --objective``)
+ADAPTED_ARMS = {objective: tuple(k for k, (_, o) in DECODER_ARMS.items() if o.get("adapt") == objective)
+                for objective in ("mntp", "clm")}
+MNTP_ARMS, CLM_ARMS = ADAPTED_ARMS["mntp"], ADAPTED_ARMS["clm"]
 DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
 
 
@@ -297,22 +307,24 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
         cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
         arm(label, lambda cfg=cfg: load_model("smollm2", **cfg), trained=False)
     tokens = params = 0
-    # one MNTP stage, before the run's first MNTP arm, serves them all (none when an adapted folder is given)
-    mntp_arms = [k for k in args.decoder_arms if k in MNTP_ARMS]
-    first_mntp = mntp_arms[0] if mntp_arms and args.decoder_mntp_model is None else None
+    # one adaptation stage per objective, before the run's first arm that needs it, serves all its arms (none when
+    # an adapted folder is given)
+    given = {"mntp": args.decoder_mntp_model, "clm": args.decoder_clm_model}
+    first = {objective: next((k for k in args.decoder_arms if k in arms), None) if given[objective] is None else None
+             for objective, arms in ADAPTED_ARMS.items()}
     for key in args.decoder_arms:
         label, overrides = DECODER_ARMS[key]
         model_cfg = {**common, **overrides}
-        mntp = model_cfg.pop("mntp", False)
+        objective = model_cfg.pop("adapt", None)
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
-        adapt = key == first_mntp
-        if mntp:
-            model_cfg["name"] = str(args.decoder_mntp_model or Path(args.output) / "smollm2-mntp")
+        adapt = objective if objective and first[objective] == key else None
+        if objective:
+            model_cfg["name"] = str(given[objective] or Path(args.output) / f"smollm2-{objective}")
         recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
 
         def train(recipe=recipe, slug=slug, adapt=adapt):
             if adapt:
-                run_decoder_mntp(args, pairs_path, Path(recipe["model"]["name"]))
+                run_decoder_adaptation(args, pairs_path, Path(recipe["model"]["name"]), adapt)
             return run_embedkit(recipe, Path(args.output) / slug)
 
         row = arm(label, train)
@@ -327,16 +339,18 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
                 + (f", MFU {100 * row['mfu']:.1f} %" if "mfu" in row else ""))
 
 
-def run_decoder_mntp(args: argparse.Namespace, pairs_path: Path, out: Path) -> None:
-    """MNTP on the training pairs' texts (LoRA r 16, ``--decoder-lr``, the same batch and length), merged into ``out``."""
+def run_decoder_adaptation(args: argparse.Namespace, pairs_path: Path, out: Path, objective: str) -> None:
+    """MNTP (or its CLM control) on the training pairs' texts: ``--decoder-mntp-steps`` steps, LoRA r 16,
+    ``--decoder-lr``, the same batch and length; merged into ``out``."""
     from embedkit.training.mntp import MNTPConfig, run_mntp
 
     cfg = MNTPConfig(model="smollm2", data=str(pairs_path), steps=args.decoder_mntp_steps, batch_size=args.batch_size,
                      lr=args.decoder_lr, max_seq_length=args.max_seq_length, seed=args.seed, bf16=args.bf16,
-                     lora={"r": 16, "alpha": 32})
+                     lora={"r": 16, "alpha": 32}, objective=objective)
     result = run_mntp(cfg, out, overwrite=True)
-    log(f"MNTP: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s; held-out masked-token loss "
-        f"{result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}")
+    kind = "masked-token" if objective == "mntp" else "next-token"
+    log(f"{objective.upper()}: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s; held-out "
+        f"{kind} loss {result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}")
 
 
 def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[int, int]:
@@ -405,6 +419,25 @@ def write_outputs(out: Path, rows: dict[str, dict[str, float]], args: argparse.N
     return text
 
 
+def check_adapted_folder(ap: argparse.ArgumentParser, objective: str, folder: Path, arms: list[str]) -> None:
+    """Refuse (usage error) a ``--decoder-{objective}-model`` no chosen arm uses, or one not adapted that way."""
+    flag = f"--decoder-{objective}-model"
+    if not set(ADAPTED_ARMS[objective]) & set(arms):
+        ap.error(f"{flag} is used only by the {' / '.join(ADAPTED_ARMS[objective])} arms: add one to --decoder-arms")
+    record = folder / "mntp.json"
+    if not record.is_file():
+        ap.error(f"{flag} {folder}: no mntp.json there; pass the folder that embedkit mntp wrote (or drop the flag "
+                 f"to run {objective.upper()} here)")
+    try:
+        # folders written before the objective existed are MNTP ones
+        saved = json.loads(record.read_text()).get("config", {}).get("objective", "mntp")
+    except (json.JSONDecodeError, AttributeError):
+        ap.error(f"{flag} {record}: not the JSON object embedkit mntp writes; re-run embedkit mntp")
+    if saved != objective:
+        ap.error(f"{flag} {folder}: adapted with objective {saved!r}, not {objective!r}; pass it as "
+                 f"--decoder-{saved}-model, or adapt with embedkit mntp --objective {objective}")
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true",
@@ -437,12 +470,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=f"with --decoder: comma-separated fine-tuned arms out of {', '.join(DECODER_ARMS)} "
                          "(causal-mean, bidir-last and bidir-latent split the comparison into attention and "
                          "pooling; bidir-mntp-mean adapts the model with MNTP first; causal-mntp-mean runs those "
-                         "adapted weights causally; bidir-mntp-latent pools them with latent attention)")
+                         "adapted weights causally; bidir-mntp-latent pools them with latent attention; "
+                         "causal-clm-last / causal-clm-mean are the control: the same steps of ordinary causal-LM "
+                         "training on the same texts first)")
     ap.add_argument("--decoder-mntp-steps", type=int, default=120,
-                    help="MNTP steps before the contrastive run of the bidir-mntp-mean arm (embedkit mntp)")
+                    help="MNTP steps before the contrastive run of the MNTP arms (embedkit mntp), and CLM steps "
+                         "before the CLM arms (embedkit mntp --objective clm): the control gets the same budget")
     ap.add_argument("--decoder-mntp-model", type=Path, default=None,
                     help="an already adapted folder (the output of embedkit mntp) for the MNTP arms: they train "
                          "from it and skip the MNTP stage, so one adaptation serves several runs")
+    ap.add_argument("--decoder-clm-model", type=Path, default=None,
+                    help="the same for the CLM arms: a folder written by embedkit mntp --objective clm")
     ap.add_argument("--decoder-negatives", type=int, default=0,
                     help="hard negatives per query for the decoder arms, mined by base MiniLM (default 0: in-batch "
                          "negatives only)")
@@ -472,13 +510,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                  f"choose from {', '.join(DECODER_ARMS)}")
     if args.decoder_negatives < 0:
         ap.error(f"--decoder-negatives {args.decoder_negatives}: must be 0 (in-batch negatives only) or more")
-    if args.decoder_mntp_model is not None:
-        if not set(MNTP_ARMS) & set(args.decoder_arms):
-            ap.error(f"--decoder-mntp-model is used only by the {' / '.join(MNTP_ARMS)} arms: add one to "
-                     "--decoder-arms")
-        if not (args.decoder_mntp_model / "mntp.json").is_file():
-            ap.error(f"--decoder-mntp-model {args.decoder_mntp_model}: no mntp.json there; pass the folder that "
-                     "embedkit mntp wrote (or drop the flag to run MNTP here)")
+    for objective, folder in (("mntp", args.decoder_mntp_model), ("clm", args.decoder_clm_model)):
+        if folder is not None:
+            check_adapted_folder(ap, objective, folder, args.decoder_arms)
     args.gradcache_chunk = args.gradcache_chunk or args.batch_size
     args.anchor_batch_size = args.anchor_batch_size or args.batch_size
     args.max_corpus = args.max_corpus or None

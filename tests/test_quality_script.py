@@ -7,6 +7,7 @@ checks the control/ablation switches change exactly what they say.
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -189,7 +190,8 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
     models = {}
     for key, (_, overrides) in quality.DECODER_ARMS.items():
         cfg = {**base, **overrides}
-        assert cfg.pop("mntp", False) == (key in quality.MNTP_ARMS)  # the arms with a stage before training
+        objective = cfg.pop("adapt", None)  # the arms with a stage before training
+        assert (key in quality.MNTP_ARMS, key in quality.CLM_ARMS) == (objective == "mntp", objective == "clm")
         recipe = quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, cfg)
         models[key] = Recipe.model_validate(recipe).model
     # each extra arm differs from one of the two arms in exactly one of attention / pooling
@@ -202,6 +204,10 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
     assert models["bidir-mntp-mean"] == models["bidir-mean"]  # MNTP changes the weights, not the recipe
     assert models["causal-mntp-mean"] == models["causal-mean"]
     assert models["bidir-mntp-latent"] == models["bidir-latent"]
+    assert quality.CLM_ARMS == ("causal-clm-last", "causal-clm-mean")
+    assert models["causal-clm-last"] == models["causal-last"]  # the control: the baseline, after CLM
+    assert models["causal-clm-mean"] == models["causal-mean"]
+    assert not models["causal-clm-last"].bidirectional
     with pytest.raises(SystemExit):
         quality.parse_args(["--decoder", "--decoder-arms", "causal-mean,bidir-everything"])
     with pytest.raises(SystemExit):
@@ -210,7 +216,8 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
 
 def test_the_mntp_arm_adapts_the_model_then_trains_the_adapted_folder(quality, tmp_path: Path, monkeypatch) -> None:
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(quality, "run_decoder_mntp", lambda args, pairs, out: calls.append(("mntp", str(out))))
+    monkeypatch.setattr(quality, "run_decoder_adaptation",
+                        lambda args, pairs, out, objective: calls.append((objective, str(out))))
     monkeypatch.setattr(quality, "run_embedkit",
                         lambda recipe, out: calls.append(("train", recipe["model"]["name"])) or (None, None))
 
@@ -219,11 +226,13 @@ def test_the_mntp_arm_adapts_the_model_then_trains_the_adapted_folder(quality, t
         return {}
 
     args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms",
-                               "bidir-mntp-mean,bidir-mean,causal-mntp-mean", "-o", str(tmp_path)])
+                               "bidir-mntp-mean,bidir-mean,causal-clm-last,causal-mntp-mean,causal-clm-mean",
+                               "-o", str(tmp_path)])
     quality.decoder_arms(args, tmp_path / "train.jsonl", [], arm)
-    adapted = str(tmp_path / "smollm2-mntp")
-    # one MNTP stage, shared by both MNTP arms
-    assert calls == [("mntp", adapted), ("train", adapted), ("train", "smollm2"), ("train", adapted)]
+    adapted, control = str(tmp_path / "smollm2-mntp"), str(tmp_path / "smollm2-clm")
+    # one stage per objective, before its first arm, shared by that objective's arms
+    assert calls == [("mntp", adapted), ("train", adapted), ("train", "smollm2"), ("clm", control),
+                     ("train", control), ("train", adapted), ("train", control)]
 
 
 def test_an_adapted_folder_replaces_the_mntp_stage(quality, tmp_path: Path, monkeypatch) -> None:
@@ -231,7 +240,11 @@ def test_an_adapted_folder_replaces_the_mntp_stage(quality, tmp_path: Path, monk
     adapted.mkdir()
     (adapted / "mntp.json").write_text("{}")
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(quality, "run_decoder_mntp", lambda args, pairs, out: calls.append(("mntp", str(out))))
+    control = tmp_path / "control"
+    control.mkdir()
+    (control / "mntp.json").write_text(json.dumps({"config": {"objective": "clm"}}))
+    monkeypatch.setattr(quality, "run_decoder_adaptation",
+                        lambda args, pairs, out, objective: calls.append((objective, str(out))))
     monkeypatch.setattr(quality, "run_embedkit",
                         lambda recipe, out: calls.append(("train", recipe["model"]["name"])) or (None, None))
     args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms", "bidir-mntp-mean",
@@ -240,15 +253,33 @@ def test_an_adapted_folder_replaces_the_mntp_stage(quality, tmp_path: Path, monk
     assert calls == [("train", str(adapted))]  # trained from the given folder; MNTP not run again
     assert quality.run_settings(args)["decoder_mntp_model"] == str(adapted)  # recorded in quality.json
 
+    calls.clear()
+    args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms", "causal-clm-last,bidir-mntp-mean",
+                               "--decoder-clm-model", str(control), "-o", str(tmp_path / "out2")])
+    quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, trained=True: train() and {})
+    # the given CLM folder is used as is; the MNTP arm still gets its own stage
+    mntp_out = str(tmp_path / "out2" / "smollm2-mntp")
+    assert calls == [("train", str(control)), ("mntp", mntp_out), ("train", mntp_out)]
 
-@pytest.mark.parametrize("arms, make", [("bidir-mean", True), ("bidir-mntp-mean", False)])
-def test_a_wrong_adapted_folder_is_refused_before_any_work(quality, tmp_path: Path, arms: str, make: bool,
-                                                           capsys) -> None:
+
+@pytest.mark.parametrize("flag, arms, record, message", [
+    ("--decoder-mntp-model", "bidir-mean", "{}", "add one to --decoder-arms"),
+    ("--decoder-mntp-model", "bidir-mntp-mean", None, "no mntp.json there"),
+    ("--decoder-clm-model", "causal-last", '{"config": {"objective": "clm"}}', "add one to --decoder-arms"),
+    # an MNTP folder (old ones have no objective recorded) is not the CLM control, and the other way round
+    ("--decoder-clm-model", "causal-clm-last", "{}", "adapted with objective 'mntp', not 'clm'"),
+    ("--decoder-mntp-model", "bidir-mntp-mean", '{"config": {"objective": "clm"}}', "pass it as --decoder-clm-model"),
+    ("--decoder-mntp-model", "bidir-mntp-mean", "[1, 2]", "not the JSON object embedkit mntp writes"),
+    ("--decoder-mntp-model", "bidir-mntp-mean", "{not json", "not the JSON object embedkit mntp writes"),
+])
+def test_a_wrong_adapted_folder_is_refused_before_any_work(quality, tmp_path: Path, flag: str, arms: str,
+                                                           record: str | None, message: str, capsys) -> None:
     folder = tmp_path / "adapted"
-    if make:
+    if record is not None:
         folder.mkdir()
-        (folder / "mntp.json").write_text("{}")
+        (folder / "mntp.json").write_text(record)
     with pytest.raises(SystemExit) as exc:
-        quality.parse_args(["--decoder", "--decoder-arms", arms, "--decoder-mntp-model", str(folder)])
+        quality.parse_args(["--decoder", "--decoder-arms", arms, flag, str(folder)])
     assert exc.value.code == 2
-    assert ("add one to --decoder-arms" if make else "no mntp.json there") in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err

@@ -8,6 +8,9 @@ Example::
 
     embedkit mntp --model smollm2 --data pairs.jsonl -o runs/smollm2-mntp
     embedkit train recipes/smollm2-bidirectional-lora.yaml --set model.name=runs/smollm2-mntp -o runs/smollm2
+
+    # the control: the same steps on the same texts as ordinary causal-LM training; the saved model stays causal
+    embedkit mntp --objective clm --model smollm2 --data pairs.jsonl -o runs/smollm2-clm
 """
 
 from __future__ import annotations
@@ -19,7 +22,9 @@ import sys
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mntp", help="adapt a decoder LLM to bidirectional attention before training (LLM2Vec MNTP)",
                        description="Masked next-token prediction with LoRA on a bidirectional decoder; writes a "
-                                   "merged model folder for embedkit train's model.name.")
+                                   "merged model folder for embedkit train's model.name. --objective clm runs the "
+                                   "control instead: the same steps as ordinary causal-LM training, model left "
+                                   "causal.")
     p.add_argument("--model", default="smollm2", help="decoder folder or alias (default: smollm2)")
     p.add_argument("--data", required=True,
                    help="training pairs (jsonl/csv/parquet/BEIR, or sample:NAME): their texts are the MNTP corpus")
@@ -29,8 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "model on a 2-core CPU at batch 16 x 64 tokens, minutes on a GPU)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--lr", type=float, default=2e-4, help="learning rate (default 2e-4)")
-    p.add_argument("--mask-prob", type=float, default=0.2, help="share of tokens masked (default 0.2)")
-    p.add_argument("--mask-token", default="_", help="stand-in mask token when the tokenizer has none (default _)")
+    p.add_argument("--objective", choices=("mntp", "clm"), default="mntp",
+                   help="mntp (default): masked next-token prediction, bidirectional; clm: the control -- ordinary "
+                        "next-token prediction on the same texts, the model stays causal")
+    p.add_argument("--mask-prob", type=float, default=None, help="share of tokens masked (default 0.2; mntp only)")
+    p.add_argument("--mask-token", default=None,
+                   help="stand-in mask token when the tokenizer has none (default _; mntp only)")
     p.add_argument("--max-seq-length", type=int, default=128)
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-alpha", type=int, default=32)
@@ -47,19 +56,23 @@ def run(args: argparse.Namespace) -> int:
     from embedkit.errors import ConfigError
     from embedkit.training.mntp import MNTPConfig, run_mntp
 
+    masking = {k: v for k, v in (("mask_prob", args.mask_prob), ("mask_token", args.mask_token)) if v is not None}
     try:
         config = MNTPConfig(model=args.model, data=args.data, steps=args.steps, batch_size=args.batch_size,
-                            lr=args.lr, mask_prob=args.mask_prob, mask_token=args.mask_token,
+                            lr=args.lr, objective=args.objective, **masking,
                             max_seq_length=args.max_seq_length, lora={"r": args.lora_r, "alpha": args.lora_alpha},
                             eval_texts=args.eval_texts, seed=args.seed, bf16=args.bf16)
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])
-        raise ConfigError(f"--{field.replace('_', '-')}: {err['msg']}", hint="see 'embedkit mntp --help'") from None
+        where = f"--{field.replace('_', '-')}: " if field else ""  # a rule over several options has no one field
+        msg = err["msg"].removeprefix("Value error, ")
+        raise ConfigError(f"{where}{msg}", hint="see 'embedkit mntp --help'") from None
     result = run_mntp(config, args.output_dir, overwrite=args.overwrite)
     loss = ""
     if result.eval_loss_before is not None:
-        loss = f"; held-out masked-token loss {result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}"
-    print(f"MNTP: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s{loss}; "
+        kind = "masked-token" if config.objective == "mntp" else "next-token"
+        loss = f"; held-out {kind} loss {result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}"
+    print(f"{config.objective.upper()}: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s{loss}; "
           f"model in {result.output_dir}", file=sys.stderr)
     return 0

@@ -26,6 +26,13 @@ Example::
     # then: embedkit train recipes/smollm2-bidirectional-lora.yaml --set model.name=runs/smollm2-mntp
 
 CLI: ``embedkit mntp --model smollm2 --data pairs.jsonl -o runs/smollm2-mntp``.
+
+The control, ``objective="clm"`` (``embedkit mntp --objective clm``): the same texts, steps, LoRA and schedule, but
+ordinary next-token prediction with the attention left causal, and a causal model saved. MNTP's gain could be
+plain domain adaptation -- the adapted model has read the pairs' texts, a causal baseline has not -- so a fair
+"bidirectional vs causal" comparison gives the causal model the same steps on the same texts; this is how
+``eval/quality.py``'s ``causal-clm-last`` arm does it. It is also continued pretraining for users who keep a
+decoder causal (``embedkit train ... --set model.name=runs/smollm2-clm``).
 """
 
 from __future__ import annotations
@@ -41,7 +48,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from embedkit.errors import ConfigError, InputError, ModelError
 from embedkit.models.config import LoraConfig
@@ -62,7 +69,10 @@ class MNTPConfig(BaseModel):
         lr: 2e-4, the rate of those measurements.
         mask_prob: share of tokens masked per text (LLM2Vec: 0.2 for Llama-2 and S-LLaMA).
         mask_token: the existing token that stands in for a mask when the tokenizer has none.
-        eval_texts: texts held out to measure the masked-token loss before and after (0: none).
+        eval_texts: texts held out to measure the loss before and after (0: none).
+        objective: ``mntp`` (bidirectional, masked tokens; saves ``is_causal: false``) or ``clm``, the control:
+            causal attention, every next token predicted, a causal model saved. ``mask_prob`` and ``mask_token``
+            belong to MNTP and are refused with ``clm``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -80,11 +90,20 @@ class MNTPConfig(BaseModel):
     seed: int = 42
     dtype: Literal["float32", "bfloat16", "float16"] = "float32"
     bf16: bool = False
+    objective: Literal["mntp", "clm"] = "mntp"
+
+    @model_validator(mode="after")
+    def _masking_is_mntp_only(self) -> MNTPConfig:
+        given = {"mask_prob", "mask_token"} & self.model_fields_set
+        if self.objective == "clm" and given:
+            raise ValueError(f"{' / '.join(sorted(given))} only apply to objective 'mntp': 'clm' masks nothing "
+                             "(it predicts every next token); drop them or use the mntp objective")
+        return self
 
 
 @dataclass
 class MNTPResult:
-    """What :func:`run_mntp` did: the output folder and the held-out masked-token loss before / after."""
+    """What :func:`run_mntp` did: the output folder and the held-out loss of its objective before / after."""
 
     output_dir: Path
     texts: int
@@ -123,7 +142,8 @@ def _mask_token_id(tokenizer: Any, mask_token: str, where: str) -> int:
 
 
 def _load_lm(config: MNTPConfig) -> tuple[Any, Any, str]:
-    """``(causal LM with bidirectional attention, tokenizer, folder)``; refuses encoders and untested decoders."""
+    """``(causal LM, tokenizer, folder)``, bidirectional for MNTP and causal for CLM; refuses encoders (and, for MNTP,
+    decoders whose bidirectional attention is untested)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
@@ -137,23 +157,29 @@ def _load_lm(config: MNTPConfig) -> tuple[Any, Any, str]:
     if not is_decoder_type(model_type):
         raise ModelError(f"'{model_type}' is an encoder: it is already bidirectional, MNTP is for decoder LLMs",
                          where="model", hint="fine-tune it directly with embedkit train")
-    check_bidirectional_supported(model_type)
+    if config.objective == "mntp":
+        check_bidirectional_supported(model_type)
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     lm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.dtype))
-    lm.config.is_causal = False  # read at every forward by the mask builders (see embedkit/models/bidirectional.py)
+    # read at every forward by the mask builders (see embedkit/models/bidirectional.py); CLM sets it too, so that a
+    # folder MNTP left bidirectional is trained -- and saved -- causal
+    lm.config.is_causal = config.objective == "clm"
     return lm, tok, folder
 
 
 def _tokenize(tok: Any, texts: list[str], max_len: int) -> list[dict[str, list[int]]]:
+    if not texts:  # eval_texts=0; fast tokenizers fail on an empty batch
+        return []
     enc = tok(texts, truncation=True, max_length=max_len, add_special_tokens=True, return_special_tokens_mask=True)
     return [{"input_ids": i, "attention_mask": a, "special_tokens_mask": s}
             for i, a, s in zip(enc["input_ids"], enc["attention_mask"], enc["special_tokens_mask"])]
 
 
 def masked_token_loss(lm: Any, collator: Any, features: list[dict[str, list[int]]], batch_size: int) -> float:
-    """Mean MNTP loss over ``features`` (the collator must be seeded for a comparable before / after)."""
+    """Mean loss over the tokens ``collator`` labels in ``features``: the masked ones (MNTP) or every next token
+    (CLM). An MNTP collator must be seeded for a comparable before / after."""
     import torch
 
     total = count = 0.0
@@ -171,10 +197,11 @@ def masked_token_loss(lm: Any, collator: Any, features: list[dict[str, list[int]
 
 
 def run_mntp(config: MNTPConfig, output_dir: str | os.PathLike, *, overwrite: bool = False) -> MNTPResult:
-    """Adapt ``config.model`` to bidirectional attention with MNTP + LoRA; write the merged model to ``output_dir``.
+    """Adapt ``config.model`` to bidirectional attention with MNTP + LoRA (or, ``objective="clm"``, train it causally
+    on the same texts); write the merged model to ``output_dir``.
 
-    The folder appears only when training finished (written atomically); ``mntp.json`` in it records the settings,
-    the number of texts and the held-out masked-token loss before and after.
+    The folder appears only when training finished (written atomically); ``mntp.json`` in it records the settings
+    (the objective included), the number of texts and the held-out loss before and after.
     """
     import torch
     from peft import LoraConfig as PeftLoraConfig
@@ -194,12 +221,15 @@ def run_mntp(config: MNTPConfig, output_dir: str | os.PathLike, *, overwrite: bo
                          where="data", hint=f"give more pairs or a --batch-size below {config.batch_size}")
     set_seed(config.seed)
     lm, tok, folder = _load_lm(config)
-    _mask_token_id(tok, config.mask_token, "mask_token")
+    mlm = config.objective == "mntp"
+    if mlm:
+        _mask_token_id(tok, config.mask_token, "mask_token")
     train = _tokenize(tok, train_texts, config.max_seq_length)
     held_out = _tokenize(tok, eval_texts, config.max_seq_length)
 
     def collator(seed: int | None = None) -> Any:
-        return DataCollatorForLanguageModeling(tok, mlm=True, mlm_probability=config.mask_prob, seed=seed)
+        # mlm=False: labels are the input ids (padding -100); the model's causal-LM loss shifts them by one
+        return DataCollatorForLanguageModeling(tok, mlm=mlm, mlm_probability=config.mask_prob, seed=seed)
 
     before = masked_token_loss(lm, collator(config.seed), held_out, config.batch_size) if held_out else None
     lm = get_peft_model(lm, PeftLoraConfig(r=config.lora.r, lora_alpha=config.lora.alpha,
@@ -224,10 +254,11 @@ def run_mntp(config: MNTPConfig, output_dir: str | os.PathLike, *, overwrite: bo
     after = masked_token_loss(lm, collator(config.seed), held_out, config.batch_size) if held_out else None
     result = MNTPResult(out, len(train_texts), config.steps, round(train_s, 1), before, after)
     with atomic_dir(out, overwrite=overwrite) as tmp:
-        lm.config.is_causal = False
+        lm.config.is_causal = not mlm
         lm.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(folder).save_pretrained(tmp)  # without the stand-in mask token
         summary = {**asdict(result), "output_dir": str(out), "config": config.model_dump(mode="json")}
         (tmp / "mntp.json").write_text(json.dumps(summary, indent=2) + "\n")
-    logger.info("MNTP: %d steps on %d texts, held-out loss %s -> %s", config.steps, len(train_texts), before, after)
+    logger.info("%s: %d steps on %d texts, held-out loss %s -> %s", config.objective.upper(), config.steps,
+                len(train_texts), before, after)
     return result

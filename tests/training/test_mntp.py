@@ -103,6 +103,54 @@ def test_mntp_on_real_pairs_lowers_the_held_out_loss_and_saves_a_bidirectional_m
     assert again.eval_loss_after < again.eval_loss_before
 
 
+def test_the_clm_control_predicts_every_next_token_and_stays_causal(tiny_lm: str, tmp_path: Path) -> None:
+    """CLM labels every real token; the held-out loss is the mean next-token cross-entropy; the model is causal."""
+    from transformers import DataCollatorForLanguageModeling
+
+    from embedkit.training.mntp import _load_lm, _tokenize
+
+    data = _pairs(tmp_path / "p.jsonl", 40)
+    lm, tok, _ = _load_lm(MNTPConfig(model=tiny_lm, data=data, objective="clm"))
+    assert lm.config.is_causal is True
+    texts = ["the kernel image for arm64 machines", "a tool"]  # different lengths: the short one is padded
+    feats = _tokenize(tok, texts, 32)
+    batch = DataCollatorForLanguageModeling(tok, mlm=False)([dict(f) for f in feats])
+    ids, labels = batch["input_ids"], batch["labels"]
+    assert torch.equal(labels != -100, batch["attention_mask"].bool())  # every real token, no padding
+    with torch.no_grad():
+        logits = lm(input_ids=ids, attention_mask=batch["attention_mask"]).logits
+    keep = labels[:, 1:] != -100
+    manual = torch.nn.functional.cross_entropy(logits[:, :-1][keep], labels[:, 1:][keep])
+    assert masked_token_loss(lm, DataCollatorForLanguageModeling(tok, mlm=False), feats, 2) == pytest.approx(
+        float(manual), rel=1e-5)
+    # causal: changing the last token leaves every earlier position's logits unchanged (MNTP's would all move)
+    changed = ids[:1].clone()
+    changed[0, -1] = (changed[0, -1] + 1) % len(tok)
+    with torch.no_grad():
+        again = lm(input_ids=changed).logits
+    assert torch.allclose(again[0, :-1], logits[0, :ids.shape[1] - 1], atol=1e-5)
+
+
+def test_clm_on_real_pairs_lowers_the_held_out_loss_and_saves_a_causal_model(tiny_lm: str, tmp_path: Path) -> None:
+    from embedkit.models import load_model
+
+    # start from an MNTP folder (saved bidirectional): the control must still train and save a causal model
+    mntp = run_mntp(MNTPConfig(model=tiny_lm, data="sample:debian-train", steps=2, batch_size=8, max_seq_length=24,
+                               eval_texts=0, lora={"r": 4, "alpha": 8}), tmp_path / "mntp")
+    assert json.loads((mntp.output_dir / "config.json").read_text())["is_causal"] is False
+    out = tmp_path / "clm"
+    cfg = MNTPConfig(model=str(mntp.output_dir), data="sample:debian-train", steps=20, batch_size=8, lr=1e-2,
+                     max_seq_length=24, eval_texts=32, lora={"r": 8, "alpha": 16}, objective="clm")
+    result = run_mntp(cfg, out)
+    assert result.eval_loss_after < result.eval_loss_before - 1.0  # it learned the texts
+    assert json.loads((out / "config.json").read_text())["is_causal"] is True
+    assert json.loads((out / "mntp.json").read_text())["config"]["objective"] == "clm"
+    model = load_model(str(out), pooling="last")  # no 'bidirectional': the saved folder says causal
+    assert model[0].auto_model.config.is_causal is True
+    a, b = model.encode(["openssl library", "openssl tools"], convert_to_tensor=True)
+    assert a.shape == (32,) and not torch.allclose(a, b)
+
+
 def test_the_held_out_loss_is_repeatable(tiny_lm: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling
 
@@ -146,9 +194,15 @@ def test_mntp_refuses_encoders_bad_mask_tokens_small_data_and_existing_output(ti
 def test_the_config_rejects_bad_values_before_anything_loads() -> None:
     from pydantic import ValidationError
 
-    for bad in ({"mask_prob": 0.0}, {"mask_prob": 1.0}, {"steps": 0}, {"dtype": "float8"}, {"max_seq_len": 64}):
+    for bad in ({"mask_prob": 0.0}, {"mask_prob": 1.0}, {"steps": 0}, {"dtype": "float8"}, {"max_seq_len": 64},
+                {"objective": "mlm"}):
         with pytest.raises(ValidationError):
             MNTPConfig(data="pairs.jsonl", **bad)
+    # masking settings mean nothing to the CLM control: refused rather than silently ignored
+    for masking in ({"mask_prob": 0.3}, {"mask_token": "_"}):
+        with pytest.raises(ValidationError, match="only apply to objective 'mntp'"):
+            MNTPConfig(data="pairs.jsonl", objective="clm", **masking)
+    assert MNTPConfig(data="pairs.jsonl", objective="clm").objective == "clm"
 
 
 def test_cli_mntp_reports_bad_input_on_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,6 +214,10 @@ def test_cli_mntp_reports_bad_input_on_one_line(tmp_path: Path, capsys: pytest.C
     assert main(["mntp", "--data", "x.jsonl", "-o", str(tmp_path / "o"), "--mask-prob", "1.5"]) == 2
     err = capsys.readouterr().err.strip()
     assert "--mask-prob" in err and len(err.splitlines()) == 1
+    argv = ["mntp", "--data", "x.jsonl", "-o", str(tmp_path / "o"), "--objective", "clm", "--mask-prob", "0.3"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "mask_prob only apply to objective 'mntp'" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "o").exists()
 
 
@@ -173,9 +231,9 @@ def test_the_cli_defaults_are_the_config_defaults() -> None:
     command.register(sub)
     args = sub.choices["mntp"].parse_args(["--data", "pairs.jsonl", "-o", "out"])
     fields = MNTPConfig.model_fields
-    for name in ("model", "steps", "batch_size", "lr", "mask_prob", "mask_token", "max_seq_length", "eval_texts",
-                 "seed"):
+    for name in ("model", "steps", "batch_size", "lr", "max_seq_length", "eval_texts", "seed", "objective"):
         assert getattr(args, name) == fields[name].default, name
+    assert args.mask_prob is None and args.mask_token is None  # unset: the config's defaults apply (mntp only)
     lora = fields["lora"].default_factory()
     assert (args.lora_r, args.lora_alpha) == (lora.r, lora.alpha)
     assert (fields["steps"].default, fields["lr"].default) == (1000, 2e-4)  # the best measured (BENCHMARKS.md)
