@@ -266,6 +266,8 @@ DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
 ADAPTED_ARMS = {objective: tuple(k for k, (_, o) in DECODER_ARMS.items() if o.get("adapt") == objective)
                 for objective in ("mntp", "clm")}
 MNTP_ARMS, CLM_ARMS = ADAPTED_ARMS["mntp"], ADAPTED_ARMS["clm"]
+#: ``--decoder-prompts``: the query instruction of ``recipes/smollm2-bidirectional-lora.yaml`` (NV-Embed style)
+DECODER_INSTRUCTION = "Given a short package synopsis, retrieve the package description"
 DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
 
 
@@ -298,7 +300,9 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
     """
     from embedkit.models import load_model
 
-    common = {"name": "smollm2", "max_seq_length": args.max_seq_length, "lora": {"r": 16, "alpha": 32}}
+    common: dict[str, Any] = {"name": "smollm2", "max_seq_length": args.max_seq_length, "lora": {"r": 16, "alpha": 32}}
+    if args.decoder_prompts:  # every arm, trained or not, gets the same query instruction
+        common.update(prompts={"style": "nv-embed", "instruction": DECODER_INSTRUCTION}, exclude_prompt=True)
     untrained = (
         ("smollm2 causal + last-token (base)", {**common, "bidirectional": False, "pooling": "last"}),
         ("smollm2 bidirectional + mean (base)", {**common, "bidirectional": True, "pooling": "mean"}),
@@ -484,6 +488,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--decoder-negatives", type=int, default=0,
                     help="hard negatives per query for the decoder arms, mined by base MiniLM (default 0: in-batch "
                          "negatives only)")
+    ap.add_argument("--decoder-prompts", action="store_true",
+                    help="every decoder arm prefixes queries with the SmolLM2 recipe's NV-Embed instruction "
+                         "(documents get none) and pools without the instruction tokens (exclude_prompt)")
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")

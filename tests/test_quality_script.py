@@ -214,6 +214,28 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
         quality.parse_args(["--decoder", "--decoder-arms", ","])
 
 
+def test_decoder_prompts_give_every_arm_the_shipped_recipes_instruction(quality, tmp_path: Path, monkeypatch) -> None:
+    recipes: list[dict] = []
+    monkeypatch.setattr(quality, "run_embedkit", lambda recipe, out: recipes.append(recipe) or (None, None))
+    monkeypatch.setattr(quality, "run_decoder_adaptation", lambda *a: None)
+
+    def run(argv: list[str]) -> list:
+        recipes.clear()
+        args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms",
+                                   "causal-last,bidir-mntp-mean", "-o", str(tmp_path), *argv])
+        quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, trained=True: train() and {})
+        return [Recipe.model_validate(r).model for r in recipes]
+
+    shipped = load_recipe(REPO / "recipes" / "smollm2-bidirectional-lora.yaml").model
+    with_prompts = run(["--decoder-prompts"])
+    assert len(with_prompts) == 2
+    for model in with_prompts:  # both sides of the comparison, the same instruction as the recipe a user runs
+        assert model.prompts == shipped.prompts and model.exclude_prompt
+    assert [m.pooling for m in with_prompts] == ["last", "mean"]  # nothing else changed
+    for model in run([]):
+        assert model.prompts.style == "none" and not model.exclude_prompt
+
+
 def test_the_mntp_arm_adapts_the_model_then_trains_the_adapted_folder(quality, tmp_path: Path, monkeypatch) -> None:
     calls: list[tuple[str, str]] = []
     monkeypatch.setattr(quality, "run_decoder_adaptation",
