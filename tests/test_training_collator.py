@@ -67,6 +67,36 @@ def test_query_prompt_instruction_and_prompt_length(tok) -> None:
     assert _decode(tok, plain([TrainExample(Pair("x", ["y"]), 0)])["query"], 0) == "query : x"
 
 
+@pytest.mark.parametrize("fixture", ["tiny_bert", "tiny_llama"])
+def test_training_batches_embed_as_encode_does_with_exclude_prompt(fixture: str, request) -> None:
+    """Mean pooling without the instruction tokens: the collated training batch must run through the model (the
+    encoder's pooling is sentence-transformers', the decoder's embedkit's) and give the same query and document
+    embeddings as :func:`embedkit.encode` -- training and inference pool the same tokens."""
+    from embedkit.encode import encode
+    from embedkit.models import load_model
+
+    model = load_model(request.getfixturevalue(fixture), pooling="mean", exclude_prompt=True, max_seq_length=48,
+                       prompts={"style": "nv-embed", "instruction": "Find the package"})
+    model.eval()
+    col = PairCollator(model.tokenizer, max_length=48, query_prompt=model.prompts["query"],
+                       document_prompt=model.prompts["document"], prompt_style="nv-embed")
+    pairs = [Pair("list files in a folder", ["coreutils basic file tools"]), Pair("compress", ["gzip utility"])]
+    batch = col([TrainExample(p, 0) for p in pairs])
+    assert batch["query"]["prompt_length"].shape == (1,)
+    with torch.no_grad():
+        q_train = model(dict(batch["query"]))["sentence_embedding"]
+        d_train = model(dict(batch["docs"]))["sentence_embedding"]
+    q_enc = encode(model, [p.query for p in pairs], role="query", output="torch")
+    d_enc = encode(model, [p.positives[0] for p in pairs], role="document", output="torch")
+    assert torch.allclose(q_train, q_enc, atol=1e-5) and torch.allclose(d_train, d_enc, atol=1e-5)
+    # and the instruction really is left out: pooling it in gives other query embeddings
+    with_prompt = load_model(request.getfixturevalue(fixture), pooling="mean", max_seq_length=48,
+                             prompts={"style": "nv-embed", "instruction": "Find the package"})
+    with torch.no_grad():
+        q_incl = with_prompt(dict(batch["query"]))["sentence_embedding"]
+    assert not torch.allclose(q_train, q_incl, atol=1e-3)
+
+
 def test_epoch_rotates_positive_and_negative_window(tok) -> None:
     col = PairCollator(tok, [DatasetSpec("d", max_negatives=2)], max_length=16)
     p = Pair("q", ["p0", "p1"], ["n0", "n1", "n2"])

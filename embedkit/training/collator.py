@@ -188,11 +188,13 @@ class PairCollator:
         if plen != {0}:
             # pooling reads one prompt length per batch; with per-record instructions of different lengths the
             # shortest is used, so the tail of longer instructions is pooled (never a row's own query tokens)
-            q_feats["prompt_length"] = torch.tensor(min(plen))
+            # shape (1,), not a 0-dim tensor: sentence-transformers' Pooling (include_prompt=False, used for mean
+            # pooling with exclude_prompt) reads ``prompt_length[0]``
+            q_feats["prompt_length"] = torch.tensor([min(plen)])
         d_feats = self.tokenize(docs)
         doc_plen = self.prompt_length(self.document_prompt)
         if doc_plen:
-            d_feats["prompt_length"] = torch.tensor(doc_plen)
+            d_feats["prompt_length"] = torch.tensor([doc_plen])
         raw_docs = [d[len(self.document_prompt):] for d in docs]
         return {
             "query": q_feats,
