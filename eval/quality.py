@@ -346,15 +346,12 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
 def run_decoder_adaptation(args: argparse.Namespace, pairs_path: Path, out: Path, objective: str) -> None:
     """MNTP (or its CLM control) on the training pairs' texts: ``--decoder-mntp-steps`` steps, LoRA r 16,
     ``--decoder-lr``, the same batch and length; merged into ``out``."""
-    from embedkit.training.mntp import MNTPConfig, run_mntp
+    from embedkit.training.mntp import MNTPConfig, run_mntp, summary_line
 
     cfg = MNTPConfig(model="smollm2", data=str(pairs_path), steps=args.decoder_mntp_steps, batch_size=args.batch_size,
                      lr=args.decoder_lr, max_seq_length=args.max_seq_length, seed=args.seed, bf16=args.bf16,
                      lora={"r": 16, "alpha": 32}, objective=objective)
-    result = run_mntp(cfg, out, overwrite=True)
-    kind = "masked-token" if objective == "mntp" else "next-token"
-    log(f"{objective.upper()}: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s; held-out "
-        f"{kind} loss {result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}")
+    log(summary_line(cfg, run_mntp(cfg, out, overwrite=True)))
 
 
 def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[int, int]:

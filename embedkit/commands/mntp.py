@@ -54,7 +54,7 @@ def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
     from embedkit.errors import ConfigError
-    from embedkit.training.mntp import MNTPConfig, run_mntp
+    from embedkit.training.mntp import MNTPConfig, run_mntp, summary_line
 
     masking = {k: v for k, v in (("mask_prob", args.mask_prob), ("mask_token", args.mask_token)) if v is not None}
     try:
@@ -69,10 +69,5 @@ def run(args: argparse.Namespace) -> int:
         msg = err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{where}{msg}", hint="see 'embedkit mntp --help'") from None
     result = run_mntp(config, args.output_dir, overwrite=args.overwrite)
-    loss = ""
-    if result.eval_loss_before is not None:
-        kind = "masked-token" if config.objective == "mntp" else "next-token"
-        loss = f"; held-out {kind} loss {result.eval_loss_before:.3f} -> {result.eval_loss_after:.3f}"
-    print(f"{config.objective.upper()}: {result.steps} steps on {result.texts} texts in {result.train_s:.0f} s{loss}; "
-          f"model in {result.output_dir}", file=sys.stderr)
+    print(f"{summary_line(config, result)}; model in {result.output_dir}", file=sys.stderr)
     return 0

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from embedkit.errors import ConfigError, InputError, ModelError
-from embedkit.training.mntp import MNTPConfig, masked_token_loss, mntp_texts, run_mntp
+from embedkit.training.mntp import MNTPConfig, masked_token_loss, mntp_texts, run_mntp, summary_line
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +83,7 @@ def test_mntp_on_real_pairs_lowers_the_held_out_loss_and_saves_a_bidirectional_m
     assert not any(name.startswith("adapter") for name in files)  # LoRA merged, not left as an adapter
     assert json.loads((out / "config.json").read_text())["is_causal"] is False
     assert json.loads((out / "mntp.json").read_text())["config"]["steps"] == 20
+    assert f"held-out masked-token loss {result.eval_loss_before:.3f} -> " in summary_line(cfg, result)
 
     model = load_model(str(out), pooling="mean")  # no 'bidirectional': the saved folder says so
     assert model[0].auto_model.config.is_causal is False
@@ -135,8 +136,10 @@ def test_clm_on_real_pairs_lowers_the_held_out_loss_and_saves_a_causal_model(tin
     from embedkit.models import load_model
 
     # start from an MNTP folder (saved bidirectional): the control must still train and save a causal model
-    mntp = run_mntp(MNTPConfig(model=tiny_lm, data="sample:debian-train", steps=2, batch_size=8, max_seq_length=24,
-                               eval_texts=0, lora={"r": 4, "alpha": 8}), tmp_path / "mntp")
+    first = MNTPConfig(model=tiny_lm, data="sample:debian-train", steps=2, batch_size=8, max_seq_length=24,
+                       eval_texts=0, lora={"r": 4, "alpha": 8})
+    mntp = run_mntp(first, tmp_path / "mntp")
+    assert summary_line(first, mntp).startswith("MNTP: 2 steps on ") and "loss" not in summary_line(first, mntp)
     assert json.loads((mntp.output_dir / "config.json").read_text())["is_causal"] is False
     out = tmp_path / "clm"
     cfg = MNTPConfig(model=str(mntp.output_dir), data="sample:debian-train", steps=20, batch_size=8, lr=1e-2,
@@ -145,6 +148,9 @@ def test_clm_on_real_pairs_lowers_the_held_out_loss_and_saves_a_causal_model(tin
     assert result.eval_loss_after < result.eval_loss_before - 1.0  # it learned the texts
     assert json.loads((out / "config.json").read_text())["is_causal"] is True
     assert json.loads((out / "mntp.json").read_text())["config"]["objective"] == "clm"
+    line = summary_line(cfg, result)  # what the CLI and eval/quality.py print
+    assert line.startswith("CLM: 20 steps on ") and f"next-token loss {result.eval_loss_before:.3f} -> " in line
+    assert "masked" not in line
     model = load_model(str(out), pooling="last")  # no 'bidirectional': the saved folder says causal
     assert model[0].auto_model.config.is_causal is True
     a, b = model.encode(["openssl library", "openssl tools"], convert_to_tensor=True)
