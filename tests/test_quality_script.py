@@ -114,7 +114,6 @@ def test_decoder_negatives_are_mined_by_minilm_for_every_arm_alike(quality, tmp_
     assert exc.value.code == 2 and "--decoder-negatives -1" in capsys.readouterr().err
 
 
-
 def test_the_shipped_decoder_recipe_trains_as_the_measured_decoder_arms(quality, tmp_path: Path) -> None:
     """A user running the SmolLM2 recipe gets the mining model, filter, temperature and learning rate of the
     measured runs: with its miner left at the default the untrained decoder would mine its own negatives."""
@@ -129,6 +128,7 @@ def test_the_shipped_decoder_recipe_trains_as_the_measured_decoder_arms(quality,
     assert shipped.losses.infonce.temperature == measured.losses.infonce.temperature
     assert shipped.training.lr == measured.training.lr
     assert (shipped.model.bidirectional, shipped.model.pooling) == (True, "mean")
+
 
 def _pairs_file(tmp_path: Path, n: int) -> Path:
     from embedkit.data.readers import Pair, write_pairs
