@@ -295,7 +295,8 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
 
     ``arm(name, train)`` scores and records each model as soon as it exists. Fine-tuned arms also get
     ``tokens_per_s`` (real, untruncated-to-padding tokens of the pairs trained on, over the steady training loop)
-    and, on a GPU with ``--bf16``, ``mfu``: 6 x parameters x tokens/s over ``--peak-tflops`` (attention FLOPs
+    -- each query with its positive and its ``--decoder-negatives`` mined negatives, see :func:`tokens_per_example`
+    -- and, on a GPU with ``--bf16``, ``mfu``: 6 x parameters x tokens/s over ``--peak-tflops`` (attention FLOPs
     ignored, LoRA's frozen weights counted as trained -- the usual convention, an upper bound on the work done).
     """
     from embedkit.models import load_model
@@ -310,7 +311,7 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
     for label, model_cfg in () if args.decoder_skip_base else untrained:
         cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
         arm(label, lambda cfg=cfg: load_model("smollm2", **cfg), trained=False)
-    tokens = params = 0
+    per_example, params = 0.0, 0
     # one adaptation stage per objective, before the run's first arm that needs it, serves all its arms (none when
     # an adapted folder is given)
     given = {"mntp": args.decoder_mntp_model, "clm": args.decoder_clm_model}
@@ -333,9 +334,9 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
 
         row = arm(label, train)
         if row.get("steps_per_s"):
-            if not tokens:
-                tokens, params = decoder_work(args, pairs)
-            tok_s = row["steps_per_s"] * tokens / max(1, len(pairs)) * args.batch_size * max(1, args.gradcache_factor)
+            if not per_example:
+                per_example, params = decoder_work(args, pairs)
+            tok_s = row["steps_per_s"] * per_example * args.batch_size * max(1, args.gradcache_factor)
             row["tokens_per_s"] = round(tok_s)
             if args.bf16 and args.peak_tflops:
                 row["mfu"] = round(6 * params * tok_s / (args.peak_tflops * 1e12), 4)
@@ -354,21 +355,41 @@ def run_decoder_adaptation(args: argparse.Namespace, pairs_path: Path, out: Path
     log(summary_line(cfg, run_mntp(cfg, out, overwrite=True)))
 
 
-def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[int, int]:
-    """(tokens in ``pairs`` at ``--max-seq-length``, SmolLM2 parameters) for the throughput figures."""
+def tokens_per_example(tokenizer: Any, pairs: list, max_seq_length: int, negatives: int,
+                       query_prompt: str = "") -> float:
+    """Mean tokens one training example costs the encoder: its query (after ``query_prompt``), its positive and
+    ``negatives`` mined negatives, each truncated to ``max_seq_length``.
+
+    The mined negatives are documents of the same corpus, written per arm after this is needed, so they are counted
+    at the positives' mean length. In-batch negatives cost nothing: their embeddings are reused.
+    """
+    if not pairs:
+        return 0.0
+
+    def mean_len(texts: list[str]) -> float:
+        ids = tokenizer(texts, add_special_tokens=True, truncation=True, max_length=max_seq_length)["input_ids"]
+        return sum(len(i) for i in ids) / len(ids)
+
+    queries = [query_prompt + p.query for p in pairs]
+    return mean_len(queries) + (1 + negatives) * mean_len([p.positives[0] for p in pairs])
+
+
+def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[float, int]:
+    """(:func:`tokens_per_example` at ``--max-seq-length``, SmolLM2 parameters) for the throughput figures."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from embedkit.models import resolve_model_path
+    from embedkit.models.prompts import build_prompts
 
     path = resolve_model_path("smollm2")
-    tok = AutoTokenizer.from_pretrained(path)
-    texts = [p.query for p in pairs] + [p.positives[0] for p in pairs]
-    ids = tok(texts, add_special_tokens=True, truncation=True, max_length=args.max_seq_length)["input_ids"]
+    prompt = build_prompts("nv-embed", instruction=DECODER_INSTRUCTION)["query"] if args.decoder_prompts else ""
+    per_example = tokens_per_example(AutoTokenizer.from_pretrained(path), pairs, args.max_seq_length,
+                                     args.decoder_negatives, query_prompt=prompt)
     import torch
 
     with torch.device("meta"):
         n = sum(p.numel() for p in AutoModel.from_config(AutoConfig.from_pretrained(path)).parameters())
-    return sum(len(i) for i in ids), n
+    return per_example, n
 
 
 def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None) -> str:

@@ -325,3 +325,22 @@ def test_a_wrong_adapted_folder_is_refused_before_any_work(quality, tmp_path: Pa
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err
+
+
+def test_decoder_throughput_counts_the_mined_negatives_each_example_encodes(quality) -> None:
+    from embedkit.data.schema import Pair
+
+    def tokenizer(texts, add_special_tokens, truncation, max_length):  # one token per word plus one special token
+        assert add_special_tokens and truncation
+        return {"input_ids": [[0] * min(max_length, 1 + len(t.split())) for t in texts]}
+
+    pairs = [Pair(query="a b", positives=["one two three"]), Pair(query="c", positives=["four five six seven eight"])]
+    # queries (3 + 2) / 2 = 2.5 tokens, positives (4 + 5) / 2 = 4.5 (the second truncated from 6 to 5)
+    assert quality.tokens_per_example(tokenizer, pairs, max_seq_length=5, negatives=0) == 2.5 + 4.5
+    # a mined negative per query is one more document encoded: counted at the positives' mean length
+    assert quality.tokens_per_example(tokenizer, pairs, max_seq_length=5, negatives=1) == 2.5 + 2 * 4.5
+    assert quality.tokens_per_example(tokenizer, pairs, max_seq_length=5, negatives=3) == 2.5 + 4 * 4.5
+    assert quality.tokens_per_example(tokenizer, [], max_seq_length=5, negatives=1) == 0.0
+    # an instruction prompt lengthens the queries only: 3 + 2 words each, both truncated to 5 tokens
+    assert quality.tokens_per_example(tokenizer, pairs, 5, 1, query_prompt="Instruct: x Query: ") == 5.0 + 2 * 4.5
+    assert quality.tokens_per_example(tokenizer, pairs, 9, 1, query_prompt="Instruct: x Query: ") == 6.5 + 2 * 4.5
