@@ -268,6 +268,7 @@ ADAPTED_ARMS = {objective: tuple(k for k, (_, o) in DECODER_ARMS.items() if o.ge
 MNTP_ARMS, CLM_ARMS = ADAPTED_ARMS["mntp"], ADAPTED_ARMS["clm"]
 #: ``--decoder-prompts``: the query instruction of ``recipes/smollm2-bidirectional-lora.yaml`` (NV-Embed style)
 DECODER_INSTRUCTION = "Given a short package synopsis, retrieve the package description"
+DECODER_PROMPTS = {"style": "nv-embed", "instruction": DECODER_INSTRUCTION}  # --decoder-prompts, every arm
 DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
 
 
@@ -295,7 +296,8 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
 
     ``arm(name, train)`` scores and records each model as soon as it exists. Fine-tuned arms also get
     ``tokens_per_s`` (real, untruncated-to-padding tokens of the pairs trained on, over the steady training loop)
-    -- each query with its positive and its ``--decoder-negatives`` mined negatives, see :func:`tokens_per_example`
+    -- each query (with its ``--decoder-prompts`` instruction), its positive and its ``--decoder-negatives`` mined
+    negatives, see :func:`tokens_per_example`
     -- and, on a GPU with ``--bf16``, ``mfu``: 6 x parameters x tokens/s over ``--peak-tflops`` (attention FLOPs
     ignored, LoRA's frozen weights counted as trained -- the usual convention, an upper bound on the work done).
     """
@@ -303,7 +305,7 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
 
     common: dict[str, Any] = {"name": "smollm2", "max_seq_length": args.max_seq_length, "lora": {"r": 16, "alpha": 32}}
     if args.decoder_prompts:  # every arm, trained or not, gets the same query instruction
-        common.update(prompts={"style": "nv-embed", "instruction": DECODER_INSTRUCTION}, exclude_prompt=True)
+        common.update(prompts=dict(DECODER_PROMPTS), exclude_prompt=True)
     untrained = (
         ("smollm2 causal + last-token (base)", {**common, "bidirectional": False, "pooling": "last"}),
         ("smollm2 bidirectional + mean (base)", {**common, "bidirectional": True, "pooling": "mean"}),
@@ -382,7 +384,7 @@ def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[float, int]:
     from embedkit.models.prompts import build_prompts
 
     path = resolve_model_path("smollm2")
-    prompt = build_prompts("nv-embed", instruction=DECODER_INSTRUCTION)["query"] if args.decoder_prompts else ""
+    prompt = build_prompts(**DECODER_PROMPTS)["query"] if args.decoder_prompts else ""
     per_example = tokens_per_example(AutoTokenizer.from_pretrained(path), pairs, args.max_seq_length,
                                      args.decoder_negatives, query_prompt=prompt)
     import torch
