@@ -1,116 +1,24 @@
 """The bad-input catalogue: every CLI command, every kind of bad input -> one actionable line, exit 2, no output.
 
-Each case builds its inputs in a fresh folder, runs ``embedkit`` in-process (the same ``main`` the console script
-runs), and checks: exit code 2, exactly one non-empty stderr line starting ``embedkit: error:``, the expected
-fragments (what and where), a ``fix:`` hint, no traceback, and no output file or folder left behind. Three cases
-also run as real subprocesses to prove the console script behaves the same.
+The harness (:class:`Case`, :func:`check_case`) is ``tests/bad_input_harness.py``; more cases by area live in
+``tests/test_bad_inputs_*.py``. Three cases also run as real subprocesses to prove the console script behaves the
+same. docs/reliability.md lists the catalogue by category.
 """
 
 from __future__ import annotations
 
-import json
+import importlib
 import os
 import subprocess
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from embedkit.cli import main
-
-RECIPE = """\
-model:
-  name: {model}
-  max_seq_length: 32
-data:
-  datasets:
-    - path: {pairs}
-      max_negatives: 0
-training:
-  batch_size: 2
-  max_steps: 1
-"""
-
-
-@dataclass
-class Case:
-    name: str
-    setup: Callable[[Path, str, str], list[str]]  # (tmp, minilm, tiny_bert) -> argv
-    expect: tuple[str, ...]  # fragments of the one-line message
-    output: str = "out"  # the output path (relative to tmp) that must not exist afterwards
-
-
-def _w(p: Path, text: str | bytes) -> Path:
-    p.parent.mkdir(parents=True, exist_ok=True)
-    if isinstance(text, bytes):
-        p.write_bytes(text)
-    else:
-        p.write_text(text, encoding="utf-8")
-    return p
-
-
-def _pairs(tmp: Path, body: str, name: str = "pairs.jsonl") -> str:
-    return str(_w(tmp / name, body))
-
-
-def _good_pairs(tmp: Path) -> str:
-    rows = [{"query": f"query number {i}", "positive": f"document number {i} text"} for i in range(8)]
-    return _pairs(tmp, "\n".join(json.dumps(r) for r in rows) + "\n", "good.jsonl")
-
-
-def _recipe(tmp: Path, model: str, pairs: str, extra: str = "") -> str:
-    return str(_w(tmp / "recipe.yaml", RECIPE.format(model=model, pairs=pairs) + extra))
-
-
-def _beir(tmp: Path, *, corpus: str | None = None, queries: str | None = None, qrels: str | None = None) -> str:
-    root = tmp / "beir"
-    root.mkdir()
-    if corpus is not None:
-        _w(root / "corpus.jsonl", corpus)
-    if queries is not None:
-        _w(root / "queries.jsonl", queries)
-    if qrels is not None:
-        _w(root / "qrels" / "test.tsv", qrels)
-    return str(root)
-
-
-GOOD_CORPUS = '{"_id": "d1", "text": "list directory contents"}\n{"_id": "d2", "text": "copy files"}\n'
-GOOD_QUERIES = '{"_id": "q1", "text": "ls"}\n'
-GOOD_QRELS = "query-id\tcorpus-id\tscore\nq1\td1\t1\n"
-
-
-def _mine(tmp: Path, m: str, pairs: str, *extra: str) -> list[str]:
-    return ["mine", "--pairs", pairs, "--model", m, "-o", str(tmp / "out"), *extra]
-
-
-def _encode(tmp: Path, m: str, src: str, *extra: str) -> list[str]:
-    return ["encode", "--model", m, "-i", src, "-o", str(tmp / "out.npy"), *extra]
-
-
-def _bad_soup_member(tmp: Path, tiny: str) -> str:
-    """A copy of the tiny BERT whose hidden size differs (same parameter names, other shapes)."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
-
-    out = tmp / "other"
-    tok = AutoTokenizer.from_pretrained(tiny)
-    BertModel(BertConfig(vocab_size=tok.vocab_size, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                         intermediate_size=32, max_position_embeddings=128)).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
-
-
-def _gpt2(tmp: Path, tiny: str) -> str:
-    from transformers import AutoTokenizer, GPT2Config, GPT2Model
-
-    out = tmp / "gpt2"
-    tok = AutoTokenizer.from_pretrained(tiny)
-    GPT2Model(GPT2Config(vocab_size=tok.vocab_size, n_embd=16, n_layer=1, n_head=2, bos_token_id=tok.cls_token_id,
-                         eos_token_id=tok.sep_token_id)).save_pretrained(out)
-    tok.save_pretrained(out)
-    return str(out)
-
+from bad_input_harness import (  # noqa: F401  (helpers used by the cases)
+    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _bad_soup_member, _beir, _encode, _good_pairs, _gpt2, _mine,
+    _pairs, _recipe, _w, check_case,
+)
 
 CASES: list[Case] = [
     # ---- encode
@@ -213,31 +121,27 @@ CASES: list[Case] = [
 ]
 
 
+
 @pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
 def test_bad_input(case: Case, tmp_path: Path, minilm_path: str, tiny_bert: str, capsys) -> None:
-    argv = case.setup(tmp_path, minilm_path, tiny_bert)
-    capsys.readouterr()  # drop whatever building the inputs printed
-    before = set(tmp_path.rglob("*"))
-    code = main(argv)
-    err = capsys.readouterr().err
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert code == 2, f"exit {code}, stderr: {err}"
-    assert len(lines) == 1, f"expected one line, got: {err}"
-    line = lines[0]
-    assert line.startswith("embedkit: error:") and "Traceback" not in err
-    for fragment in case.expect:
-        assert fragment.lower() in line.lower(), f"{fragment!r} not in {line!r}"
-    assert "fix:" in line, f"no fix hint in {line!r}"
-    assert not (tmp_path / case.output).exists(), "partial output left behind"
-    new = {p for p in set(tmp_path.rglob("*")) - before if p.name.endswith(".tmp") or ".tmp" in p.name}
-    assert not new, f"temporary files left behind: {new}"
+    check_case(case, tmp_path, minilm_path, tiny_bert, capsys)
+
+
+def all_cases() -> list[Case]:
+    """Every catalogue case: this file's and those of each ``tests/test_bad_inputs_*.py``."""
+    cases = list(CASES)
+    here = Path(__file__).parent
+    for path in sorted(here.glob("test_bad_inputs_*.py")):
+        cases += importlib.import_module(path.stem).CASES
+    return cases
 
 
 def test_catalogue_is_big_enough() -> None:
-    assert len(CASES) >= 25
-    commands = {c.name.split(":")[0] for c in CASES}
-    assert commands == {"encode", "mine", "train", "eval", "soup"}
-
+    cases = all_cases()
+    assert len(cases) >= 25
+    assert len({c.name for c in cases}) == len(cases), "case names must be unique"
+    commands = {c.name.split(":")[0] for c in cases}
+    assert {"encode", "mine", "train", "eval", "soup"} <= commands
 
 @pytest.mark.parametrize("argv_tail", [
     ["mine", "--pairs", "MISSING.jsonl", "-o", "OUT.jsonl"],
