@@ -36,6 +36,11 @@ class Case:
     setup: Callable[[Path, str, str], list[str]]  # (tmp, minilm, tiny_bert) -> argv
     expect: tuple[str, ...]  # fragments of the one-line message
     output: str = "out"  # the output path (relative to tmp) that must not exist afterwards
+    category: str = "inputs"  # one of CATEGORIES; docs/reliability.md lists the catalogue by it
+
+
+#: the catalogue's categories, as docs/reliability.md groups them
+CATEGORIES = ("inputs", "recipes", "models", "outputs", "interrupts", "unsafe files")
 
 
 def _w(p: Path, text: str | bytes) -> Path:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bad_input_harness import (  # noqa: F401  (helpers used by the cases)
-    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _bad_soup_member, _beir, _encode, _good_pairs, _gpt2, _mine,
+    CATEGORIES, GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _bad_soup_member, _beir, _encode, _good_pairs, _gpt2, _mine,
     _pairs, _recipe, _w, check_case,
 )
 
@@ -140,6 +140,7 @@ def test_catalogue_is_big_enough() -> None:
     cases = all_cases()
     assert len(cases) >= 25
     assert len({c.name for c in cases}) == len(cases), "case names must be unique"
+    assert {c.category for c in cases} <= set(CATEGORIES)
     commands = {c.name.split(":")[0] for c in cases}
     assert {"encode", "mine", "train", "eval", "soup"} <= commands
 
