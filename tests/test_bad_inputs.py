@@ -36,14 +36,14 @@ CASES: list[Case] = [
     Case("encode: empty input file", lambda t, m, b: _encode(t, m, _pairs(t, "", "t.jsonl")),
          ("holds no texts",), "out.npy"),
     Case("encode: missing model folder", lambda t, m, b: _encode(t, str(t / "nomodel"), _pairs(t, '{"text": "a"}\n', "t.jsonl")),
-         ("nomodel", "not found"), "out.npy"),
+         ("nomodel", "not found"), "out.npy", category="models"),
     Case("encode: corrupt model folder", lambda t, m, b: _encode(
         t, str(_w(t / "broken" / "config.json", "{oops").parent), _pairs(t, '{"text": "a"}\n', "t.jsonl")),
-         ("config.json", "cannot read"), "out.npy"),
+         ("config.json", "cannot read"), "out.npy", category="models"),
     Case("encode: non-writable output path", lambda t, m, b: [
         "encode", "--model", m, "-i", _pairs(t, '{"text": "a"}\n', "t.jsonl"),
         "-o", str(_w(t / "afile", "x") / "sub" / "out.npy")],
-         ("cannot create output folder",), "afile/sub"),
+         ("cannot create output folder",), "afile/sub", category="outputs"),
     # ---- mine
     Case("mine: malformed JSON line", lambda t, m, b: _mine(t, m, _pairs(t, '{"query": "q", "positive": "d"}\n{bad\n')),
          ("pairs.jsonl:2", "invalid JSON")),
@@ -70,26 +70,26 @@ CASES: list[Case] = [
     # ---- train
     Case("train: unknown recipe key", lambda t, m, b: [
         "train", _recipe(t, b, _good_pairs(t), "colour: blue\n"), "-o", str(t / "out")],
-         ("colour",)),
+         ("colour",), category="recipes"),
     Case("train: misspelled key", lambda t, m, b: [
         "train", _recipe(t, b, _good_pairs(t)), "--set", "training.bach_size=4", "-o", str(t / "out")],
-         ("training.bach_size", "training.batch_size")),
+         ("training.bach_size", "training.batch_size"), category="recipes"),
     Case("train: wrong value type", lambda t, m, b: [
         "train", _recipe(t, b, _good_pairs(t)), "--set", "training.lr=fast", "-o", str(t / "out")],
-         ("training.lr",)),
+         ("training.lr",), category="recipes"),
     Case("train: YAML syntax error", lambda t, m, b: [
         "train", str(_w(t / "recipe.yaml", "model:\n  name: [minilm\n")), "-o", str(t / "out")],
-         ("recipe.yaml:",)),
+         ("recipe.yaml:",), category="recipes"),
     Case("train: contradictory options", lambda t, m, b: [
         "train", _recipe(t, b, _good_pairs(t), "losses:\n  infonce: null\n  listwise: {weight: 1.0}\n"),
         "-o", str(t / "out")],
-         ("listwise",)),
+         ("listwise",), category="recipes"),
     Case("train: unsupported architecture for bidirectional", lambda t, m, b: [
         "train", _recipe(t, _gpt2(t, b), _good_pairs(t)), "--set", "model.bidirectional=true", "-o", str(t / "out")],
-         ("gpt2", "not verified")),
+         ("gpt2", "not verified"), category="models"),
     Case("train: output folder holds a different run", lambda t, m, b: [
         "train", _recipe(t, b, _good_pairs(t)), "-o", str(_w(t / "prev" / "recipe.yaml", "model: {name: other}\n").parent)],
-         ("prev",), "prev/final"),
+         ("prev",), "prev/final", category="outputs"),
     Case("train: data file missing", lambda t, m, b: [
         "train", _recipe(t, b, str(t / "missing.jsonl")), "-o", str(t / "out")],
          ("missing.jsonl",)),
@@ -106,16 +106,16 @@ CASES: list[Case] = [
     Case("eval: missing checkpoint", lambda t, m, b: [
         "eval", str(t / "nockpt"), "--beir", _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS),
         "-o", str(t / "out")],
-         ("nockpt",)),
+         ("nockpt",), category="models"),
     # ---- soup
     Case("soup: members with different shapes", lambda t, m, b: ["soup", b, _bad_soup_member(t, b), "-o", str(t / "out")],
-         ("shape",)),
+         ("shape",), category="models"),
     Case("soup: weights do not match members", lambda t, m, b: [
         "soup", b, b, "--method", "weighted", "--weights", "1", "-o", str(t / "out")],
          ("weights",)),
     Case("soup: pickle-only member", lambda t, m, b: [
         "soup", b, str(_w(t / "pkl" / "pytorch_model.bin", b"\x80\x04").parent), "-o", str(t / "out")],
-         ("pkl",)),
+         ("pkl",), category="unsafe files"),
     Case("soup: greedy without held-out data", lambda t, m, b: ["soup", b, b, "--method", "greedy", "-o", str(t / "out")],
          ("greedy", "--eval")),
 ]
