@@ -118,3 +118,33 @@ def test_default_pooling_saves_as_plain_sentence_transformers(tmp_path, tiny_ber
     model.save(str(tmp_path / "m"))
     plain = SentenceTransformer(str(tmp_path / "m"))  # no trust_remote_code needed
     np.testing.assert_allclose(plain.encode(["a b c", "d"]), model.encode(["a b c", "d"]), atol=1e-6)
+
+
+def test_embedkit_pooling_folder_loads_through_embedkit_not_plain_sentence_transformers(tmp_path, tiny_bert):
+    """What the module docstring promises: a folder naming embedkit's pooling class loads with ``load_model`` /
+    ``load_st_folder`` without ``trust_remote_code``; plain sentence-transformers 6 refuses it unless trusted."""
+    model = load_model(tiny_bert, pooling="mean", exclude_first_token=True)
+    assert isinstance(model[1], Pooling)
+    model.save(str(tmp_path / "m"))
+    with pytest.raises(ValueError, match="trust_remote_code"):
+        SentenceTransformer(str(tmp_path / "m"))
+    texts = ["a b c", "d"]
+    for loaded in (load_model(str(tmp_path / "m")), load_st_folder(tmp_path / "m")):
+        assert isinstance(loaded[1], Pooling)
+        np.testing.assert_allclose(loaded.encode(texts), model.encode(texts), atol=1e-6)
+
+
+def test_half_precision_mean_accumulates_in_float32_like_sentence_transformers():
+    """embedkit's mean equals sentence-transformers' for bf16 token embeddings (both sum in float32), so
+    :func:`enable_per_row_prompt_lengths` does not change half-precision embeddings."""
+    from sentence_transformers.sentence_transformer.modules import Pooling as STPooling
+
+    torch.manual_seed(0)
+    h = (torch.randn(2, 300, 8) * 4 + 3).to(torch.bfloat16)
+    m = torch.ones(2, 300, dtype=torch.long)
+    m[1, 200:] = 0
+    feats = {"token_embeddings": h, "attention_mask": m, "prompt_length": 5}
+    ours = Pooling(8, "mean", exclude_prompt=True)(dict(feats))["sentence_embedding"]
+    theirs = STPooling(8, pooling_mode="mean", include_prompt=False)(dict(feats))["sentence_embedding"]
+    assert ours.dtype == theirs.dtype == torch.bfloat16
+    torch.testing.assert_close(ours, theirs, atol=0, rtol=0)

@@ -1,8 +1,13 @@
 """Pooling modules: mean / cls / last-token and NV-Embed latent-attention pooling.
 
 Both modules are sentence-transformers ``Module`` subclasses, so a saved model lists them in ``modules.json``
-(``embedkit.models.pooling.Pooling`` / ``embedkit.models.pooling.LatentAttentionPooling``) and loads with plain
-``SentenceTransformer(path)`` when embedkit is installed -- no ``trust_remote_code``.
+(``embedkit.models.pooling.Pooling`` / ``embedkit.models.pooling.LatentAttentionPooling``). Load such a folder with
+:func:`embedkit.load_model` (or :func:`embedkit.models.loading.load_st_folder`): it resolves these two class names to
+embedkit's own classes and keeps ``trust_remote_code`` off. A plain ``SentenceTransformer(path)`` refuses them, even
+with embedkit installed: sentence-transformers >= 6 imports a module class from outside its own namespace only with
+``trust_remote_code=True`` (its issue #3801), which also lets the folder run any code it names. Folders whose
+pooling is sentence-transformers' own ``Pooling`` (the default where it behaves identically, see
+``embedkit.models.loading._plain_pooling``) load with plain ``SentenceTransformer(path)``.
 
 Why our own pooling rather than sentence-transformers' ``Pooling``: we need the pooled tokens to be controlled per
 mode *and* per padding side. Prompt/instruction tokens are located from the first real token of each row (so
@@ -35,7 +40,12 @@ POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last", "latent_attention")
 
 
 def _prompt_lengths(features: dict[str, Any], batch: int, device: torch.device) -> Tensor:
-    """Per-row prompt lengths ``(batch, 1)``: an int, a shape-(1) tensor or a per-row shape-(batch) tensor."""
+    """Per-row prompt lengths ``(batch, 1)`` from ``features["prompt_length"]``.
+
+    Accepted: an int (one prompt for the batch, what :func:`embedkit.encode` passes), a 0-dim or shape-(1) tensor
+    (the same), or a shape-(batch) tensor -- one length per row, what the training collator passes so records with
+    instructions of different lengths each drop exactly their own. Any other size is refused rather than guessed.
+    """
     pl = features.get("prompt_length")
     if pl is None:
         return torch.zeros(batch, 1, dtype=torch.long, device=device)
@@ -43,7 +53,10 @@ def _prompt_lengths(features: dict[str, Any], batch: int, device: torch.device) 
         pl = pl.reshape(-1).to(device=device, dtype=torch.long)
         if pl.numel() == batch:
             return pl.unsqueeze(1)
-        return pl[:1].expand(batch).unsqueeze(1) if pl.numel() else torch.zeros(batch, 1, dtype=torch.long, device=device)
+        if pl.numel() == 1:
+            return pl.expand(batch).unsqueeze(1)
+        raise ValueError(f"prompt_length holds {pl.numel()} values for a batch of {batch} rows; pass one int "
+                         "for the batch or one length per row")
     return torch.full((batch, 1), int(pl), dtype=torch.long, device=device)
 
 
@@ -78,10 +91,15 @@ def pooling_mask(
 
 
 def masked_mean(h: Tensor, keep: Tensor) -> Tensor:
-    """Mean of ``h`` over the positions where ``keep`` is true (pads are zeroed with ``where``, not multiplied)."""
-    summed = torch.where(keep.unsqueeze(-1), h, torch.zeros((), dtype=h.dtype, device=h.device)).sum(dim=1)
-    count = keep.sum(dim=1, keepdim=True).clamp(min=1).to(summed.dtype)
-    return summed / count
+    """Mean of ``h`` over the positions where ``keep`` is true (pads are zeroed with ``where``, not multiplied).
+
+    fp16/bf16 inputs are summed in float32 and the mean is cast back, as sentence-transformers' ``Pooling`` does,
+    so swapping one for the other (:func:`enable_per_row_prompt_lengths`) keeps half-precision embeddings equal.
+    """
+    acc = torch.float32 if h.dtype in (torch.float16, torch.bfloat16) else h.dtype
+    summed = torch.where(keep.unsqueeze(-1), h.to(acc), torch.zeros((), dtype=acc, device=h.device)).sum(dim=1)
+    count = keep.sum(dim=1, keepdim=True).clamp(min=1).to(acc)
+    return (summed / count).to(h.dtype)
 
 
 def last_token(h: Tensor, mask: Tensor) -> Tensor:
@@ -258,3 +276,66 @@ class LatentAttentionPooling(_JsonSafetensorsModule):
 
     def get_embedding_dimension(self) -> int:
         return self.embedding_dimension
+
+
+def reads_per_row_prompt_length(module: torch.nn.Module) -> bool:
+    """Whether ``module`` pools every row right when ``features["prompt_length"]`` holds one length per row.
+
+    embedkit's :class:`Pooling` and :class:`LatentAttentionPooling` do (see :func:`pooling_mask`), and so does any
+    module that ignores prompts (sentence-transformers' ``Pooling`` with ``include_prompt=True``).
+    sentence-transformers' ``Pooling`` with ``include_prompt=False`` does not: it reads ``prompt_length[0]`` for the
+    whole batch, so with per-record instructions of different lengths it would drop the first row's prompt length
+    from every row.
+
+    Example:
+        >>> from sentence_transformers.sentence_transformer.modules import Pooling as STPooling
+        >>> reads_per_row_prompt_length(STPooling(8, include_prompt=False))
+        False
+        >>> reads_per_row_prompt_length(Pooling(8, exclude_prompt=True))
+        True
+    """
+    from sentence_transformers.sentence_transformer.modules import Pooling as STPooling
+
+    if isinstance(module, STPooling):
+        return bool(module.include_prompt)
+    return True
+
+
+def _per_row_equivalent(module: torch.nn.Module) -> torch.nn.Module | None:
+    """embedkit's :class:`Pooling` that pools as sentence-transformers' ``module`` does, or ``None``."""
+    from sentence_transformers.sentence_transformer.modules import Pooling as STPooling
+
+    if not isinstance(module, STPooling) or module.include_prompt:
+        return None
+    mode = module.pooling_mode
+    mode = mode[0] if isinstance(mode, (tuple, list)) and len(mode) == 1 else mode
+    own = {"mean": "mean", "lasttoken": "last"}.get(mode) if isinstance(mode, str) else None
+    if own is None:  # cls after the prompt, max, weighted means, concatenations: no embedkit equivalent
+        return None
+    return Pooling(module.embedding_dimension, mode=own, exclude_prompt=True)  # type: ignore[arg-type]
+
+
+def enable_per_row_prompt_lengths(model: torch.nn.Sequential) -> list[int]:
+    """Make ``model`` pool each row without exactly its own prompt tokens; returns the indices of swapped modules.
+
+    Training batches mix records whose own instructions differ in length, so the collator passes one prompt length
+    per row. sentence-transformers' ``Pooling`` (``include_prompt=False``, ``mean`` or ``lasttoken``) reads one
+    length per batch; it is replaced by embedkit's :class:`Pooling`, which gives the same embeddings for one shared
+    prompt (counted from each row's first real token on either padding side) and reads per-row lengths. Other
+    modules are left as they are. Idempotent; the replacement has no parameters, so checkpoints and optimiser
+    state are unaffected. A folder saved afterwards names ``embedkit.models.pooling.Pooling`` in ``modules.json``
+    and is loaded by :func:`embedkit.load_model` (see the module docstring for plain sentence-transformers).
+
+    Example:
+        >>> from embedkit.models import load_model
+        >>> model = load_model("minilm", exclude_prompt=True)      # doctest: +SKIP
+        >>> enable_per_row_prompt_lengths(model)                   # doctest: +SKIP
+        [1]
+    """
+    swapped: list[int] = []
+    for i, (name, module) in enumerate(list(model.named_children())):
+        replacement = _per_row_equivalent(module)
+        if replacement is not None:
+            model._modules[name] = replacement.to(next(model.parameters(), torch.empty(0)).device)
+            swapped.append(i)
+    return swapped

@@ -3,8 +3,10 @@
 Per batch (all rows from one data set -- see :mod:`embedkit.training.sampler`):
 
 * queries: prompt + query text, the prompt being the record's own instruction, else the data set's, else the
-  model's query prompt (:func:`embedkit.models.prompts.query_prompt_for`); ``prompt_length`` is passed so pooling
-  with ``exclude_prompt`` skips the instruction tokens;
+  model's query prompt (:func:`embedkit.models.prompts.query_prompt_for`); ``prompt_length`` -- one length per
+  row, shape ``(batch,)``, since records' own instructions differ in length -- is passed so pooling with
+  ``exclude_prompt`` skips exactly each row's instruction tokens (the model's pooling must read it per row:
+  :func:`embedkit.models.pooling.enable_per_row_prompt_lengths`);
 * documents: per query the positive, then up to ``max_negatives`` hard negatives (ragged: ``docs_per_query``
   counts each row's documents, the loss side builds ``doc_mask``), with the model's document prompt;
 * ``doc_hash``: int64 hashes of each document's normalised text (false-negative masking of duplicates);
@@ -184,13 +186,12 @@ class PairCollator:
                 teacher.append(float(p.negative_scores[j]) if p.negative_scores else math.nan)
             has_teacher = has_teacher or bool(p.positive_scores) or bool(p.negative_scores)
         q_feats = self.tokenize(queries)
-        plen = set(prompt_lengths)
-        if plen != {0}:
-            # pooling reads one prompt length per batch; with per-record instructions of different lengths the
-            # shortest is used, so the tail of longer instructions is pooled (never a row's own query tokens)
-            # shape (1,), not a 0-dim tensor: sentence-transformers' Pooling (include_prompt=False, used for mean
-            # pooling with exclude_prompt) reads ``prompt_length[0]``
-            q_feats["prompt_length"] = torch.tensor([min(plen)])
+        if any(prompt_lengths):
+            # one length per row, shape (batch,): records with their own instructions of different lengths each
+            # drop exactly their own prompt tokens in embedkit's pooling (see
+            # embedkit.models.pooling.enable_per_row_prompt_lengths for sentence-transformers' Pooling, which reads
+            # only ``prompt_length[0]``); GradCache slices it with the rows, as any tensor indexed by row
+            q_feats["prompt_length"] = torch.tensor(prompt_lengths, dtype=torch.long)
         d_feats = self.tokenize(docs)
         doc_plen = self.prompt_length(self.document_prompt)
         if doc_plen:
