@@ -167,17 +167,32 @@ def test_beir_folder_gives_one_pair_per_query_with_all_positives(tmp_path: Path)
     data = BeirData(corpus={"d1": {"title": "ls", "text": "list directory"}, "d2": {"title": "", "text": "dir"},
                             "d3": {"title": "", "text": "cat files"}},
                     queries={"q1": "list files", "q2": "show a file"},
-                    qrels={"q1": {"d1": 1, "d2": 2, "d3": 0}, "q2": {"d3": 1}}, name="tiny")
+                    qrels={"q1": {"d1": 1, "d2": 2, "d3": 0}, "q2": {"d3": 1}}, name="tiny", split="train")
     write_beir(data, tmp_path / "tiny")
     pairs = load_pairs(tmp_path / "tiny")
     assert [(p.id, p.query, p.positives, p.dataset) for p in pairs] == [
         ("q1", "list files", ["ls list directory", "dir"], "tiny"), ("q2", "show a file", ["cat files"], "tiny")]
     assert load_corpus_texts(tmp_path / "tiny") == ["ls list directory", "dir", "cat files"]
-    qrels = tmp_path / "tiny" / "qrels" / "test.tsv"
+    qrels = tmp_path / "tiny" / "qrels" / "train.tsv"
     qrels.write_text(qrels.read_text() + "q2\tmissing-doc\t1\n")
     with pytest.raises(InputError) as err:
         load_pairs(tmp_path / "tiny")
     assert str(err.value).startswith(f"{qrels}:6: qrel names document 'missing-doc'")
+
+
+def test_beir_folder_without_the_train_split_is_an_error_not_the_test_split(tmp_path: Path) -> None:
+    """Reading training pairs never falls back from the train qrels to the test qrels (it used to, silently)."""
+    data = BeirData(corpus={"d1": {"title": "", "text": "list directory"}}, queries={"q1": "list files"},
+                    qrels={"q1": {"d1": 1}}, name="tiny", split="test")
+    write_beir(data, tmp_path / "tiny")
+    with pytest.raises(InputError) as err:
+        load_pairs(tmp_path / "tiny")
+    msg = str(err.value)
+    assert msg.startswith(f"{tmp_path / 'tiny'}: the BEIR folder has no 'train' split: qrels/train.tsv is missing")
+    assert "(splits: test)" in msg and "fix:" in msg and "never the split you evaluate on" in msg
+    with pytest.raises(InputError, match="no 'dev' split"):
+        load_pairs(tmp_path / "tiny", split="dev")
+    assert [p.id for p in load_pairs(tmp_path / "tiny", split="test")] == ["q1"]  # asked for by name: fine
 
 
 def test_corpus_jsonl_errors_and_titles(tmp_path: Path) -> None:

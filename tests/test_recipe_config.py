@@ -190,3 +190,139 @@ def test_cli_existing_output_needs_resume_or_overwrite(tmp_path: Path, capsys: p
     assert main(["train", str(recipe), "-o", str(tmp_path / "none"), "--resume"]) == 2
     assert "nothing to resume" in capsys.readouterr().err
     assert (out / "keep.txt").read_text() == "x"
+
+
+# ---- a recipe never trains on its own evaluation data (issue 27, item 3)
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=[p.name for p in RECIPES])
+def test_no_shipped_recipe_trains_on_its_eval_folder(path: Path) -> None:
+    """Stricter than the check recipes get: no shipped data set is the eval folder at all, whatever the split."""
+    import os
+
+    from embedkit.training.config import resolve_data_path
+
+    for _, r in load_recipe(path).stage_recipes():
+        if r.eval.beir is None:
+            continue
+        held_out = os.path.realpath(resolve_data_path(r.eval.beir))
+        assert all(os.path.realpath(d.resolved_path()) != held_out for d in r.data.datasets), path.name
+
+
+def test_nv_embed_recipe_data_of_every_stage_reads() -> None:
+    """The stage-2 blend set reads as the recipe names it (sample:manpages, split test), no fall-back involved."""
+    from embedkit.training.runner import load_data
+
+    stages = load_recipe(REPO / "recipes" / "nv-embed-two-stage.yaml").stage_recipes()
+    sizes = {}
+    for i, (_, r) in enumerate(stages):
+        for s in load_data(r, stage_prefix=f"stages.{i}.").stats:
+            sizes[s.name] = s.pairs
+    assert sizes == {"retrieval": 2000, "manpages": 1006}
+
+
+def test_training_on_the_eval_source_is_refused() -> None:
+    base = {"eval": {"beir": "sample:debian-beir"}}
+    # the old nv-embed stage 2, with the split it silently fell back to
+    data = {"data": {"datasets": [{"path": "sample:debian-beir", "split": "test"}]}}
+    with pytest.raises(ConfigError) as info:
+        parse_recipe({**data, **base})
+    msg = str(info.value)
+    assert "'data.datasets.0.path'" in msg and "'eval.beir'" in msg and "own test set" in msg and "fix:" in msg
+    # in a stage, by another spelling of the same folder
+    folder = str(Path(__file__).resolve().parents[1] / "embedkit" / "datasets" / "debian" / "beir")
+    with pytest.raises(ConfigError, match=r"stages\.1\.data\.datasets\.1\.path"):
+        parse_recipe({**DATA, **base, "stages": [
+            {"name": "a"},
+            {"name": "b", "data": {"datasets": [{"path": "p.jsonl"}, {"path": folder + "/../beir", "split": "test"}]}},
+        ]})
+    # another split of the eval folder (BEIR folders with train and test qrels) is allowed; eval's own split is not
+    assert parse_recipe({**data, "eval": {"beir": "sample:debian-beir", "split": "dev"}})
+    with pytest.raises(ConfigError, match="split 'dev'"):
+        parse_recipe({"data": {"datasets": [{"path": folder, "split": "dev"}]},
+                      "eval": {"beir": "sample:debian-beir", "split": "dev"}})
+
+
+def test_the_old_nv_embed_stage_two_fails_on_the_missing_train_split() -> None:
+    """Without ``split``, the debian test folder as training data is read as the train split, which it lacks."""
+    from embedkit.errors import InputError
+    from embedkit.training.runner import load_data
+
+    r = parse_recipe({"data": {"datasets": [{"path": "sample:debian-beir", "max_negatives": 0}]}})
+    with pytest.raises(InputError) as info:
+        load_data(r)
+    msg = str(info.value)
+    assert "'data.datasets.0.path' (sample:debian-beir)" in msg and "qrels/train.tsv is missing" in msg
+
+
+# ---- errors after validation name the recipe key and line; --set and non-finite values (issue 27, item 11)
+
+
+def test_data_errors_name_recipe_key_and_line(tmp_path: Path) -> None:
+    from embedkit.errors import InputError
+    from embedkit.training.runner import load_data
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"query": "q", "positive": "d"}\n')
+    text = (f"data:\n  datasets:\n    - path: {good}\n    - path: {tmp_path / 'gone.jsonl'}\n"
+            f"stages:\n  - name: one\n  - name: two\n    data:\n      datasets:\n        - path: sample:nope\n")
+    recipe = load_recipe(_write(tmp_path, text))
+    (_, one), (_, two) = recipe.stage_recipes()
+    with pytest.raises(InputError) as info:
+        load_data(one, stage_prefix="stages.0.")
+    assert str(info.value).startswith(f"{tmp_path / 'r.yaml'}:4: 'stages.0.data.datasets.1.path' ")
+    assert "gone.jsonl does not exist" in str(info.value)
+    with pytest.raises(InputError) as info:
+        load_data(two, stage_prefix="stages.1.")
+    assert str(info.value).startswith(f"{tmp_path / 'r.yaml'}:10: 'stages.1.data.datasets.0.path' (sample:nope)")
+    # an error inside the data keeps the data file's own line
+    good.write_text('{"query": "q", "positive": "d"}\n{oops\n')
+    with pytest.raises(InputError, match=r"good\.jsonl:2: invalid JSON"):
+        load_data(one)
+    # from --set, the option is named
+    r = load_recipe(_write(tmp_path, text), sets=[f"data.datasets.0.path={tmp_path / 'x.jsonl'}"])
+    with pytest.raises(InputError) as info:
+        load_data(r)
+    assert info.value.where == "--set data.datasets.0.path"
+
+
+@pytest.mark.parametrize("item", ["training.lr=.inf", "training.lr=.nan", "training.lr=1e999", "training.epochs=.inf",
+                                  "data.datasets.0.weight=.inf", "losses.infonce.temperature=.inf",
+                                  "training.trainer_args.adam_epsilon=.nan"])
+def test_non_finite_numbers_are_refused_everywhere(item: str) -> None:
+    key = item.split("=")[0]
+    with pytest.raises(ConfigError) as info:
+        parse_recipe(DATA, sets=[item])
+    assert info.value.where == f"--set {key}"
+    assert f"invalid value for '{key}': must be a finite number" in str(info.value)
+
+
+def test_non_finite_number_in_the_file_names_its_line(tmp_path: Path) -> None:
+    err = _error(tmp_path, "data:\n  datasets: [{path: p.jsonl}]\ntraining:\n  batch_size: 4\n  lr: 1e999\n")
+    assert err.where == f"{tmp_path / 'r.yaml'}:5" and "'training.lr'" in str(err)
+
+
+def test_range_errors_say_the_range_and_negative_seed_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"'training.seed': must be >= 0 \(got -1\).*fix: set 'training.seed' to a "
+                                          r"value >= 0"):
+        parse_recipe(DATA, sets=["training.seed=-1"])
+    with pytest.raises(ConfigError, match=r"'training.batch_size': must be >= 1 \(got -2\)"):
+        parse_recipe(DATA, sets=["training.batch_size=-2"])
+
+
+def test_set_list_index_errors_give_the_valid_indexes() -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_recipe(DATA, sets=["data.datasets.5.path=x"])
+    assert info.value.where == "--set data.datasets.5.path"
+    assert "'data.datasets.5' is out of range: the recipe has 1 data set: indexes 0..0" in str(info.value)
+    assert "use an index in 0..0" in str(info.value)
+    two = {"data": {"datasets": [{"path": "a.jsonl"}, {"path": "b.jsonl"}]}}
+    with pytest.raises(ConfigError, match="the recipe has 2 data sets: indexes 0..1"):
+        parse_recipe(two, sets=["data.datasets.2=x"])
+    with pytest.raises(ConfigError, match="'data.datasets.first' is not an index"):
+        parse_recipe(two, sets=["data.datasets.first.path=x"])
+    with pytest.raises(ConfigError, match="the recipe has 0 stages.*add the stage"):
+        parse_recipe(DATA, sets=["stages.0.name=x"])
+    with pytest.raises(ConfigError, match="'training.lr' is a value, not a section"):
+        parse_recipe(DATA, sets=["training.lr=1e-5", "training.lr.x=1"])
+    assert parse_recipe(two, sets=["data.datasets.1.weight=3"]).data.datasets[1].weight == 3.0

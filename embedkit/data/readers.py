@@ -388,7 +388,8 @@ def load_pairs(path: str | os.PathLike, *, skip_invalid: bool = False, dataset: 
             ``datasets.Dataset.save_to_disk``, or a BEIR folder.
         skip_invalid: skip invalid records (counted by reason in :attr:`PairSet.skipped`) instead of raising.
         dataset: data set name for records that do not name one (default ``"default"``; BEIR: the folder name).
-        split: the qrels split of a BEIR folder (falls back to ``test`` when ``train`` is absent).
+        split: the qrels split of a BEIR folder. A folder without ``qrels/<split>.tsv`` is an
+            :class:`InputError` (there is no fall-back to the ``test`` split: that would train on test data).
 
     Returns:
         A :class:`PairSet` (a sequence of :class:`Pair`) with the skip summary.
@@ -402,9 +403,17 @@ def load_pairs(path: str | os.PathLike, *, skip_invalid: bool = False, dataset: 
         raise InputError(f"pairs file {src} does not exist", hint="check the path")
     fmt = _format_of(src)
     if fmt == "beir":
-        qrels = src / "qrels"
-        use = split if (qrels / f"{split}.tsv").is_file() else "test"
-        return _beir_pairs(src, dataset, use)
+        # no fall-back to another split: a folder without qrels/train.tsv used to be read from qrels/test.tsv,
+        # which trained on the test set without a word (a shipped recipe did)
+        if not (src / "qrels" / f"{split}.tsv").is_file():
+            have = sorted(p.stem for p in (src / "qrels").glob("*.tsv"))
+            raise InputError(
+                f"the BEIR folder has no '{split}' split: qrels/{split}.tsv is missing (splits: "
+                f"{', '.join(have) or 'none'})", where=str(src),
+                hint=f"add qrels/{split}.tsv, or name the split to read (a recipe data set's 'split' key, "
+                     "load_pairs(split=...)) -- never the split you evaluate on",
+            )
+        return _beir_pairs(src, dataset, split)
     records = {"jsonl": _iter_jsonl, "csv": _iter_csv, "parquet": _iter_parquet, "hf": _iter_hf_dataset}[fmt](src)
     pairs: list[Pair] = []
     skipped: Counter[str] = Counter()

@@ -5,6 +5,11 @@ descriptions; ``debian-beir`` is a BEIR folder of held-out packages (other sourc
 the training documents, so retrieval runs against ~11k realistic documents. See
 ``embedkit/datasets/debian/README.md`` for the licence and how ``eval/build_debian.py`` built them.
 
+``manpages`` is the Linux man-pages BEIR folder (one-line NAME summary -> DESCRIPTION, 1,006 pages; its only qrels
+split is ``test``; ``embedkit/datasets/manpages/README.md``): a second task from another source, which
+``recipes/nv-embed-two-stage.yaml`` blends into stage 2 (``split: test`` named explicitly; that recipe evaluates on
+``debian-beir``, so it never trains on what it scores).
+
 Example:
     >>> from embedkit.data.samples import sample_path
     >>> from embedkit.data.readers import load_pairs
@@ -15,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 
 from embedkit.errors import InputError
@@ -27,13 +33,16 @@ _ROOT = Path(__file__).resolve().parent.parent / "datasets"
 SAMPLES: dict[str, str] = {
     "debian-train": "debian/train.jsonl.gz",
     "debian-beir": "debian/beir",
+    "manpages": "manpages",
 }
 
 
 def sample_path(name: str) -> Path:
     """The packaged file or folder of sample ``name`` (one of :data:`SAMPLES`)."""
     if name not in SAMPLES:
-        raise InputError(f"unknown sample '{name}'", hint=f"use one of {', '.join(sorted(SAMPLES))}")
+        close = difflib.get_close_matches(name, sorted(SAMPLES), n=1, cutoff=0.6)
+        did = f" (did you mean 'sample:{close[0]}'?)" if close else ""
+        raise InputError(f"unknown sample '{name}'{did}", hint=f"use one of {', '.join(sorted(SAMPLES))}")
     path = _ROOT / SAMPLES[name]
     if not path.exists():
         raise InputError(f"sample '{name}' is missing from the installation ({path})",

@@ -26,15 +26,16 @@ from __future__ import annotations
 
 import copy
 import difflib
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
-from embedkit.errors import ConfigError
+from embedkit.errors import ConfigError, EmbedkitError
 from embedkit.losses.config import LossConfig
 from embedkit.mining.config import MiningConfig
 from embedkit.models.config import ModelConfig
@@ -61,10 +62,14 @@ class DatasetConfig(_Section):
         max_negatives: hard negatives per query taken from each record (or from the miner).
         instruction: task instruction for the queries of this data set (records may carry their own).
         max_pairs: use only the first ``max_pairs`` valid pairs (quick experiments).
+        split: the qrels split read when ``path`` is a BEIR folder (``qrels/<split>.tsv``). There is no fall-back
+            to another split: a folder without ``qrels/train.tsv`` is an error unless ``split`` names the split
+            to train on, and the split ``eval`` scores is refused (see :func:`check_recipe`).
     """
 
     path: str
     name: str | None = None
+    split: str = Field("train", min_length=1)
     weight: float = Field(1.0, gt=0)
     in_batch_negatives: bool = True
     max_negatives: int = Field(7, ge=0)
@@ -151,7 +156,7 @@ class TrainingConfig(_Section):
     scheduler: Literal["linear", "cosine", "constant", "constant_with_warmup"] = "linear"
     max_grad_norm: float = Field(1.0, ge=0)
     gradient_accumulation_steps: int = Field(1, ge=1)
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's seed range (transformers.set_seed seeds numpy)
     logging_steps: int = Field(10, ge=1)
     report_to: list[str] = Field(default_factory=lambda: ["none"])
     bf16: bool = False
@@ -214,6 +219,30 @@ class Recipe(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     stages: list[StageConfig] | None = None
 
+    # where the recipe came from (a _Locator: file + YAML marks + --set options), for errors found after validation
+    _locator: Any = PrivateAttr(default=None)
+    # "stages.N." for the full recipe of stage N (:meth:`stage_recipes`)
+    _prefix: str = PrivateAttr(default="")
+
+    def where(self, key: str) -> str | None:
+        """Where ``key`` (e.g. ``data.datasets.0.path``) was set: ``recipe.yaml:LINE``, ``--set KEY`` or ``None``.
+
+        Errors found after validation (a missing data file, a BEIR folder without the train split) use it, so they
+        point at the recipe line to edit, as validation errors do.
+
+        Example:
+            >>> r = parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}]}}, sets=["data.datasets.0.path=x"])
+            >>> r.where("data.datasets.0.path")
+            '--set data.datasets.0.path'
+        """
+        if self._locator is None:
+            return None
+        for k in dict.fromkeys([self._prefix + key, key] if self._prefix else [key]):
+            w = self._locator.where(_parts(k), exact=True)
+            if w is not None:
+                return w
+        return self._locator.path
+
     def stage_recipes(self) -> list[tuple[str, Recipe]]:
         """``[(stage name, full recipe)]``: one unnamed stage for a plain recipe."""
         if not self.stages:
@@ -228,6 +257,8 @@ class Recipe(_Section):
                 recipe = Recipe.model_validate(merged)
             except ValidationError as exc:
                 raise _convert_validation_error(exc, None, prefix=f"stages.{i}.") from None
+            recipe._locator = self._locator
+            recipe._prefix = f"stages.{i}."
             out.append((stage.name, recipe))
         return out
 
@@ -243,6 +274,11 @@ def resolve_data_path(path: str) -> Path:
 
         return sample_path(path[len(PACKAGE_PREFIX):])
     return Path(path).expanduser()
+
+
+def _parts(key: str) -> list[str | int]:
+    """``"data.datasets.0.path"`` -> ``["data", "datasets", 0, "path"]``."""
+    return [int(p) if p.isdigit() else p for p in key.split(".")]
 
 
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> None:
@@ -266,7 +302,9 @@ class _Locator:
             except yaml.YAMLError:
                 self.root = None
 
-    def where(self, loc: Sequence[str | int]) -> str | None:
+    def where(self, loc: Sequence[str | int], *, exact: bool = False) -> str | None:
+        """``--set KEY`` when an option set ``loc``, else ``file:line`` of the deepest key of ``loc`` the file holds
+        (``exact``: only when it holds ``loc`` itself, else ``None``)."""
         dotted = ".".join(str(p) for p in loc)
         for key in self.set_keys:
             if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
@@ -275,6 +313,7 @@ class _Locator:
             return None
         node = self.root
         line = None
+        found_all = True
         for part in loc:
             if isinstance(node, yaml.MappingNode):
                 found = None
@@ -283,6 +322,7 @@ class _Locator:
                         found = (k, v)
                         break
                 if found is None:
+                    found_all = False
                     break
                 line = found[0].start_mark.line + 1
                 node = found[1]
@@ -290,7 +330,10 @@ class _Locator:
                 node = node.value[part]
                 line = node.start_mark.line + 1
             else:
+                found_all = False
                 break
+        if exact and not found_all:
+            return None
         return f"{self.path}:{line}" if line else self.path
 
 
@@ -381,8 +424,35 @@ def _convert_validation_error(
             where=where,
             hint=f"set '{key}' to {_TYPE_WORDS[family]}",
         )
+    bounds = _bounds(err.get("ctx") or {})
+    if bounds:
+        return ConfigError(f"invalid value for '{key}': must be {bounds} (got {got_s}){more}", where=where,
+                           hint=f"set '{key}' to a value {bounds}")
     msg = err.get("msg", "invalid value")
     return ConfigError(f"invalid value for '{key}': {msg} (got {got_s}){more}", where=where, hint=f"fix '{key}'")
+
+
+def _bounds(ctx: dict[str, Any]) -> str:
+    """pydantic's range context (``{"ge": 1}``) as ``">= 1"`` (``""`` when the error is not about a range)."""
+    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+    return " and ".join(f"{ops[k]} {ctx[k]}" for k in ops if k in ctx)
+
+
+def _check_finite(obj: Any, loc: list[str | int], locator: _Locator) -> None:
+    """Refuse ``inf`` / ``nan`` anywhere in a recipe (``--set training.lr=.inf``, ``temperature: 1e999``).
+
+    pydantic's range checks let ``inf`` through (``inf > 0``) and word ``nan`` as "greater than 0"; no recipe
+    number has a meaning when it is not finite, so every section is checked here, before validation."""
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _check_finite(v, [*loc, k], locator)
+    elif isinstance(obj, list):
+        for i, v in enumerate(obj):
+            _check_finite(v, [*loc, i], locator)
+    elif isinstance(obj, float) and not math.isfinite(obj):
+        key = ".".join(map(str, loc))
+        raise ConfigError(f"invalid value for '{key}': must be a finite number (got {obj})", where=locator.where(loc),
+                          hint=f"set '{key}' to a finite number")
 
 
 def parse_set_option(item: str) -> tuple[list[str | int], Any]:
@@ -411,32 +481,50 @@ def _maybe_number(value: str) -> Any:
         return value
 
 
+#: what the items of a recipe list are called in messages (``the recipe has 1 data set``)
+_ITEM_WORDS = {"datasets": "data set", "stages": "stage"}
+
+
+def _list_error(parts: list[str | int], i: int, items: list[Any]) -> ConfigError:
+    """``--set`` addressed item ``parts[i]`` of the list at ``parts[:i]``, which does not exist."""
+    list_key = ".".join(map(str, parts[:i]))
+    shown = ".".join(map(str, parts[: i + 1]))
+    word = _ITEM_WORDS.get(str(parts[i - 1]) if i else "", "item")
+    n = len(items)
+    has = f"the recipe has {n} {word}{'' if n == 1 else 's'}" + (f": indexes 0..{n - 1}" if n else "")
+    what = "is out of range" if isinstance(parts[i], int) else "is not an index"
+    hint = (f"use an index in 0..{n - 1} (e.g. --set {list_key}.0.KEY=VALUE), or add the {word} to the recipe file" if n
+            else f"add the {word} to the recipe file's '{list_key}' list first")
+    return ConfigError(f"'{shown}' {what}: {has}", where=f"--set {'.'.join(map(str, parts))}", hint=hint)
+
+
 def apply_set(data: dict[str, Any], parts: list[str | int], value: Any) -> None:
-    """Set ``data[parts...] = value``, creating mappings on the way (list items must exist)."""
+    """Set ``data[parts...] = value``, creating mappings on the way (list items must exist).
+
+    A list item is addressed by its index (``data.datasets.0.path``); an index past the end names the items
+    there are (``the recipe has 1 data set: indexes 0..0``)."""
     cur: Any = data
-    for i, part in enumerate(parts[:-1]):
-        nxt = parts[i + 1]
-        if isinstance(part, int):
-            if not isinstance(cur, list) or part >= len(cur):
-                raise ConfigError(
-                    f"--set index {part} is out of range for '{'.'.join(map(str, parts[:i]))}'", where="--set"
-                )
+    where = f"--set {'.'.join(map(str, parts))}"
+    for i, part in enumerate(parts):
+        last = i == len(parts) - 1
+        if isinstance(cur, list):
+            if not isinstance(part, int) or part >= len(cur):
+                raise _list_error(parts, i, cur)
+            if last:
+                cur[part] = value
+                return
             cur = cur[part]
             continue
         if not isinstance(cur, dict):
-            raise ConfigError(f"--set cannot descend into '{'.'.join(map(str, parts[:i]))}'", where="--set")
+            raise ConfigError(f"'{'.'.join(map(str, parts[:i]))}' is a value, not a section: cannot set "
+                              f"'{'.'.join(map(str, parts))}'", where=where,
+                              hint=f"set '{'.'.join(map(str, parts[:i]))}' itself")
+        if last:
+            cur[part] = value
+            return
         if cur.get(part) is None:
-            cur[part] = [] if isinstance(nxt, int) else {}
+            cur[part] = [] if isinstance(parts[i + 1], int) else {}
         cur = cur[part]
-    last = parts[-1]
-    if isinstance(last, int):
-        if not isinstance(cur, list) or last >= len(cur):
-            raise ConfigError(f"--set index {last} is out of range", where="--set")
-        cur[last] = value
-    elif isinstance(cur, dict):
-        cur[last] = value
-    else:
-        raise ConfigError(f"--set cannot set '{'.'.join(map(str, parts))}'", where="--set")
 
 
 def _fix_yaml_numbers(obj: Any) -> Any:
@@ -488,10 +576,12 @@ def parse_recipe(
         apply_set(data, parts, value)
         set_keys[".".join(map(str, parts))] = item
     locator = _Locator(path, text, set_keys)
+    _check_finite(data, [], locator)
     try:
         recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         raise _convert_validation_error(exc, locator) from None
+    recipe._locator = locator
     check_recipe(recipe, locator)
     return recipe
 
@@ -541,6 +631,16 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
     if dup:
         raise ConfigError(f"two data sets are named '{dup}'", where=where("data.datasets"),
                           hint="set a unique 'name' for each data set")
+    if r.eval.beir is not None:
+        for j, d in enumerate(r.data.datasets):
+            if d.split == r.eval.split and _same_source(d.path, r.eval.beir):
+                raise ConfigError(
+                    f"data set '{d.display_name}' is the evaluation data: '{pre}data.datasets.{j}.path' ({d.path}) "
+                    f"and '{pre}eval.beir' ({r.eval.beir}) are the same folder, split '{d.split}' -- the run would "
+                    "train on its own test set",
+                    where=where(f"data.datasets.{j}.path", "eval.beir"),
+                    hint="train on other data (or on another qrels split of that folder) and keep eval.beir held out",
+                )
     losses = r.losses
     if losses.listwise is not None and r.miner is not None and r.miner.teacher is None:
         raise ConfigError(
@@ -596,6 +696,14 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
         raise ConfigError(f"'{pre}eval.every_steps' is set but '{pre}eval.beir' is not",
                           where=where("eval.every_steps"), hint="set eval.beir to a BEIR folder, or remove every_steps")
     _check_trainer_args(t.trainer_args, pre, where)
+
+
+def _same_source(a: str, b: str) -> bool:
+    """Whether two recipe data paths name the same file or folder (``sample:`` names resolved, links followed)."""
+    try:
+        return os.path.realpath(resolve_data_path(a)) == os.path.realpath(resolve_data_path(b))
+    except (EmbedkitError, OSError):  # an unknown sample name: reported when the data is read
+        return a == b
 
 
 #: TrainingArguments that the recipe sets itself (a pass-through of these would be silently overridden)

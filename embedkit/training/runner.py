@@ -83,8 +83,8 @@ def load_data(recipe: Recipe, *, stage_prefix: str = "") -> LoadedData:
     all_pairs: list[list[Pair]] = []
     stats: list[DataStats] = []
     for i, d in enumerate(recipe.data.datasets):
-        path = d.resolved_path()
-        ps = load_pairs(path, skip_invalid=recipe.data.skip_invalid, dataset=d.display_name)
+        key = f"{stage_prefix}data.datasets.{i}"
+        ps = _read_dataset(recipe, i, key)
         pairs = list(ps)
         if d.max_pairs is not None:
             pairs = pairs[: d.max_pairs]
@@ -97,7 +97,6 @@ def load_data(recipe: Recipe, *, stage_prefix: str = "") -> LoadedData:
             in_batch_negatives=d.in_batch_negatives, weight=d.weight, mined=recipe.miner is not None,
         ))
         all_pairs.append(pairs)
-        key = f"{stage_prefix}data.datasets.{i}"
         if recipe.miner is None and not d.in_batch_negatives and with_negs == 0:
             raise ConfigError(
                 f"data set '{d.display_name}' has no negatives: '{key}.in_batch_negatives' is false, its records "
@@ -114,6 +113,28 @@ def load_data(recipe: Recipe, *, stage_prefix: str = "") -> LoadedData:
                 hint="add positive_scores/negative_scores to the data, or a miner with a teacher",
             )
     return LoadedData(all_pairs, stats)
+
+
+def _read_dataset(recipe: Recipe, i: int, key: str) -> Any:
+    """Read data set ``i`` of ``recipe``; errors about the file or folder as a whole (missing, unknown sample,
+    no train split...) name the recipe key and line (``recipe.yaml:6: 'data.datasets.0.path' (...): ...``);
+    errors inside the data keep their own ``file:line``."""
+    from embedkit.data.readers import load_pairs
+
+    d = recipe.data.datasets[i]
+    where = recipe.where(f"data.datasets.{i}.path")
+    path: Path | None = None
+    try:
+        path = d.resolved_path()
+        if not path.exists():
+            raise InputError(f"data file {path} does not exist",
+                             hint="check the path (relative paths are relative to the working directory)")
+        return load_pairs(path, skip_invalid=recipe.data.skip_invalid, dataset=d.display_name, split=d.split)
+    except InputError as exc:
+        if exc.where is not None and exc.where != str(path):
+            raise  # a record's file:line
+        raise InputError(f"'{key}.path' ({d.path}): {exc.message}", where=where or exc.where,
+                         hint=exc.hint) from None
 
 
 def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> LoadedData:
