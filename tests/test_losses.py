@@ -399,3 +399,19 @@ def test_hash_texts_normalises_case_space_and_unicode() -> None:
     assert h[0] == h[1] and h[0] != h[2]
     assert h[3] == h[4]  # NFKC folds the full-width letter
     assert torch.equal(hash_texts(["x"]), hash_texts(["x"]))
+
+
+def test_one_text_normalisation_for_the_loss_and_the_miner() -> None:
+    """The loss's text hashes and the miner's duplicate filter share one function (embedkit.data.text)."""
+    from embedkit.data.text import normalize_text as shared
+    from embedkit.losses import normalize_text as loss_norm
+    from embedkit.mining import normalize_text as miner_norm
+
+    assert loss_norm is shared and miner_norm is shared
+    for text in ["\uff21BC  d\u00e9f", "\u1fb7 \u01f0", "Stra\u00dfe\u200b", "\ufeffx\u00ady", "plain ascii  Text"]:
+        once = shared(text)
+        assert shared(once) == once  # idempotent: normalised text stays normalised (NFKC again after casefold)
+    assert shared("\u1fb7") == shared("\u1fb6\u03b9")  # Greek with ypogegrammeni folds to the composed form
+    assert shared("  Mixed\tCASE \n") == "mixed case"
+    h = hash_texts(["x\u200by", "xy", "x.y"])
+    assert h[0] == h[1] != h[2]  # invisible format characters dropped, punctuation kept

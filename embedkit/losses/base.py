@@ -32,13 +32,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
 
+from embedkit.data.text import normalize_text
 from embedkit.errors import ConfigError, InputError
 
 __all__ = ["EmbeddingBatch", "EmbeddingLoss", "hash_texts", "make_batch", "normalize_text", "stack_docs"]
@@ -143,13 +143,9 @@ class EmbeddingLoss(torch.nn.Module):
 # -- helpers to build batches ---------------------------------------------------------------------------------------
 
 
-def normalize_text(text: str) -> str:
-    """The text-equality key: Unicode NFKC, case-folded, whitespace collapsed."""
-    return " ".join(unicodedata.normalize("NFKC", text).casefold().split())
-
-
 def hash_texts(texts: Sequence[str]) -> Tensor:
-    """``(len(texts),)`` int64 hashes of :func:`normalize_text` (stable across processes, unlike ``hash()``).
+    """``(len(texts),)`` int64 hashes of :func:`~embedkit.data.text.normalize_text` (stable across processes,
+    unlike ``hash()``) -- the same key the miner's duplicate filter compares, so both judge a pair alike.
 
     Example:
         >>> h = hash_texts(["Hello  World", "hello world", "other"])

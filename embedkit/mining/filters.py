@@ -4,7 +4,9 @@ For each query, in this order (each candidate is counted by the first rule that 
 
 1. ``positive``: the query's own positives (all records sharing the query text) never become negatives;
 2. ``outside window``: keep ranks ``range_min <= r < range_max``, ranks counted after removing the positives;
-3. ``duplicate of a positive``: normalised text (casefold, collapsed whitespace) equal to a positive's;
+3. ``duplicate of a positive``: normalised text equal to a positive's (:func:`embedkit.data.text.normalize_text`,
+   the key the loss's duplicate mask hashes too: NFKC, case-folded, invisible format characters dropped,
+   whitespace collapsed);
 4. ``max_score_ratio``: score ``> min_pos - (1 - ratio) * |min_pos|`` (NV-Retriever TopK-PercPos; with several
    positives ``min_pos`` is the *lowest* positive score, the safe side);
 5. ``max_score_margin``: score ``> min_pos - margin`` (TopK-MarginPos);
@@ -23,7 +25,6 @@ Example:
 
 from __future__ import annotations
 
-import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -31,15 +32,9 @@ from typing import Literal
 
 import numpy as np
 
+from embedkit.data.text import normalize_text
+
 __all__ = ["Selection", "normalize_text", "select_negatives"]
-
-_WS = re.compile(r"\s+")
-
-
-def normalize_text(text: str) -> str:
-    """Casefold and collapse whitespace: texts equal after this are duplicates."""
-    return _WS.sub(" ", text.casefold()).strip()
-
 
 @dataclass
 class Selection:

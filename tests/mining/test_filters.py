@@ -136,3 +136,41 @@ def test_bad_settings_are_config_errors(kw, where) -> None:
     with pytest.raises(ConfigError) as err:
         make_config(**kw)
     assert str(err.value).startswith(f"{where}: ") and "\n" not in str(err.value)
+
+
+#: (positive, candidate, same text?) -- pairs where a duplicate filter could go either way
+TRICKY_PAIRS = [
+    ("\uff2c\uff33 lists files", "ls lists files", True),            # full-width letters (NFKC)
+    ("\ufb01nd searches a tree", "find searches a tree", True),       # the "fi" ligature (NFKC)
+    ("cafe\u0301 menu tool", "caf\u00e9 menu tool", True),             # combining accent vs precomposed
+    ("x\u00b2 units", "x2 units", True),                              # superscript two (NFKC)
+    ("Stra\u00dfe map", "STRASSE MAP", True),                         # full case folding
+    ("  gzip\u00a0compresses\tfiles\n", "gzip compresses files", True),  # no-break space, tabs, ends
+    ("rsync syncs\u200b trees", "rsync syncs trees", True),           # zero-width space (invisible format char)
+    ("\ufeffdu shows usage", "du shows usage", True),                 # byte-order mark left at a line start
+    ("co\u00adoperative tar", "cooperative tar", True),               # soft hyphen
+    ("ps -e lists processes", "ps \u2013e lists processes", False),   # hyphen vs en dash: punctuation is kept
+    ("kill stops jobs.", "kill stops jobs", False),                   # a full stop is text
+    ("cp copies", "cp moves", False),
+]
+
+
+def test_miner_and_loss_judge_the_same_pairs_duplicates(tiny_st, table_encoder) -> None:
+    """One normalisation: the miner's duplicate filter drops a candidate exactly when the loss's duplicate mask
+    (text hashes, :func:`embedkit.losses.base.hash_texts`) would mask it -- and both match the expected verdict."""
+    import torch
+
+    from embedkit.losses import FalseNegativeMasking, hash_texts
+
+    pairs = [Pair(query=f"query {i}", positives=[pos]) for i, (pos, _, _) in enumerate(TRICKY_PAIRS)]
+    scores = {pos: 0.9 for pos, _, _ in TRICKY_PAIRS} | {cand: 0.5 for _, cand, _ in TRICKY_PAIRS}
+    result, _ = _mine(tiny_st, table_encoder, scores, pairs, num_negatives=len(scores), range_max=len(scores),
+                      max_score_ratio=None)
+    masking = FalseNegativeMasking(margin=None, mask_duplicates=True)
+    for i, (pos, cand, same) in enumerate(TRICKY_PAIRS):
+        miner_dup = cand not in result.pairs[i].negatives
+        h = hash_texts([pos, cand])
+        loss_dup = bool(masking.find(torch.tensor([[0.9, 0.5]]), torch.tensor([0]), col_hash=h,
+                                     pos_hash=h[:1])[0, 1])
+        assert (miner_dup, loss_dup) == (same, same), (pos, cand)
+        assert (normalize_text(pos) == normalize_text(cand)) is same
