@@ -140,37 +140,13 @@ def load_checkpoint(path: str | os.PathLike, *, base_model: str | None = None,
                     trust_remote_code: bool = False) -> SentenceTransformer:
     """Load a checkpoint folder or alias with :func:`embedkit.load_model`.
 
-    A folder holding only a LoRA adapter (``adapter_config.json`` without ``config.json``/``modules.json``) is
-    loaded on its base model (``base_model``, else the adapter's ``base_model_name_or_path``) and merged, so
-    it evaluates like a plain model.
+    LoRA checkpoints evaluate as the trained model: a bare adapter folder is applied to its base
+    (``base_model``, else the adapter's ``base_model_name_or_path``), a run saved with ``merge_on_save: false``
+    (pipeline + ``adapter/``) to its own pipeline, and merged (see :func:`embedkit.models.lora.find_adapter`).
     """
     from embedkit.models import load_model
 
-    folder = Path(path)
-    is_adapter = (folder / "adapter_config.json").is_file() and not (
-        (folder / "config.json").exists() or (folder / "modules.json").exists())
-    if not is_adapter:
-        return load_model(str(path), trust_remote_code=trust_remote_code)
-    from embedkit.models.lora import load_adapter, merge_lora
-
-    try:
-        cfg = json.loads((folder / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read {folder / 'adapter_config.json'}: {exc}",
-                         hint="the adapter folder is corrupt; re-save it") from None
-    base = base_model or cfg.get("base_model_name_or_path")
-    if not base:
-        raise ModelError(f"{folder} is a LoRA adapter without 'base_model_name_or_path'",
-                         where=str(folder / "adapter_config.json"), hint="pass the base model with --base-model")
-    try:
-        model = load_model(base, trust_remote_code=trust_remote_code)
-    except ModelError as exc:
-        raise ModelError(f"cannot load the base model '{base}' of LoRA adapter {folder}: {exc.message}",
-                         hint="pass the base model folder with --base-model") from None
-    load_adapter(model, folder)
-    merge_lora(model)
-    model.model_card_data.model_name = folder.name
-    return model
+    return load_model(str(path), base_model=base_model, trust_remote_code=trust_remote_code)
 
 
 def _label_for(ckpt: Checkpoint, index: int) -> str:

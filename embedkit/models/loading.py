@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -138,15 +139,119 @@ def _hf_config_path(folder: Path) -> Path:
     return folder / "config.json"
 
 
-def _check_weights_are_safe(folder: Path) -> None:
-    """Refuse pickle-only checkpoints: embedkit loads weights through safetensors only."""
-    has_safe = any(folder.rglob("*.safetensors"))
-    pickled = [p.name for p in folder.glob("*.bin")] + [p.name for p in folder.glob("*.pt")]
-    if pickled and not has_safe:
+#: weights formats that are pickles (loading one can run code): embedkit never unpickles them
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
+#: sub-folders of exported copies (ONNX, OpenVINO -- whose ``openvino_model.bin`` is no pickle) that no embedkit
+#: loader reads; skipped by the pickle check and never copied into soups
+EXPORT_DIRS = frozenset({"onnx", "openvino", ".git"})
+
+
+def _safetensors_name(pickle_name: str) -> str:
+    stem = Path(pickle_name).stem
+    return (stem.replace("pytorch_model", "model", 1) if stem.startswith("pytorch_model") else stem) + ".safetensors"
+
+
+def refuse_pickle_weights(folder: str | os.PathLike, *, where: str | os.PathLike | None = None) -> None:
+    """Refuse a model folder with a pickle weights file that has no safetensors counterpart in its module folder.
+
+    The one check every embedkit loader (``load_model``, LoRA adapters, soup members) runs *before* anything is
+    loaded. A module is the folder a weights file sits in (``0_Transformer/``, ``2_Dense/``, ``adapter/``, the root):
+    ``0_Transformer/pytorch_model.bin`` needs a ``.safetensors`` file in ``0_Transformer/``; a safetensors file
+    elsewhere in the folder does not make it safe. Such a pickle could otherwise reach ``torch.load`` (transformers'
+    and sentence-transformers' legacy fallbacks), which runs code from the file unless torch's ``weights_only``
+    happens to stop it. Pickles beside a safetensors file (e.g. the Trainer's ``optimizer.pt`` in a
+    ``checkpoint-N`` folder) are left alone: loaders read the safetensors file (``use_safetensors=True``).
+
+    Raises:
+        ModelError: naming the file, with the one-off conversion command (to run only on a file you trust).
+
+    Example::
+
+        >>> refuse_pickle_weights("legacy_model")                                       # doctest: +SKIP
+        embedkit.errors.ModelError: legacy_model: 0_Transformer/pytorch_model.bin holds pickle weights ...
+    """
+    root = Path(folder)
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXPORT_DIRS)
+        names = sorted(filenames)
+        if any(n.endswith(".safetensors") for n in names):
+            continue
+        pickled = [n for n in names if Path(n).suffix.lower() in PICKLE_SUFFIXES]
+        if not pickled:
+            continue
+        src = Path(dirpath) / pickled[0]
+        dst = Path(dirpath) / _safetensors_name(pickled[0])
+        rel = src.relative_to(root)
+        convert = (f"python -c \"import torch; from safetensors.torch import save_file; "
+                   f"save_file({{k: v.clone().contiguous() for k, v in torch.load('{src}', weights_only=True).items()}}, "
+                   f"'{dst}')\"")
         raise ModelError(
-            f"{folder} holds only pickle weights ({pickled[0]}); embedkit loads safetensors only",
-            hint="convert the checkpoint to safetensors (model.save_pretrained(dir, safe_serialization=True))",
+            f"{rel} holds pickle weights and its module folder has no .safetensors file; "
+            "embedkit loads safetensors only and never unpickles (a pickle can run code when loaded)",
+            where=str(where or root),
+            hint=f"only if you trust the file, convert it once: {convert}, then delete {rel}",
         )
+
+
+#: config keys that fix tensor shapes, across families (encoders, decoders, GPT-2 style names)
+SHAPE_CONFIG_KEYS = ("model_type", "hidden_size", "n_embd", "d_model", "num_hidden_layers", "n_layer", "num_layers",
+                     "num_attention_heads", "n_head", "num_key_value_heads", "head_dim", "intermediate_size",
+                     "n_inner", "vocab_size", "max_position_embeddings", "n_positions", "type_vocab_size")
+
+
+def check_weights_match_config(transformer_dir: str | os.PathLike) -> None:
+    """Refuse a transformers folder whose safetensors weights do not have the shapes its ``config.json`` implies.
+
+    Reads only the safetensors headers and builds the model on the ``meta`` device (no memory, no weights), so
+    the mismatch is one :class:`ModelError` naming the tensor and both shapes -- instead of transformers' internal
+    ``RuntimeError: You set `ignore_mismatched_sizes` to `False` ... see the above report`` after a many-line table.
+    Architectures transformers cannot build without remote code are skipped (loading then decides).
+    """
+    from safetensors import safe_open
+
+    tdir = Path(transformer_dir)
+    files = sorted(tdir.glob("*.safetensors"))
+    cfg_path = tdir / "config.json"
+    if not files or not cfg_path.is_file():
+        return
+    raw = _read_json(cfg_path)
+    if "auto_map" in raw:  # the folder's own code defines the model: nothing to compare against here
+        return
+    try:
+        from transformers import AutoConfig, AutoModel
+
+        config = AutoConfig.from_pretrained(str(tdir), local_files_only=True)
+        with torch.device("meta"):
+            meta = AutoModel.from_config(config)
+    except Exception:  # noqa: BLE001 -- a best-effort pre-check: an unbuildable config fails in loading, clearly
+        return
+    expected = {k: tuple(v.shape) for k, v in meta.state_dict().items()}
+    prefix = f"{getattr(meta, 'base_model_prefix', '')}."
+    del meta
+    for f in files:
+        if f.name == "trainable_state.safetensors":  # embedkit's checkpoint state, not the backbone's weights
+            continue
+        try:
+            with safe_open(str(f), framework="pt") as st:
+                for key in st.keys():
+                    name = key if key in expected else key.removeprefix(prefix)
+                    if name not in expected:
+                        continue
+                    shape = tuple(int(d) for d in st.get_slice(key).get_shape())
+                    if shape != expected[name]:
+                        dims = ", ".join(f"{k} {raw[k]}" for k in SHAPE_CONFIG_KEYS[1:] if k in raw)
+                        raise ModelError(
+                            f"the weights do not match config.json: tensor '{key}' of {f.name} has shape "
+                            f"{list(shape)}, but config.json ({dims}) needs {list(expected[name])}",
+                            where=str(f),
+                            hint="config.json and the weights come from different models: restore the config.json "
+                                 "saved with these weights, or re-save the model with save_pretrained",
+                        )
+        except (OSError, RuntimeError, ValueError) as exc:  # safetensors' SafetensorError on a corrupt file
+            if isinstance(exc, ModelError):
+                raise
+            raise ModelError(f"cannot read the safetensors file ({str(exc).splitlines()[0] if str(exc) else exc})",
+                             where=str(f), hint="the weights file is corrupt; re-save or re-download the model") from None
 
 
 def runs_unadapted_bidirectional(cfg: ModelConfig) -> bool:
@@ -166,13 +271,60 @@ def runs_unadapted_bidirectional(cfg: ModelConfig) -> bool:
         >>> runs_unadapted_bidirectional(ModelConfig(name="smollm2"))                          # doctest: +SKIP
         True
     """
-    return _inspect(cfg)[4]
+    return _inspect(cfg).unadapted
 
 
-def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool, bool]:
-    """(folder, model type, decoder?, bidirectional?, bidirectional over weights not saved bidirectional?)."""
-    folder = Path(resolve_model_path(cfg.name))
-    _check_weights_are_safe(folder)
+@dataclass
+class _Inspected:
+    """What :func:`_inspect` found: the folder whose modules load, the adapters to merge on top (in order)..."""
+
+    folder: Path
+    model_type: str
+    decoder: bool
+    bidirectional: bool
+    unadapted: bool
+    adapters: list[Any]  # embedkit.models.lora.AdapterFolder
+
+
+def _locate(name: str, base_model: str | None, cfg: ModelConfig) -> tuple[Path, list[Any]]:
+    """The model folder to load and the LoRA adapters (:func:`~embedkit.models.lora.find_adapter`) to merge into it.
+
+    A bare adapter folder loads its base (which may itself be a run saved with an ``adapter/``), then the adapter.
+    """
+    from embedkit.models.lora import find_adapter
+
+    adapters: list[Any] = []
+    current = name
+    for _ in range(8):  # an adapter on an adapter on ...: a few levels at most, never a cycle
+        if current.lower() in ALIASES:
+            return Path(resolve_model_path(current)), adapters
+        adapter = find_adapter(Path(current), base=base_model if not adapters else None)
+        if adapter is None or adapter.embedded:
+            folder = Path(resolve_model_path(current))
+            return folder, ([adapter] if adapter is not None else []) + adapters
+        adapters.insert(0, adapter)
+        try:
+            resolve_model_path(adapter.base)
+        except ModelError as exc:
+            raise ModelError(f"cannot load the base model '{adapter.base}' of LoRA adapter {adapter.path}: "
+                             f"{exc.message}", where=str(adapter.config_path),
+                             hint="edit base_model_name_or_path in adapter_config.json "
+                                  "(embedkit eval: or pass --base-model)") from None
+        current = adapter.base
+    raise ModelError(f"LoRA adapter {name} names a chain of more than 8 adapters as its base",
+                     where=str(Path(name) / "adapter_config.json"),
+                     hint="point base_model_name_or_path at a full model folder")
+
+
+def _inspect(cfg: ModelConfig, base_model: str | None = None) -> _Inspected:
+    """Every check before weights are read: folder, adapters, pickle files, config, weights shapes, architecture."""
+    from embedkit.models.lora import check_adapter_weights
+
+    folder, adapters = _locate(cfg.name, base_model, cfg)
+    refuse_pickle_weights(folder)
+    for adapter in adapters:
+        if not adapter.embedded:
+            check_adapter_weights(adapter)
     hf_cfg_path = _hf_config_path(folder)
     if not hf_cfg_path.exists():
         raise ModelError(f"{hf_cfg_path} is missing", hint="the model folder is incomplete; re-save it")
@@ -180,6 +332,7 @@ def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool, bool]:
     model_type = str(hf_cfg.get("model_type", ""))
     if not model_type:
         raise ModelError(f"{hf_cfg_path} has no 'model_type'", hint="the model folder is corrupt; re-save it")
+    check_weights_match_config(hf_cfg_path.parent)
     decoder = is_decoder_type(model_type)
     bidirectional = cfg.bidirectional
     if bidirectional is None:
@@ -193,14 +346,35 @@ def _inspect(cfg: ModelConfig) -> tuple[Path, str, bool, bool, bool]:
     if decoder and bidirectional:
         check_bidirectional_supported(model_type)
     unadapted = decoder and bidirectional and hf_cfg.get("is_causal") is not False
-    return folder, model_type, decoder, bidirectional, unadapted
+    return _Inspected(folder, model_type, decoder, bidirectional, unadapted, adapters)
 
 
-def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> SentenceTransformer:
+def check_model(name_or_path: str | ModelConfig = "minilm", *, base_model: str | None = None, **overrides: Any) -> None:
+    """Make every check :func:`load_model` makes before it reads weights, and raise the same :class:`ModelError`.
+
+    Cheap (configs and safetensors headers only): commands call it on every model path before any heavy work,
+    so a bad second checkpoint fails before the first one is evaluated.
+
+    Example::
+
+        >>> check_model("runs/lora/final")                                              # doctest: +SKIP
+    """
+    cfg = name_or_path if isinstance(name_or_path, ModelConfig) else ModelConfig(name=name_or_path, **overrides)
+    _inspect(cfg, base_model)
+
+
+def load_model(name_or_path: str | ModelConfig = "minilm", *, base_model: str | None = None,
+               **overrides: Any) -> SentenceTransformer:
     """Load or build an embedding model.
+
+    LoRA runs load as the trained model: a folder saved with ``merge_on_save: false`` (pipeline + ``adapter/``)
+    or a bare adapter folder (on its ``base_model_name_or_path``) has its adapter merged on load, so the result
+    is a plain model (see :func:`embedkit.models.lora.find_adapter`).
 
     Args:
         name_or_path: a :class:`ModelConfig`, or a folder / alias (then ``overrides`` are ModelConfig fields).
+        base_model: for a bare LoRA adapter folder, the base model to apply it to (default: the adapter's
+            ``base_model_name_or_path``).
         **overrides: e.g. ``pooling="latent_attention"``, ``bidirectional=True``, ``lora={"r": 8}``.
 
     Returns:
@@ -208,18 +382,26 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
         sentence-transformers model is expected.
 
     Raises:
-        ModelError: missing folder, corrupt config, pickle-only weights, unverified bidirectional architecture.
+        ModelError: missing folder, corrupt config, pickle weights without a safetensors counterpart, weights that
+            do not match config.json, an adapter whose base is missing, unverified bidirectional architecture.
+
+    Example::
+
+        >>> model = load_model("runs/lora/final")   # base pipeline + adapter/, merged on load   # doctest: +SKIP
     """
     cfg = name_or_path if isinstance(name_or_path, ModelConfig) else ModelConfig(name=name_or_path, **overrides)
-    folder, model_type, decoder, bidirectional, _ = _inspect(cfg)
+    found = _inspect(cfg, base_model)
+    folder, decoder, bidirectional = found.folder, found.decoder, found.bidirectional
 
     config_kwargs: dict[str, Any] = {}
-    model_kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype)}
+    # use_safetensors: transformers never falls back to a pickle file, whatever the folder holds
+    model_kwargs: dict[str, Any] = {"dtype": getattr(torch, cfg.dtype), "use_safetensors": True}
     if cfg.attn_implementation:
         model_kwargs["attn_implementation"] = cfg.attn_implementation
     model_kwargs["trust_remote_code"] = cfg.trust_remote_code
 
     is_st_folder = (folder / "modules.json").exists()
+    load_error_hint = "check the folder is a complete, safetensors model"
     try:
         if is_st_folder and cfg.pooling is None:
             model = load_st_folder(
@@ -241,11 +423,24 @@ def load_model(name_or_path: str | ModelConfig = "minilm", **overrides: Any) -> 
                 hint="inspect the folder; if you trust it, pass --trust-remote-code (trust_remote_code=True)",
             ) from None
         raise ModelError(f"cannot load model from {folder}: {str(exc).splitlines()[0]}",
-                         hint="check the folder is a complete, safetensors model") from None
+                         hint=load_error_hint) from None
     except (OSError, KeyError) as exc:
         raise ModelError(f"cannot load model from {folder}: {str(exc).splitlines()[0]}",
-                         hint="check the folder is a complete, safetensors model") from None
+                         hint=load_error_hint) from None
+    except RuntimeError as exc:
+        # transformers 5: "You set `ignore_mismatched_sizes` to `False` ... see the above report" when weights do
+        # not fit the config (check_weights_match_config catches the usual cases before loading)
+        text = str(exc)
+        if "ignore_mismatched_sizes" not in text and "size mismatch" not in text:
+            raise
+        raise ModelError(f"cannot load model from {folder}: the weights do not match its config.json",
+                         where=str(folder), hint="restore the config.json saved with these weights, or re-save "
+                                                 "the model with save_pretrained") from None
 
+    from embedkit.models.lora import apply_adapter
+
+    for adapter in found.adapters:  # LoRA runs load as the trained model: adapters merged, a plain model results
+        apply_adapter(model, adapter)
     _pin_text_modality(model)
     if decoder:
         _set_attention_direction(model, bidirectional)

@@ -1,15 +1,20 @@
 """What a soup member is, and whether a set of members can be averaged.
 
 A member is either a **full checkpoint** -- a sentence-transformers folder (``modules.json`` + module folders) or
-a plain transformers folder (``config.json`` + ``model.safetensors``) -- or a **LoRA adapter** folder
-(``adapter_config.json`` + ``adapter_model.safetensors``) whose ``base_model_name_or_path`` names the base.
+a plain transformers folder (``config.json`` + ``model.safetensors``) -- or a **LoRA** member, as
+:func:`embedkit.models.lora.find_adapter` (the one place adapters are recognised) finds it: a bare adapter folder
+(``adapter_config.json`` + ``adapter_model.safetensors``) whose ``base_model_name_or_path`` names the base, or a run
+saved with ``merge_on_save: false`` (its base pipeline + ``adapter/``). LoRA members are merged into their base
+before averaging, never averaged factor by factor.
 
 Averaging only makes sense between members that compute the same function family, so :func:`check_compatible`
 compares, in this order, and stops at the **first** difference with a one-line :class:`~embedkit.errors.ModelError`
 that names it: pipeline modules (``modules.json`` types, pooling/normalisation configs), architecture
-(``model_type`` / ``architectures``), tokenizer (vocabulary hashes), weights files, then tensor names and shapes
-(naming the tensor). Weights are read through safetensors only: a folder that only has pickle weights
-(``pytorch_model.bin``) is refused, never unpickled.
+(``model_type`` / ``architectures`` and every shape-determining config key -- ``hidden_size``,
+``num_hidden_layers``, ``num_attention_heads``, ``intermediate_size``, ``vocab_size``... -- naming the key and both
+values), tokenizer (vocabulary hashes), weights files, then tensor names and shapes (naming the tensor). Weights are
+read through safetensors only: a pickle weights file without a safetensors file in its module folder is refused by
+:func:`embedkit.models.loading.refuse_pickle_weights` (the check ``load_model`` makes), never unpickled.
 
 Example:
     >>> from embedkit.soup.checkpoint import inspect_checkpoint, check_compatible   # doctest: +SKIP
@@ -28,11 +33,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from embedkit.errors import InputError, ModelError
+from embedkit.models.loading import EXPORT_DIRS, PICKLE_SUFFIXES, SHAPE_CONFIG_KEYS, refuse_pickle_weights
 
-#: weights formats embedkit refuses to load (pickle can run code); exported copies are never copied either
-PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
-#: sub-folders holding exported copies of the weights (ONNX, OpenVINO): stale after averaging, never copied
-EXPORT_DIRS = frozenset({"onnx", "openvino", ".git"})
+__all__ = ["EXPORT_DIRS", "PICKLE_SUFFIXES", "Checkpoint", "TensorSpec", "check_compatible", "check_same_layout",
+           "inspect_checkpoint", "read_header"]
 #: vocabulary files compared (by content hash) to make sure members tokenise identically
 TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "vocab.json", "merges.txt", "tokenizer.model",
                    "spiece.model", "sentencepiece.bpe.model")
@@ -60,6 +64,8 @@ class Checkpoint:
         transformer_dir: the Transformer module's folder relative to ``root`` (``""`` at the root).
         weights: safetensors files relative to ``root`` (Transformer and module weights), sorted.
         adapter_config: the parsed ``adapter_config.json`` of a LoRA member.
+        adapter_dir: a LoRA member's adapter folder (``path`` itself, or ``path/adapter`` for a run saved with
+            ``merge_on_save: false``, whose ``root`` is then ``path``).
     """
 
     path: Path
@@ -68,10 +74,15 @@ class Checkpoint:
     transformer_dir: str = ""
     weights: list[str] = field(default_factory=list)
     adapter_config: dict[str, Any] | None = None
+    adapter_dir: Path | None = None
 
     @property
     def adapter_weights(self) -> Path:
-        return self.path / "adapter_model.safetensors"
+        return (self.adapter_dir or self.path) / "adapter_model.safetensors"
+
+    def as_full(self) -> Checkpoint:
+        """The member's base layout as a full checkpoint (what a LoRA member's merged weights are laid out as)."""
+        return Checkpoint(self.root, "full", self.root, self.transformer_dir, self.weights)
 
     @property
     def transformer_path(self) -> Path:
@@ -124,27 +135,20 @@ def file_metadata(path: Path) -> dict[str, str] | None:
         return f.metadata()
 
 
-def _walk(root: Path) -> list[Path]:
-    """Every file under ``root`` (relative paths, sorted), skipping exported-weights folders."""
+def _walk(root: Path, skip: Path | None = None) -> list[Path]:
+    """Every file under ``root`` (relative paths, sorted), skipping exported-weights folders (and ``skip``)."""
     out: list[Path] = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in EXPORT_DIRS)
+        dirnames[:] = sorted(d for d in dirnames if d not in EXPORT_DIRS
+                             and (skip is None or Path(dirpath) / d != skip))
         rel_dir = Path(dirpath).relative_to(root)
         out.extend(rel_dir / name for name in sorted(filenames))
     return out
 
 
-def _weights_files(root: Path, transformer_dir: str, where: Path) -> list[str]:
-    files = _walk(root)
-    safe = [f for f in files if f.suffix == ".safetensors"]
-    safe_dirs = {f.parent for f in safe}
-    for f in files:
-        if f.suffix in PICKLE_SUFFIXES and f.parent not in safe_dirs:
-            raise ModelError(
-                f"{f} holds pickle weights and there is no .safetensors file beside it; embedkit never unpickles",
-                where=str(where),
-                hint="re-save the checkpoint with safetensors (model.save_pretrained(dir, safe_serialization=True))",
-            )
+def _weights_files(root: Path, transformer_dir: str, where: Path, skip: Path | None = None) -> list[str]:
+    refuse_pickle_weights(root, where=where)  # the same check load_model makes, before anything is read
+    safe = [f for f in _walk(root, skip) if f.suffix == ".safetensors"]
     tdir = Path(transformer_dir)
     if not any(f.parent == tdir for f in safe):
         shown = tdir / "model.safetensors"
@@ -167,32 +171,19 @@ def _transformer_dir(root: Path) -> str:
                      hint="soups average transformers-based embedding models only")
 
 
-def _resolve_base(name: str, adapter_dir: Path) -> Path:
-    """The folder an adapter's ``base_model_name_or_path`` points at (absolute, relative to the adapter, or an
-    embedkit alias such as ``minilm``)."""
-    from embedkit.models.loading import resolve_model_path
-
-    for cand in (Path(name).expanduser(), adapter_dir / name):
-        if cand.is_dir():
-            return cand.resolve()
-    try:
-        return Path(resolve_model_path(name)).resolve()
-    except ModelError:
-        raise ModelError(
-            f"the LoRA base '{name}' (base_model_name_or_path) is not a folder on this machine",
-            where=str(adapter_dir / "adapter_config.json"),
-            hint="edit base_model_name_or_path to point at the local base model folder",
-        ) from None
-
-
 def inspect_checkpoint(path: str | os.PathLike, *, allow_lora: bool = True) -> Checkpoint:
-    """Classify a folder as a full checkpoint or a LoRA adapter and list its weights files.
+    """Classify a folder as a full checkpoint or a LoRA member and list its weights files.
+
+    LoRA members are what :func:`embedkit.models.lora.find_adapter` finds: a bare adapter folder (on its
+    ``base_model_name_or_path``) or a run saved with ``merge_on_save: false`` (its pipeline + ``adapter/``).
 
     Raises:
         InputError: the path does not exist or is not a model folder.
-        ModelError: pickle-only or missing weights, an unreadable config, an adapter whose base is missing.
+        ModelError: pickle weights (without safetensors beside them) or missing weights, an unreadable config,
+            an adapter whose base is missing.
     """
     from embedkit.models.loading import ALIASES, resolve_model_path
+    from embedkit.models.lora import check_adapter_weights, find_adapter
 
     p = Path(path).expanduser()
     if not p.exists() and str(path).lower() in ALIASES:
@@ -202,30 +193,26 @@ def inspect_checkpoint(path: str | os.PathLike, *, allow_lora: bool = True) -> C
     if not p.is_dir():
         raise InputError(f"checkpoint {p} is not a folder", where=str(p),
                          hint="pass a saved model folder or a LoRA adapter folder")
-    if (p / "adapter_config.json").exists():
+    adapter = find_adapter(p)
+    if adapter is not None:
         if not allow_lora:
-            raise InputError("a LoRA adapter cannot be the interpolation base", where=str(p),
-                             hint="pass a full model folder as --base")
-        cfg = _read_json(p / "adapter_config.json")
-        if not (p / "adapter_model.safetensors").exists():
-            pickled = [f.name for f in p.iterdir() if f.suffix in PICKLE_SUFFIXES]
-            if pickled:
-                raise ModelError(f"{pickled[0]} holds pickle weights and there is no adapter_model.safetensors; "
-                                 "embedkit never unpickles", where=str(p),
-                                 hint="re-save the adapter with safetensors (save_pretrained(dir, safe_serialization=True))")
-            raise ModelError("missing weights file adapter_model.safetensors", where=str(p),
-                             hint="the adapter folder is incomplete: copy or re-save it")
-        peft_type = str(cfg.get("peft_type", "LORA")).upper()
-        if peft_type != "LORA":
-            raise ModelError(f"adapter type {peft_type} is not LoRA", where=str(p / "adapter_config.json"),
-                             hint="only LoRA adapters can be merged into a soup")
-        base_name = cfg.get("base_model_name_or_path")
-        if not base_name:
-            raise ModelError("adapter_config.json has no base_model_name_or_path", where=str(p / "adapter_config.json"),
-                             hint="set it to the folder of the model the adapter was trained on")
-        base = inspect_checkpoint(_resolve_base(str(base_name), p), allow_lora=False)
+            raise InputError("a LoRA adapter (an unmerged LoRA run) cannot be the interpolation base", where=str(p),
+                             hint="pass a full model folder as --base (e.g. the model the adapter was trained on)")
+        check_adapter_weights(adapter)
+        if adapter.embedded:  # the run's own pipeline is the base; its adapter/ is merged, not averaged
+            tdir = _transformer_dir(p)
+            return Checkpoint(path=p, kind="lora", root=p, transformer_dir=tdir,
+                              weights=_weights_files(p, tdir, p, skip=adapter.path), adapter_config=adapter.config,
+                              adapter_dir=adapter.path)
+        base_dir = Path(resolve_model_path(adapter.base))
+        if find_adapter(base_dir) is not None:
+            raise ModelError(f"the base {base_dir} of this LoRA adapter is itself an unmerged LoRA run",
+                             where=str(adapter.config_path),
+                             hint="merge the base first (embedkit soup BASE -o MERGED) and point "
+                                  "base_model_name_or_path at the merged folder")
+        base = inspect_checkpoint(base_dir, allow_lora=False)
         return Checkpoint(path=p, kind="lora", root=base.root, transformer_dir=base.transformer_dir,
-                          weights=base.weights, adapter_config=cfg)
+                          weights=base.weights, adapter_config=adapter.config, adapter_dir=adapter.path)
     if not ((p / "modules.json").exists() or (p / "config.json").exists()):
         raise InputError(f"{p} is not a model folder (no modules.json, config.json or adapter_config.json)",
                          where=str(p), hint="pass a folder saved by SentenceTransformer.save or save_pretrained")
@@ -331,6 +318,14 @@ def check_same_layout(ref: Checkpoint, other: Checkpoint) -> None:
         if cfg_a.get(key) != cfg_b.get(key):
             raise _layout_error(ref, other, f"architecture differs: config '{key}' is {cfg_b.get(key)!r}, "
                                 f"not {cfg_a.get(key)!r}", mismatch_hint, hb)
+    # the keys that fix tensor shapes: two configs that disagree here describe different networks, even when the
+    # weights files happen to agree (a config edited or copied from another model)
+    for key in SHAPE_CONFIG_KEYS:
+        if cfg_a.get(key) != cfg_b.get(key):
+            va = "missing" if key not in cfg_a else repr(cfg_a[key])
+            vb = "missing" if key not in cfg_b else repr(cfg_b[key])
+            raise _layout_error(ref, other, f"architecture (shape-determining config) differs: '{key}' is {vb} "
+                                f"in {hb}, not {va} as in {ha}", mismatch_hint, hb)
     # 3. tokenizer
     ta, tb = _tokenizer_fingerprint(ref.transformer_path), _tokenizer_fingerprint(other.transformer_path)
     for name in sorted(set(ta) | set(tb)):
@@ -379,6 +374,9 @@ def check_compatible(members: list[Checkpoint], base: Checkpoint | None = None) 
         for m in members[1:]:
             if m.root.resolve() == ref.root.resolve():
                 continue
+            # other base folders (e.g. two runs saved with merge_on_save: false): the same pipeline and shapes,
+            # and the same frozen backbone weights
+            check_same_layout(ref.as_full(), m.as_full())
             fa = fingerprints.setdefault(ref.root, weights_fingerprint(ref))
             fb = fingerprints.setdefault(m.root, weights_fingerprint(m))
             if fa != fb:
@@ -392,5 +390,4 @@ def check_compatible(members: list[Checkpoint], base: Checkpoint | None = None) 
         for m in members[1:]:
             check_same_layout(ref, m)
     if base is not None:
-        check_same_layout(ref if ref.kind == "full" else Checkpoint(ref.root, "full", ref.root, ref.transformer_dir,
-                                                                    ref.weights), base)
+        check_same_layout(ref if ref.kind == "full" else ref.as_full(), base)

@@ -174,14 +174,14 @@ def _average_file(
         writer.close()
 
 
-def copy_pipeline_files(src_root: Path, dst_root: Path) -> None:
+def copy_pipeline_files(src_root: Path, dst_root: Path, skip: Path | None = None) -> None:
     """Copy every non-weight file of a checkpoint (modules.json, configs, tokenizer, pooling configs, prompts).
 
-    Weights (``*.safetensors``), pickle files, exported copies (``onnx/``, ``openvino/``) and the old model card
-    (``README.md``) are skipped: the soup writes its own.
+    Weights (``*.safetensors``), pickle files, exported copies (``onnx/``, ``openvino/``), the old model card
+    (``README.md``) and ``skip`` (a merged LoRA member's ``adapter/`` folder) are left out: the soup writes its own.
     """
     for dirpath, dirnames, filenames in os.walk(src_root):
-        dirnames[:] = [d for d in dirnames if d not in EXPORT_DIRS]
+        dirnames[:] = [d for d in dirnames if d not in EXPORT_DIRS and (skip is None or Path(dirpath) / d != skip)]
         rel_dir = Path(dirpath).relative_to(src_root)
         for name in filenames:
             rel = rel_dir / name
@@ -230,7 +230,7 @@ def merged_lora_state(member: Checkpoint) -> dict[str, torch.Tensor]:
 
     backbone = _load_backbone(member)
     try:
-        peft_model = PeftModel.from_pretrained(backbone, str(member.path), is_trainable=False)
+        peft_model = PeftModel.from_pretrained(backbone, str(member.adapter_dir or member.path), is_trainable=False)
     except (OSError, ValueError, KeyError, RuntimeError) as exc:
         raise ModelError(f"the adapter does not fit its base model ({str(exc).splitlines()[0]})",
                          where=str(member.path), hint="check base_model_name_or_path in adapter_config.json") from None
@@ -247,8 +247,10 @@ def write_lora_average(
 ) -> None:
     """Merge each adapter into its base, average the merged weights, write the base's layout to ``out_dir``.
 
-    ``members`` weights must sum to 1 - ``base`` weight. Pooling/other module weights come from the adapters'
-    base (adapters do not carry them), interpolated with ``base`` when given.
+    ``members`` weights must sum to 1 - ``base`` weight. Pooling/other module weights come from each member's
+    base folder (one shared base for bare adapters; each run's own pipeline for runs saved with
+    ``merge_on_save: false``, whose pooling may have trained too), averaged with the members' weights and
+    interpolated with ``base`` when given. A run's ``adapter/`` folder is merged, never copied.
     """
     out = Path(out_dir)
     ref = members[0][0]
@@ -267,7 +269,7 @@ def write_lora_average(
     base_w = base[1] if base else 0.0
     lora_sum = sum(w for _, w in members)
     tdir = Path(ref.transformer_dir)
-    copy_pipeline_files(ref.root, out)
+    copy_pipeline_files(ref.root, out, skip=ref.adapter_dir)
     seen: set[str] = set()
     for rel in ref.weights:
         specs = ref.header(rel)
@@ -287,7 +289,7 @@ def write_lora_average(
 
             sources = [(merged_block, 1.0)]
         else:
-            sources = [(ref.root, lora_sum)]
+            sources = [(ckpt.root, w) for ckpt, w in members]
         if base:
             sources.append((base[0].root, base_w))
         _average_file(rel, specs, sources, out / rel, file_metadata(ref.root / rel))
