@@ -14,8 +14,16 @@ independent micro-batches. GradCache (Gao et al., 2021) splits the *encoder* ins
 **One all-reduce per optimizer step under DDP.** Step 3 runs one backward per chunk; under
 ``DistributedDataParallel`` every backward normally all-reduces the gradients. Every re-forward except the last
 runs inside the model's ``no_sync()``, so gradients accumulate locally and are all-reduced once (the last chunk).
-sentence-transformers' ``CachedMultipleNegativesRankingLoss`` all-reduces once per mini-batch (its issue #4027;
-fix PR #4039 still open): with 32 chunks that is 32 rounds of full-model communication per step.
+sentence-transformers 6.2's cached losses (``CachedMultipleNegativesRankingLoss``...) do the same: their replay
+runs each mini-batch but the last inside ``no_sync`` (``sentence_transformers/base/losses/gradcache.py``,
+``_ddp_replay_context``; its issue #4027). What embedkit adds is below (one chunk encoded once, length-sorted and
+trimmed chunks) and that it works with any embedkit loss, cross-device negatives and ragged hard negatives.
+
+**Mixed precision.** The backward runs here, not in ``accelerator.backward``, so an fp16 ``GradScaler`` must be
+passed as ``grad_scaler``: the loss is multiplied by its scale before the backward, so the cached embedding
+gradients -- and through them every replayed chunk's parameter gradients -- carry the scale that the optimizer
+step's ``unscale_`` divides out (without it the step divided unscaled gradients, or failed because the scaler had
+never scaled anything). bf16 needs no scaler. The replay's surrogate is computed in at least float32.
 
 Peak activation memory is that of one chunk (plus ``B x D`` embeddings); the cost is one extra no-grad forward.
 Two things win most of it back. **One chunk is encoded only once**: the chunk with the most tokens keeps its graph
@@ -294,6 +302,7 @@ class GradCache:
         no_sync: Callable[[], ContextManager[Any]] | None = None,
         *,
         loss_scale: float = 1.0,
+        grad_scaler: Any | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Run one cached forward/backward; parameter ``.grad`` accumulate the full-batch gradient.
 
@@ -302,8 +311,18 @@ class GradCache:
             build_batch: turns the (cached) query and document embeddings into an ``EmbeddingBatch``.
             no_sync: the DDP model's ``no_sync`` (or any context-manager factory); every re-forward but the last
                 runs inside it so DDP all-reduces once. ``None`` outside DDP.
-            loss_scale: multiplies the gradient (gradient accumulation or fp16 loss scaling); the returned loss is
+            loss_scale: multiplies the gradient (e.g. ``1 / gradient_accumulation_steps``); the returned loss is
                 unscaled.
+            grad_scaler: a ``torch.amp.GradScaler`` (accelerate's ``accelerator.scaler`` under fp16): the loss goes
+                through ``grad_scaler.scale`` before the backward, exactly as ``accelerator.backward`` would do, so
+                ``grad_scaler.step(optimizer)`` unscales correct gradients. ``None``: no loss scaling.
+
+        Example (fp16-style loss scaling on CPU; the update equals the unscaled one)::
+
+            scaler = torch.amp.GradScaler("cpu")
+            gc.forward_backward(q, d, build_batch, grad_scaler=scaler)
+            scaler.step(optimizer)
+            scaler.update()
 
         Returns:
             The detached loss and the loss's stats.
@@ -336,7 +355,10 @@ class GradCache:
                 q = q_plan.unpermute(torch.cat(embs[:n_q]))
                 d = d_plan.unpermute(torch.cat(embs[n_q:]))
                 loss, stats = _loss(build_batch(q, d), self.loss_fn, self.gather_across_devices)
-                (loss * loss_scale).backward()
+                scaled = loss * loss_scale
+                if grad_scaler is not None:
+                    scaled = grad_scaler.scale(scaled)
+                scaled.backward()
             grads = [None if i == keep else (e.grad if e.grad is not None else torch.zeros_like(e))
                      for i, e in enumerate(embs)]
             del q, d, embs
@@ -349,7 +371,10 @@ class GradCache:
             sync_ctx = no_sync() if (no_sync is not None and j < len(todo) - 1) else contextlib.nullcontext()
             with sync_ctx, state.replay(), torch.enable_grad():
                 emb = _embed(self.model, chunks[i])
-                surrogate = torch.sum(emb * grad.to(emb.dtype))
+                # at least float32: a half-precision dot product of scaled gradients overflows long before the
+                # gradients themselves do (sentence-transformers' replay does the same)
+                dtype = torch.promote_types(torch.promote_types(emb.dtype, grad.dtype), torch.float32)
+                surrogate = torch.dot(emb.flatten().to(dtype), grad.flatten().to(dtype))
                 surrogate.backward()
         return loss.detach(), stats
 

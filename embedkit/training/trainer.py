@@ -9,7 +9,9 @@ what it lacks for contrastive embedding training:
   ranks with gradients (:func:`embedkit.training.distributed.gather_with_grad`) and apply the embedkit loss;
 * ``training_step``: with ``gradcache_chunk_size`` the step runs
   :class:`~embedkit.training.gradcache.GradCache` (which does its own backward, all-reducing once per step under
-  DDP via ``no_sync``) and returns the *detached* loss -- the Trainer's own ``accelerator.backward`` never runs;
+  DDP via ``no_sync``, as sentence-transformers' cached losses also do) and returns the *detached* loss -- the
+  Trainer's own ``accelerator.backward`` never runs, so GradCache gets the accelerator's fp16 grad scaler and
+  scales the loss itself (bf16 has none);
 * the train dataloader: a :class:`~embedkit.training.sampler.TaskBatchSampler` sliced per rank, not re-sharded by
   accelerate (which would give ranks batches of different data sets);
 * logging of the loss statistics (accuracy, masked false negatives, mixed negatives...) next to ``loss``;
@@ -263,6 +265,8 @@ class EmbeddingTrainer(Trainer):
                 _with_modality(inputs["query"]), _with_modality(inputs["docs"]),
                 lambda q, d: self.build_batch(q, d, inputs), no_sync,
                 loss_scale=1.0 / self.current_gradient_accumulation_steps,
+                # fp16: what accelerator.backward does (scaler.scale(loss).backward()); the optimizer step unscales
+                grad_scaler=getattr(self.accelerator, "scaler", None),
             )
         self._record(stats)
         return loss.detach() / self.current_gradient_accumulation_steps
