@@ -6,8 +6,11 @@ Each rank writes ``<out>/rank<r>.json`` with:
   rows, ragged hard negatives) and one process computing the same loss on all 8 rows;
 * ``local_diff`` / ``detached_diff``: the same without gathering, and with a plain (detached) ``dist.all_gather``
   -- both must be wrong (contrast);
-* ``allreduce_calls``: gradient all-reduce hook calls per step for a plain DDP step, GradCache with ``no_sync`` and
-  GradCache without it, plus the chunk count (``nosync_off`` must be ``chunks x plain``).
+* ``allreduce_calls``: gradient all-reduce hook calls per step for a plain DDP step, embedkit's GradCache with
+  ``no_sync`` and (as a contrast) without it, sentence-transformers' real ``CachedMultipleNegativesRankingLoss`` on
+  the same chunks, plus the chunk counts;
+* ``st_vs_embedkit_diff``: max |grad| difference between that CachedMNRL step and embedkit's GradCache with the same
+  InfoNCE (temperature 0.05 = scale 20) on the same rows.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import argparse
 import copy
 import json
 import os
+import types
 from pathlib import Path
 
 import torch
@@ -25,9 +29,9 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 
 from embedkit.losses import (
     CombinedLoss,
+    InfoNCELoss,
     FalseNegativeMasking,
     HardNegativeMixing,
-    InfoNCELoss,
     ListwiseDistillationLoss,
     hash_texts,
     make_batch,
@@ -100,6 +104,7 @@ def run(args: argparse.Namespace) -> None:
             p.requires_grad_(False)
     base.eval()  # no dropout: the reference is ONE process on the full batch
     ref_model = copy.deepcopy(base)
+    st_base = copy.deepcopy(base)
     ddp = DDP(base)
     calls = {"n": 0}
 
@@ -173,16 +178,48 @@ def run(args: argparse.Namespace) -> None:
     n_plain = calls["n"]
     g_plain = grads(ddp)
     g_on, n_on, _ = step(gather=True, use_no_sync=True)
-    g_off, n_off, _ = step(gather=True, use_no_sync=False)
+    g_off, n_off, _ = step(gather=True, use_no_sync=False)  # contrast: embedkit's GradCache without no_sync
     chunks = -(-4 // 2) + -(-8 // 2)
-    result["allreduce_calls"] = {"plain": n_plain, "gradcache_no_sync": n_on, "gradcache_without_no_sync": n_off,
-                                 "gradcache_unequal_split": n_gc_unequal, "chunks": chunks}
+
+    # sentence-transformers' own CachedMultipleNegativesRankingLoss on the same rows and chunk size (queries,
+    # positives, negatives: 2 + 2 + 2 = 6 chunks), with the DDP model put in by its trainer's own code
+    g_st, n_st = st_cached_mnrl_step(st_base, q_eq, d_eq[0::2], d_eq[1::2], counting_hook)
+    ddp.zero_grad(set_to_none=True)
+    gc = GradCache(ddp, InfoNCELoss(temperature=0.05), chunk_size=2, gather_across_devices=True)
+    gc.forward_backward(qf, df, lambda q, d: make_batch(q, d, counts_eq), no_sync=ddp.no_sync)
+    result["st_vs_embedkit_diff"] = max_diff(g_st, grads(ddp))
+    result["st_grad_max"] = max(v.abs().max().item() for v in g_st.values())
+
+    result["allreduce_calls"] = {"plain": n_plain, "gradcache_no_sync": n_on, "embedkit_gradcache_no_sync_off": n_off,
+                                 "gradcache_unequal_split": n_gc_unequal, "chunks": chunks,
+                                 "st_cached_mnrl": n_st, "st_cached_mnrl_chunks": 3 * -(-4 // 2)}
     result["no_sync_vs_plain_diff"] = max_diff(g_plain, g_on)
     result["no_sync_vs_sync_diff"] = max_diff(g_on, g_off)
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / f"rank{r}.json").write_text(json.dumps(result))
+
+
+def st_cached_mnrl_step(model, queries: list[str], positives: list[str], negatives: list[str], hook
+                        ) -> tuple[dict[str, torch.Tensor], int]:
+    """One step of sentence-transformers' ``CachedMultipleNegativesRankingLoss`` (mini-batch 2, scale 20, gathered
+    across ranks) on a DDP copy of ``model``; returns the gradients and the all-reduce hook calls."""
+    from sentence_transformers.base.trainer import BaseTrainer
+    from sentence_transformers.sentence_transformer.losses import CachedMultipleNegativesRankingLoss
+
+    st_ddp = DDP(model)
+    counter = {"n": 0}
+    st_ddp.register_comm_hook(counter, hook)
+    # the trainer's own override_model_in_loss (it recurses only through ``self``), not a copy of it
+    binder = types.SimpleNamespace()
+    binder.override_model_in_loss = types.MethodType(BaseTrainer.override_model_in_loss, binder)
+    loss = binder.override_model_in_loss(
+        CachedMultipleNegativesRankingLoss(model, scale=20.0, mini_batch_size=2, gather_across_devices=True), st_ddp)
+    assert loss.model is st_ddp
+    feats = [model.preprocess(t) for t in (queries, positives, negatives)]
+    loss(feats, None).backward()
+    return grads(st_ddp), counter["n"]
 
 
 if __name__ == "__main__":
