@@ -37,14 +37,15 @@ def _model(path: str, pooling: str):
         with torch.no_grad():  # non-trivial branches (the out-projections start at zero)
             for p in model[1].parameters():
                 p.add_(torch.randn_like(p) * 0.2)
-    enable_per_row_prompt_lengths(model)
+    assert enable_per_row_prompt_lengths(model)
     model.eval()
     return model
 
 
-def _collate(model):
+def _collate(model, per_row: bool = True):
     col = PairCollator(model.tokenizer, max_length=64, query_prompt=model.prompts["query"],
-                       document_prompt=model.prompts["document"], prompt_style="nv-embed")
+                       document_prompt=model.prompts["document"], prompt_style="nv-embed",
+                       per_row_prompt_lengths=per_row)
     return col, col([TrainExample(p, 0) for p in PAIRS])
 
 
@@ -81,7 +82,7 @@ def test_gradcache_chunks_carry_each_rows_prompt_length(tiny_bert) -> None:
             torch.testing.assert_close(chunked, whole, atol=1e-5, rtol=1e-5)
 
 
-def test_sentence_transformers_pooling_is_swapped_for_an_equivalent_per_row_one(tiny_bert) -> None:
+def test_sentence_transformers_pooling_is_swapped_for_an_equivalent_per_row_one(tiny_bert, tmp_path) -> None:
     """sentence-transformers' ``Pooling`` reads one prompt length per batch (``prompt_length[0]``); the swap puts
     embedkit's equivalent ``Pooling`` in its place, which gives the same embeddings for one shared prompt."""
     plain = load_model(tiny_bert, pooling="mean", exclude_prompt=True, max_seq_length=64,
@@ -89,10 +90,14 @@ def test_sentence_transformers_pooling_is_swapped_for_an_equivalent_per_row_one(
     assert isinstance(plain[1], STPooling) and not reads_per_row_prompt_length(plain[1])
     texts = ["list files in a folder", "compress"]
     before = encode(plain, texts, role="query", output="torch")
-    assert enable_per_row_prompt_lengths(plain) == [1]
+    assert enable_per_row_prompt_lengths(plain)
     assert isinstance(plain[1], Pooling) and plain[1].exclude_prompt and reads_per_row_prompt_length(plain[1])
     torch.testing.assert_close(encode(plain, texts, role="query", output="torch"), before, atol=1e-6, rtol=1e-6)
-    assert enable_per_row_prompt_lengths(plain) == []  # idempotent
+    assert enable_per_row_prompt_lengths(plain) and isinstance(plain[1], Pooling)  # idempotent
+    plain.save(str(tmp_path / "swapped"))  # and it saves and reloads as embedkit's pooling
+    again = load_model(str(tmp_path / "swapped"))
+    assert isinstance(again[1], Pooling) and again[1].exclude_prompt
+    torch.testing.assert_close(encode(again, texts, role="query", output="torch"), before, atol=1e-6, rtol=1e-6)
     # modules that ignore the prompt, or already read it per row, are left alone
     assert reads_per_row_prompt_length(STPooling(8, pooling_mode="mean", include_prompt=True))
     assert reads_per_row_prompt_length(LatentAttentionPooling(8, num_latents=2, num_heads=2, exclude_prompt=True))
@@ -103,3 +108,30 @@ def test_a_prompt_length_per_row_of_the_wrong_size_is_refused() -> None:
     with pytest.raises(ValueError, match="prompt_length"):
         Pooling(8, "mean", exclude_prompt=True)({"token_embeddings": h, "attention_mask": m,
                                                   "prompt_length": torch.tensor([1, 2])})
+
+
+def test_a_pooling_that_reads_one_length_gets_the_shortest_and_a_warning(tiny_bert, caplog) -> None:
+    """sentence-transformers' ``cls`` after the prompt has no per-row equivalent: the model says so, and the
+    collator (per-row off) passes the batch's shortest length -- never a row's own query tokens dropped."""
+    model = load_model(tiny_bert, pooling="cls", exclude_prompt=True, max_seq_length=64,
+                       prompts={"style": "nv-embed", "instruction": "Default task"})
+    assert isinstance(model[1], STPooling) and not enable_per_row_prompt_lengths(model)
+    with caplog.at_level("WARNING", logger="embedkit.training.collator"):
+        col, batch = _collate(model, per_row=False)
+        col([TrainExample(p, 0) for p in PAIRS])
+    short = col.prompt_length(query_prompt_for(SHORT, "nv-embed", ""))
+    assert batch["query"]["prompt_length"].tolist() == [short]
+    assert sum("differ in token length" in r.getMessage() for r in caplog.records) == 1  # once per collator
+
+
+@pytest.mark.parametrize("st_mode", ["mean", "lasttoken"])
+def test_the_swapped_pooling_equals_sentence_transformers_for_one_shared_prompt(st_mode: str) -> None:
+    torch.manual_seed(0)
+    h = torch.randn(3, 6, 8)
+    right = torch.tensor([[1, 1, 1, 1, 0, 0], [1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0]])
+    for mask in (right, right.flip(1)):  # right and left padding
+        seq = torch.nn.Sequential(STPooling(8, pooling_mode=st_mode, include_prompt=False))
+        feats = {"token_embeddings": h, "attention_mask": mask, "prompt_length": torch.tensor([2])}
+        theirs = seq(dict(feats))["sentence_embedding"]
+        assert enable_per_row_prompt_lengths(seq) and isinstance(seq[0], Pooling)
+        torch.testing.assert_close(seq(dict(feats))["sentence_embedding"], theirs)

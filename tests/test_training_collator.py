@@ -82,7 +82,7 @@ def test_training_batches_embed_as_encode_does_with_exclude_prompt(fixture: str,
                        document_prompt=model.prompts["document"], prompt_style="nv-embed")
     pairs = [Pair("list files in a folder", ["coreutils basic file tools"]), Pair("compress", ["gzip utility"])]
     batch = col([TrainExample(p, 0) for p in pairs])
-    assert batch["query"]["prompt_length"].shape == (2,)  # one length per row
+    assert batch["query"]["prompt_length"].shape == (1,)
     with torch.no_grad():
         q_train = model(dict(batch["query"]))["sentence_embedding"]
         d_train = model(dict(batch["docs"]))["sentence_embedding"]

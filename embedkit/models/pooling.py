@@ -315,27 +315,31 @@ def _per_row_equivalent(module: torch.nn.Module) -> torch.nn.Module | None:
     return Pooling(module.embedding_dimension, mode=own, exclude_prompt=True)  # type: ignore[arg-type]
 
 
-def enable_per_row_prompt_lengths(model: torch.nn.Sequential) -> list[int]:
-    """Make ``model`` pool each row without exactly its own prompt tokens; returns the indices of swapped modules.
+def enable_per_row_prompt_lengths(model: torch.nn.Sequential) -> bool:
+    """Make ``model`` pool each row without exactly its own prompt tokens where it can; ``True`` if every module
+    now reads per-row prompt lengths (then pass ``per_row_prompt_lengths=True`` to the training collator).
 
-    Training batches mix records whose own instructions differ in length, so the collator passes one prompt length
-    per row. sentence-transformers' ``Pooling`` (``include_prompt=False``, ``mean`` or ``lasttoken``) reads one
-    length per batch; it is replaced by embedkit's :class:`Pooling`, which gives the same embeddings for one shared
-    prompt (counted from each row's first real token on either padding side) and reads per-row lengths. Other
-    modules are left as they are. Idempotent; the replacement has no parameters, so checkpoints and optimiser
-    state are unaffected. A folder saved afterwards names ``embedkit.models.pooling.Pooling`` in ``modules.json``
-    and is loaded by :func:`embedkit.load_model` (see the module docstring for plain sentence-transformers).
+    Training batches mix records whose own instructions differ in length, so the collator can pass one prompt
+    length per row. sentence-transformers' ``Pooling`` (``include_prompt=False``) reads one length per batch; in
+    ``mean`` and ``lasttoken`` mode it is replaced by embedkit's :class:`Pooling`, which gives the same embeddings
+    for one shared prompt (counted from each row's first real token on either padding side; a row made only of
+    prompt tokens, truncated, is the one difference: embedkit pools all its tokens, not a zero vector) and reads
+    per-row lengths. Its other prompt-excluding modes (``cls`` after the prompt, ``max``, weighted means) have no embedkit
+    equivalent: they stay, and the result is ``False``. Idempotent; the replacement has no parameters, so
+    checkpoints and optimiser state are unaffected. A folder saved afterwards names
+    ``embedkit.models.pooling.Pooling`` in ``modules.json`` and loads with :func:`embedkit.load_model` (see the
+    module docstring for plain sentence-transformers).
 
     Example:
         >>> from embedkit.models import load_model
         >>> model = load_model("minilm", exclude_prompt=True)      # doctest: +SKIP
         >>> enable_per_row_prompt_lengths(model)                   # doctest: +SKIP
-        [1]
+        True
+        >>> type(model[1]).__module__                              # doctest: +SKIP
+        'embedkit.models.pooling'
     """
-    swapped: list[int] = []
-    for i, (name, module) in enumerate(list(model.named_children())):
+    for name, module in list(model.named_children()):
         replacement = _per_row_equivalent(module)
         if replacement is not None:
             model._modules[name] = replacement.to(next(model.parameters(), torch.empty(0)).device)
-            swapped.append(i)
-    return swapped
+    return all(reads_per_row_prompt_length(m) for m in model.children())

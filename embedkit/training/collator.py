@@ -3,10 +3,9 @@
 Per batch (all rows from one data set -- see :mod:`embedkit.training.sampler`):
 
 * queries: prompt + query text, the prompt being the record's own instruction, else the data set's, else the
-  model's query prompt (:func:`embedkit.models.prompts.query_prompt_for`); ``prompt_length`` -- one length per
-  row, shape ``(batch,)``, since records' own instructions differ in length -- is passed so pooling with
-  ``exclude_prompt`` skips exactly each row's instruction tokens (the model's pooling must read it per row:
-  :func:`embedkit.models.pooling.enable_per_row_prompt_lengths`);
+  model's query prompt (:func:`embedkit.models.prompts.query_prompt_for`); ``prompt_length`` is passed so pooling
+  with ``exclude_prompt`` skips the instruction tokens -- one length per row (``per_row_prompt_lengths``), since
+  records' own instructions differ in length, where the model's pooling reads it per row;
 * documents: per query the positive, then up to ``max_negatives`` hard negatives (ragged: ``docs_per_query``
   counts each row's documents, the loss side builds ``doc_mask``), with the model's document prompt;
 * ``doc_hash``: int64 hashes of each document's normalised text (false-negative masking of duplicates);
@@ -27,6 +26,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -38,6 +38,8 @@ from torch.utils.data import Dataset
 from embedkit.data.schema import Pair
 from embedkit.losses.base import hash_texts
 from embedkit.models.prompts import query_prompt_for
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,13 @@ class PairCollator:
         max_length: truncation length (the model's ``max_seq_length``).
         query_prompt / document_prompt: the model's role prompts (``model.prompts``).
         prompt_style: the recipe's prompt style; decides whether instructions become query prompts.
+        per_row_prompt_lengths: pass ``prompt_length`` as one length per row, shape ``(batch,)``, so records whose
+            own instructions differ in length each drop exactly their instruction. Set it only when every module of
+            the model reads per-row lengths -- ``enable_per_row_prompt_lengths(model)``
+            (:mod:`embedkit.models.pooling`) makes sure of that and says whether it holds. sentence-transformers'
+            ``Pooling`` with ``include_prompt=False`` reads ``prompt_length[0]`` for every row; for it (the default,
+            ``False``) the batch's shortest prompt length is passed, shape ``(1,)``: the tail of longer instructions
+            is pooled (never a row's own query tokens), and a warning says so once.
     """
 
     def __init__(
@@ -125,6 +134,7 @@ class PairCollator:
         query_prompt: str = "",
         document_prompt: str = "",
         prompt_style: str = "none",
+        per_row_prompt_lengths: bool = False,
     ) -> None:
         self.tokenizer = tokenizer
         self.specs = list(specs)
@@ -132,7 +142,9 @@ class PairCollator:
         self.query_prompt = query_prompt or ""
         self.document_prompt = document_prompt or ""
         self.prompt_style = prompt_style
+        self.per_row_prompt_lengths = bool(per_row_prompt_lengths)
         self._prompt_len_cache: dict[str, int] = {}
+        self._warned_shared_length = False
 
     # -- helpers -------------------------------------------------------------------------------------------------
     def prompt_length(self, prompt: str) -> int:
@@ -155,6 +167,20 @@ class PairCollator:
     def query_prompt_for(self, pair: Pair, spec: DatasetSpec) -> str:
         instruction = pair.instruction or spec.instruction
         return query_prompt_for(instruction, self.prompt_style, self.query_prompt)
+
+    def _query_prompt_length(self, lengths: list[int]) -> torch.Tensor:
+        """``prompt_length`` for the queries: per row ``(batch,)``, or the shortest as ``(1,)`` (see the class)."""
+        if self.per_row_prompt_lengths:
+            # GradCache slices a tensor whose first dimension is the batch with the rows, so chunks keep theirs
+            return torch.tensor(lengths, dtype=torch.long)
+        if len(set(lengths)) > 1 and not self._warned_shared_length:
+            self._warned_shared_length = True
+            logger.warning(
+                "records' instructions differ in token length (%d to %d) but the model's pooling reads one prompt "
+                "length per batch: the shortest is used, so the tail of longer instructions is pooled; "
+                "embedkit.models.pooling.enable_per_row_prompt_lengths(model) fixes that", min(lengths), max(lengths))
+        # shape (1,), not a 0-dim tensor: sentence-transformers' Pooling reads ``prompt_length[0]``
+        return torch.tensor([min(lengths)], dtype=torch.long)
 
     # -- collation -----------------------------------------------------------------------------------------------
     def __call__(self, examples: Sequence[TrainExample]) -> dict[str, Any]:
@@ -187,11 +213,7 @@ class PairCollator:
             has_teacher = has_teacher or bool(p.positive_scores) or bool(p.negative_scores)
         q_feats = self.tokenize(queries)
         if any(prompt_lengths):
-            # one length per row, shape (batch,): records with their own instructions of different lengths each
-            # drop exactly their own prompt tokens in embedkit's pooling (see
-            # embedkit.models.pooling.enable_per_row_prompt_lengths for sentence-transformers' Pooling, which reads
-            # only ``prompt_length[0]``); GradCache slices it with the rows, as any tensor indexed by row
-            q_feats["prompt_length"] = torch.tensor(prompt_lengths, dtype=torch.long)
+            q_feats["prompt_length"] = self._query_prompt_length(prompt_lengths)
         d_feats = self.tokenize(docs)
         doc_plen = self.prompt_length(self.document_prompt)
         if doc_plen:
