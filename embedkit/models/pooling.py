@@ -324,8 +324,8 @@ def enable_per_row_prompt_lengths(model: torch.nn.Sequential) -> bool:
     ``mean`` and ``lasttoken`` mode it is replaced by embedkit's :class:`Pooling`, which gives the same embeddings
     for one shared prompt (counted from each row's first real token on either padding side; a row made only of
     prompt tokens, truncated, is the one difference: embedkit pools all its tokens, not a zero vector) and reads
-    per-row lengths. Its other prompt-excluding modes (``cls`` after the prompt, ``max``, weighted means) have no embedkit
-    equivalent: they stay, and the result is ``False``. Idempotent; the replacement has no parameters, so
+    per-row lengths. Its other prompt-excluding modes (``cls`` after the prompt, ``max``, weighted means) have no
+    embedkit equivalent: they stay, and the result is ``False``. Idempotent; the replacement has no parameters, so
     checkpoints and optimiser state are unaffected. A folder saved afterwards names
     ``embedkit.models.pooling.Pooling`` in ``modules.json`` and loads with :func:`embedkit.load_model` (see the
     module docstring for plain sentence-transformers).
