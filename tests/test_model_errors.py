@@ -43,3 +43,61 @@ def test_cli_missing_model_exit_2(tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "not found" in err[0]
     assert not (tmp_path / "o.npy").exists()
+
+
+# ---- weights that do not match config.json (issue 27, item 6)
+
+
+def _config_edited(tmp_path, tiny_bert, **changes):
+    import shutil
+
+    folder = tmp_path / "edited"
+    shutil.copytree(tiny_bert, folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg.update(changes)
+    (folder / "config.json").write_text(json.dumps(cfg))
+    return folder
+
+
+def test_weights_not_matching_config_is_one_line(tmp_path, tiny_bert):
+    folder = _config_edited(tmp_path, tiny_bert, hidden_size=16, num_attention_heads=2)
+    with pytest.raises(ModelError) as err:
+        load_model(str(folder))
+    msg = str(err.value)
+    assert "\n" not in msg and "do not match config.json" in msg and "ignore_mismatched_sizes" not in msg
+    assert "has shape [32" in msg and "needs [16" in msg and "hidden_size 16" in msg
+    assert "model.safetensors" in msg
+
+
+def test_weights_not_matching_config_in_a_sentence_transformers_folder(tmp_path, tiny_bert):
+    model = load_model(tiny_bert)
+    folder = tmp_path / "st"
+    model.save(str(folder))
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg["intermediate_size"] = 48
+    (folder / "config.json").write_text(json.dumps(cfg))
+    pattern = r"intermediate\.dense\.\w+' of model.safetensors has shape \[64.*intermediate_size 48"
+    with pytest.raises(ModelError, match=pattern):
+        load_model(str(folder))
+
+
+@pytest.mark.parametrize("command", ["encode", "eval"])
+def test_cli_weights_not_matching_config_exit_2(tmp_path, tiny_bert, capsys, command):
+    folder = _config_edited(tmp_path, tiny_bert, hidden_size=16, num_attention_heads=2)
+    if command == "encode":
+        src = tmp_path / "t.jsonl"
+        src.write_text('{"text": "hello"}\n')
+        argv = ["encode", "--model", str(folder), "-i", str(src), "-o", str(tmp_path / "o.npy")]
+    else:
+        beir = tmp_path / "beir"
+        (beir / "qrels").mkdir(parents=True)
+        (beir / "corpus.jsonl").write_text('{"_id": "d1", "text": "list files"}\n{"_id": "d2", "text": "copy"}\n')
+        (beir / "queries.jsonl").write_text('{"_id": "q1", "text": "ls"}\n')
+        (beir / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\nq1\td1\t1\n")
+        argv = ["eval", str(folder), "--beir", str(beir), "-o", str(tmp_path / "o")]
+    capsys.readouterr()
+    code = main(argv)
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("embedkit: error:") and "do not match config.json" in err[0]
+    assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o").exists()

@@ -66,3 +66,137 @@ def test_model_card_records_trust_remote_code_flag():
     off = render_card(recipe_yaml="model: {name: x}\n", data_stats=[], metrics={}, step=1, trust_remote_code=False)
     assert "`trust_remote_code` needed to load: **yes**" in on
     assert "`trust_remote_code` needed to load: **no**" in off
+
+
+# ---- pickle weights: refused per module folder, before anything is loaded (issue 27, item 7)
+
+
+class _Evil:
+    """Unpickling this runs code (os.system): what a malicious pytorch_model.bin does."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def _legacy_st_folder(tmp_path: Path, tiny_bert: str, *, weights: bytes | None = None, name: str = "pytorch_model.bin"
+                      ) -> Path:
+    """A sentence-transformers folder in the old layout: 0_Transformer/ (weights only as a pickle) + 1_Pooling/."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = tmp_path / "legacy"
+    tdir = out / "0_Transformer"
+    shutil.copytree(tiny_bert, tdir)
+    state = load_file(tdir / "model.safetensors")
+    (tdir / "model.safetensors").unlink()
+    if weights is None:
+        torch.save(state, tdir / name)
+    else:
+        (tdir / name).write_bytes(weights)
+    (out / "1_Pooling").mkdir()
+    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
+                                                               "pooling_mode_mean_tokens": True}))
+    (out / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    return out
+
+
+@pytest.fixture
+def no_torch_load(monkeypatch):
+    """Fail the test if anything calls torch.load."""
+    import torch
+
+    calls: list[object] = []
+
+    def refuse(*args, **kwargs):
+        calls.append(args[0] if args else kwargs)
+        raise AssertionError(f"torch.load called on {args[0] if args else kwargs}")
+
+    monkeypatch.setattr(torch, "load", refuse)
+    return calls
+
+
+@pytest.mark.parametrize("name", ["pytorch_model.bin", "model.pt", "model.pth", "model.ckpt"])
+def test_legacy_layout_pickle_is_refused_before_loading(tmp_path, tiny_bert, no_torch_load, name):
+    folder = _legacy_st_folder(tmp_path, tiny_bert, name=name)
+    with pytest.raises(ModelError) as err:
+        load_model(str(folder))
+    msg = str(err.value)
+    assert f"0_Transformer/{name}" in msg and "safetensors only" in msg and "\n" not in msg
+    assert "save_file(" in msg and "weights_only=True" in msg  # the conversion command
+    assert not no_torch_load
+
+
+def test_top_level_pickle_with_unrelated_safetensors_elsewhere_is_refused(tmp_path, tiny_bert, no_torch_load):
+    import torch
+    from safetensors.torch import load_file
+
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "mixed"))
+    torch.save(load_file(folder / "model.safetensors"), folder / "pytorch_model.bin")
+    (folder / "model.safetensors").rename(tmp_path / "moved.safetensors")
+    (folder / "extra").mkdir()
+    (tmp_path / "moved.safetensors").rename(folder / "extra" / "other.safetensors")
+    with pytest.raises(ModelError, match="pytorch_model.bin holds pickle weights"):
+        load_model(str(folder))
+    assert not no_torch_load
+
+
+def test_malicious_pickle_is_one_line_and_never_runs(tmp_path, tiny_bert, capsys):
+    import pickle
+
+    marker = tmp_path / "pickle_code_ran"
+    folder = _legacy_st_folder(tmp_path, tiny_bert, weights=pickle.dumps({"w": _Evil(marker)}))
+    src = tmp_path / "t.jsonl"
+    src.write_text('{"text": "hello"}\n')
+    from embedkit.cli import main
+
+    capsys.readouterr()
+    code = main(["encode", "--model", str(folder), "-i", str(src), "-o", str(tmp_path / "o.npy")])
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2 and len(lines) == 1, err
+    assert "0_Transformer/pytorch_model.bin" in lines[0] and "never unpickles" in lines[0]
+    assert "UnpicklingError" not in err and "Traceback" not in err
+    assert not marker.exists() and not (tmp_path / "o.npy").exists()
+
+
+def test_pickle_beside_safetensors_is_never_read(tmp_path, tiny_bert, no_torch_load):
+    """A .bin next to model.safetensors (e.g. an old copy) is left alone: weights load from safetensors only."""
+    folder = Path(shutil.copytree(tiny_bert, tmp_path / "both"))
+    (folder / "pytorch_model.bin").write_bytes(b"\x80\x04 not a real pickle")
+    model = load_model(str(folder))
+    assert model.encode(["hello"]).shape == (1, 32)
+    assert not no_torch_load
+
+
+def test_soup_uses_the_same_pickle_check(tmp_path, tiny_bert, capsys):
+    from embedkit.cli import main
+
+    folder = _legacy_st_folder(tmp_path, tiny_bert)
+    capsys.readouterr()
+    code = main(["soup", str(folder), str(folder), "-o", str(tmp_path / "out")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and "0_Transformer/pytorch_model.bin" in err and "safetensors only" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_no_torch_load_in_embedkit_sources():
+    """embedkit never calls torch.load itself (checkpoint resume goes through HF Trainer, weights_only=True)."""
+    import ast
+
+    import embedkit
+
+    root = Path(embedkit.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            func = node.func if isinstance(node, ast.Call) else None
+            if isinstance(func, ast.Attribute) and func.attr == "load" and getattr(func.value, "id", "") == "torch":
+                offenders.append(f"{path.relative_to(root)}:{node.lineno}")
+    assert offenders == []

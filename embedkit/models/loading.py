@@ -183,8 +183,8 @@ def refuse_pickle_weights(folder: str | os.PathLike, *, where: str | os.PathLike
         dst = Path(dirpath) / _safetensors_name(pickled[0])
         rel = src.relative_to(root)
         convert = (f"python -c \"import torch; from safetensors.torch import save_file; "
-                   f"save_file({{k: v.clone().contiguous() for k, v in torch.load('{src}', weights_only=True).items()}}, "
-                   f"'{dst}')\"")
+                   f"sd = torch.load('{src}', weights_only=True); "
+                   f"save_file({{k: v.clone().contiguous() for k, v in sd.items()}}, '{dst}')\"")
         raise ModelError(
             f"{rel} holds pickle weights and its module folder has no .safetensors file; "
             "embedkit loads safetensors only and never unpickles (a pickle can run code when loaded)",
@@ -251,7 +251,8 @@ def check_weights_match_config(transformer_dir: str | os.PathLike) -> None:
             if isinstance(exc, ModelError):
                 raise
             raise ModelError(f"cannot read the safetensors file ({str(exc).splitlines()[0] if str(exc) else exc})",
-                             where=str(f), hint="the weights file is corrupt; re-save or re-download the model") from None
+                             where=str(f),
+                             hint="the weights file is corrupt; re-save or re-download the model") from None
 
 
 def runs_unadapted_bidirectional(cfg: ModelConfig) -> bool:

@@ -136,7 +136,8 @@ def _read_adapter_config(path: Path) -> dict[str, Any]:
             cfg = json.load(f)
     except json.JSONDecodeError as exc:
         raise ModelError(f"cannot read the LoRA adapter config ({exc.msg})", where=f"{path}:{exc.lineno}",
-                         hint="the adapter folder is corrupt; re-save it (save_adapter / merge_on_save: false)") from None
+                         hint="the adapter folder is corrupt; re-save it (save_adapter, or train again with "
+                              "merge_on_save: false)") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ModelError(f"cannot read the LoRA adapter config ({exc})", where=str(path),
                          hint="the adapter folder is corrupt; re-save it") from None

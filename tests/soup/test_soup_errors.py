@@ -72,6 +72,22 @@ def _pickle_only(d: Path) -> None:
     (d / "pytorch_model.bin").write_bytes(b"not loaded: embedkit never unpickles")
 
 
+def _legacy_pickle_transformer(d: Path) -> None:
+    """The old sentence-transformers layout: the Transformer in 0_Transformer/, its weights only as a pickle."""
+    import torch
+
+    sub = d / "0_Transformer"
+    sub.mkdir()
+    for name in [p.name for p in d.iterdir() if p.is_file() and p.name not in ("modules.json", "README.md")]:
+        shutil.move(str(d / name), str(sub / name))
+    state = load_file(sub / "model.safetensors")
+    (sub / "model.safetensors").unlink()
+    torch.save(state, sub / "pytorch_model.bin")
+    mods = json.loads((d / "modules.json").read_text())
+    mods[0]["path"] = "0_Transformer"
+    (d / "modules.json").write_text(json.dumps(mods))
+
+
 def _drop_normalize(d: Path) -> None:
     mods = json.loads((d / "modules.json").read_text())
     (d / "modules.json").write_text(json.dumps(mods[:2]))
@@ -91,6 +107,16 @@ MISMATCHES: dict[str, tuple[Mutation, tuple[str, ...]]] = {
     "pooling_modules": (_drop_normalize, ("pooling/pipeline differs", "module 2", "Normalize")),
     "missing_weights": (lambda d: (d / "model.safetensors").unlink(), ("missing weights file", "model.safetensors")),
     "pickle_only": (_pickle_only, ("pytorch_model.bin", "pickle", "never unpickles")),
+    # the one pickle check load_model makes: per module folder, with the conversion command
+    "pickle_legacy_layout": (_legacy_pickle_transformer, ("0_Transformer/pytorch_model.bin", "never unpickles",
+                                                          "save_file(", "weights_only=True")),
+    # shape-determining config keys, even where the weights files happen to agree
+    "hidden_size": (lambda d: edit_json(d / "config.json", hidden_size=16),
+                    ("shape-determining config", "'hidden_size' is 16", "not 32")),
+    "num_hidden_layers": (lambda d: edit_json(d / "config.json", num_hidden_layers=1),
+                          ("shape-determining config", "'num_hidden_layers' is 1", "not 2")),
+    "intermediate_size": (lambda d: edit_json(d / "config.json", intermediate_size=48),
+                          ("shape-determining config", "'intermediate_size' is 48", "not 64")),
 }
 
 
@@ -188,3 +214,15 @@ def test_python_api_raises_typed_errors(st_tiny: str, tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as exc:
         soup([st_tiny], method="average", output=tmp_path / "out")  # type: ignore[arg-type]
     assert str(exc.value) == "method: unknown soup method 'average' (fix: use uniform, weighted or greedy)"
+
+
+def test_adapter_runs_with_pickle_adapters_are_refused(st_tiny: str, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """A run saved with merge_on_save: false whose adapter/ holds only adapter_model.bin: refused, not averaged."""
+    run = Path(shutil.copytree(st_tiny, tmp_path / "run"))
+    (run / "adapter").mkdir()
+    (run / "adapter" / "adapter_config.json").write_text(json.dumps(
+        {"peft_type": "LORA", "base_model_name_or_path": st_tiny, "r": 4, "lora_alpha": 8,
+         "target_modules": ["query"]}))
+    (run / "adapter" / "adapter_model.bin").write_bytes(b"not loaded")
+    _assert_refused(capsys, tmp_path, [str(run), str(run)], "adapter/adapter_model.bin", "never unpickles")

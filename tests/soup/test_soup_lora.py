@@ -124,3 +124,54 @@ def test_lora_copies_of_the_same_base_are_accepted(st_tiny: str, tmp_path: Path)
     b = make_adapter(str(copy), tmp_path / "b", seed=2)
     res = soup([str(a), str(b)], output=tmp_path / "out")
     assert len(res.members) == 2 and (tmp_path / "out" / "model.safetensors").is_file()
+
+
+def _adapter_run(base: str, out: Path, seed: int) -> Path:
+    """A run saved like ``model.lora.merge_on_save: false``: the base pipeline (latent-attention pooling, trained
+    too) plus ``adapter/``; seeded random LoRA factors and pooling weights."""
+    import embedkit
+    from embedkit.models import LoraConfig
+    from embedkit.training.trainer import save_pipeline
+
+    model = embedkit.load_model(base, pooling="latent_attention", latent_attention={"num_latents": 4, "num_heads": 4},
+                                lora=LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=["query", "value"]))
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_" in name:
+                p.copy_(0.2 * torch.randn(p.shape, generator=gen))
+        for p in model[1].parameters():
+            p.add_(0.1 * torch.randn(p.shape, generator=gen))
+    save_pipeline(model, out, merge_lora=False)
+    assert (out / "adapter" / "adapter_model.safetensors").is_file()
+    return out
+
+
+def test_runs_saved_with_their_adapter_are_merged_then_averaged(tiny_bert: str, tmp_path: Path) -> None:
+    """merge_on_save: false runs are LoRA members: each adapter is merged into its run's base, the merged weights
+    and the runs' own pooling weights are averaged; nothing of adapter/ reaches the soup."""
+    import embedkit
+
+    runs = [_adapter_run(tiny_bert, tmp_path / f"run{s}", seed=s) for s in (1, 2)]
+    res = soup([str(r) for r in runs], method="weighted", weights=[1, 3], output=tmp_path / "out")
+    assert [m.kind for m in res.members] == ["lora", "lora"]
+    out = tmp_path / "out"
+    assert not (out / "adapter").exists()
+    w = [0.25, 0.75]
+    # the reference: each run loaded (adapter merged by load_model), weights averaged by hand
+    merged = [embedkit.load_model(str(r)) for r in runs]
+    states = [m.state_dict() for m in merged]
+    got = embedkit.load_model(str(out)).state_dict()
+    worst = max((got[k].double() - sum(wi * st[k].double() for wi, st in zip(w, states))).abs().max().item()
+                for k in got if got[k].is_floating_point())
+    assert worst <= 1e-5
+    # the pooling module trained in each run: it is averaged too, not copied from the first run
+    pool = load_file(out / "1_LatentAttentionPooling" / "model.safetensors")
+    pools = [load_file(r / "1_LatentAttentionPooling" / "model.safetensors") for r in runs]
+    for k, v in pool.items():
+        assert (v.double() - (0.25 * pools[0][k].double() + 0.75 * pools[1][k].double())).abs().max() <= 1e-6, k
+    # and it really is the merged model, not the base: the base pipeline's own backbone differs
+    base_backbone = load_file(runs[0] / "model.safetensors")
+    soup_backbone = load_file(out / "model.safetensors")
+    assert max((soup_backbone[k] - base_backbone[k]).abs().max().item() for k in base_backbone
+               if "query.weight" in k) > 1e-3
