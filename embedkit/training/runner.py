@@ -216,7 +216,12 @@ def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
 
 def check_resume_recipe(saved_text: str, recipe: Recipe, where: str) -> None:
     """A resume must use the same recipe (except keys that do not change the weights)."""
-    saved = _flatten(yaml.safe_load(saved_text) or {})
+    raw = yaml.safe_load(saved_text) or {}
+    try:  # fill in the defaults of keys added since that run (e.g. data.datasets.N.split), so they compare equal
+        raw = Recipe.model_validate(raw).model_dump(mode="json")
+    except Exception:  # a recipe this version no longer accepts: compare it as written
+        pass
+    saved = _flatten(raw)
     now = _flatten(recipe.model_dump(mode="json"))
     for key in sorted(set(saved) | set(now)):
         if any(key == m or key.startswith(m + ".") for m in RESUME_MUTABLE):

@@ -69,6 +69,23 @@ def test_resume_refuses_a_changed_recipe(write_recipe, tmp_path: Path) -> None:
         run_recipe(changed, tmp_path / "run", resume=True)
 
 
+def test_resume_accepts_a_run_saved_before_a_key_with_a_default_existed(tmp_path: Path) -> None:
+    """A recipe.yaml written before ``data.datasets.N.split`` existed compares equal to today's (default ``train``);
+    a real change is still refused."""
+    import yaml
+
+    from embedkit.training.config import parse_recipe
+    from embedkit.training.runner import check_resume_recipe
+
+    recipe = parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}]}})
+    old = recipe.model_dump(mode="json")
+    del old["data"]["datasets"][0]["split"]
+    check_resume_recipe(yaml.safe_dump(old), recipe, "recipe.yaml")
+    old["training"]["lr"] = 0.5
+    with pytest.raises(ConfigError, match="'training.lr' was 0.5"):
+        check_resume_recipe(yaml.safe_dump(old), recipe, "recipe.yaml")
+
+
 def test_gradcache_step_equals_plain_step_no_double_backward(write_recipe, tiny_bert_nodrop: str,
                                                              tmp_path: Path) -> None:
     # SGD: a second backward (doubled gradient) would show up as a doubled update, unlike with Adam
