@@ -36,8 +36,8 @@ figures: ``eval/results/gradcache.md``.
 
 The model is called as ``model(features)["sentence_embedding"]`` (a ``SentenceTransformer``, possibly wrapped in
 DDP, with LoRA or latent-attention pooling); ``features`` are tokenizer dicts. Every tensor value whose first
-dimension is the batch size is sliced per chunk; other values (``"prompt_length"``, ``"modality"``...) are passed
-through unchanged.
+dimension is the batch size is sliced per chunk -- a per-row ``"prompt_length"`` of shape ``(batch,)`` travels with
+its rows; other values (a shared ``"prompt_length"`` of shape ``(1,)``, ``"modality"``...) are passed to every chunk.
 
 Example:
     >>> from embedkit.models import load_model
@@ -130,7 +130,8 @@ def plan_chunks(
     ``sort_by_length`` groups rows of similar length (longest first) and ``trim_padding`` drops the padding
     columns no row of a chunk needs: the same embeddings for far fewer padded tokens when lengths vary (the
     cached gradients are mapped back to the original rows, so the loss never sees the reordering). Non-batched
-    values (``"modality"``, ``"prompt_length"``) are shared by all chunks.
+    values (``"modality"``, a shared ``"prompt_length"`` of shape ``(1,)``) go to every chunk; a per-row
+    ``"prompt_length"`` is sliced with its rows.
     """
     n = _batch_size(features)
     mask = features.get("attention_mask")

@@ -310,6 +310,15 @@ def _loss_summary(recipe: Recipe) -> str:
     return "\n".join(parts)
 
 
+def _prompt_lengths_vary(collator: Any, datasets: list[list[Any]], specs: list[Any]) -> bool:
+    """Whether the training queries' prompts (record instruction, else the data set's) differ in token length.
+
+    Only then does pooling need one prompt length per row; otherwise the model keeps sentence-transformers' own
+    ``Pooling`` and its saved folder loads in plain ``SentenceTransformer(path)``."""
+    prompts = {collator.query_prompt_for(pair, spec) for pairs, spec in zip(datasets, specs) for pair in pairs}
+    return len({collator.prompt_length(p) for p in prompts}) > 1
+
+
 def run_stage(
     recipe: Recipe,
     stage_dir: Path,
@@ -366,6 +375,11 @@ def run_stage(
         query_prompt=prompts.get("query", ""), document_prompt=prompts.get("document", ""),
         prompt_style=model_cfg.prompts.style,
     )
+    if model_cfg.exclude_prompt and _prompt_lengths_vary(collator, data.pairs, specs):
+        from embedkit.models.pooling import enable_per_row_prompt_lengths
+
+        # each query drops exactly its own instruction; where the pooling cannot, the collator warns once
+        collator.per_row_prompt_lengths = enable_per_row_prompt_lengths(model)
     loss_fn = build_loss(recipe.losses)
     beir = load_eval_data(recipe)
     cbs = list(callbacks or [])
