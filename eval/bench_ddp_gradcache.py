@@ -38,7 +38,7 @@ Run (2 CPU cores; nothing else running, or the times mean little)::
 
 Defaults: 32 pairs per rank (global batch 64, the ``minilm-cpu`` recipe's), chunk 8 (4 query + 4 document chunks
 per step), ``max_seq_length`` 128, 1 warm-up + 6 timed steps, 2 steps per memory run. ``--quick``: 8 pairs, chunk 2,
-``max_seq_length`` 32, 2 timed steps (about 1 min, mostly process start-up).
+``max_seq_length`` 32, 2 timed steps (1.5-2.5 min on 2 busy cores, mostly process start-up).
 
 The script starts ``python -m torch.distributed.run --standalone --nproc_per_node 2`` itself (three times: the
 side-by-side run, then one memory run per arm) with ``OMP_NUM_THREADS=1`` per rank and the gloo backend.
