@@ -91,6 +91,10 @@ def test_scientific_notation_without_dot_is_a_number() -> None:
          ("training.encode_chunk_size", "training.gradcache_chunk_size")),
         ({"training": {"batch_size": 8, "encode_chunk_size": 8}},
          ("training.encode_chunk_size", "training.batch_size")),
+        ({"training": {"gradcache_chunk_size": 4, "trainer_args": {"deepspeed": "ds.json"}}},
+         ("training.gradcache_chunk_size", "training.trainer_args.deepspeed")),
+        ({"training": {"gradcache_chunk_size": 4, "trainer_args": {"fsdp": "full_shard"}}},
+         ("training.gradcache_chunk_size", "training.trainer_args.fsdp")),
     ],
 )
 def test_contradictions_name_both_keys(over: dict, keys: tuple[str, str]) -> None:

@@ -678,6 +678,15 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
             where=where("training.gradient_accumulation_steps", "training.gradcache_chunk_size"),
             hint="keep gradient_accumulation_steps: 1 with GradCache",
         )
+    engines = [k for k in ("deepspeed", "fsdp") if t.trainer_args.get(k)]
+    if t.gradcache_chunk_size is not None and engines:
+        raise ConfigError(
+            f"'{pre}training.gradcache_chunk_size' with '{pre}training.trainer_args.{engines[0]}': GradCache runs its "
+            "own backward per chunk, outside the sharded engine's loss scaling and gradient-sync boundary, so it is "
+            "not proven to give the right gradients there",
+            where=where(f"training.trainer_args.{engines[0]}", "training.gradcache_chunk_size"),
+            hint="use GradCache with DDP (torchrun), or drop gradcache_chunk_size under DeepSpeed / FSDP",
+        )
     for j, d in enumerate(r.data.datasets):
         if not d.in_batch_negatives and d.max_negatives == 0:
             raise ConfigError(
