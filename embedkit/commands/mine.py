@@ -18,8 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-
-from embedkit.errors import InputError
+from pathlib import Path
 
 
 def _ratio(text: str) -> float | None:
@@ -63,24 +62,26 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from embedkit.utils.io import check_output_file, removing_created_parents
 
+    # the output path is checked before the pairs are read or a model is loaded, and nothing is created here
+    out = check_output_file(args.output, where="--output")
+    with removing_created_parents(out):
+        return _mine_to(args, out)
+
+
+def _mine_to(args: argparse.Namespace, out: Path) -> int:
     from embedkit.data.readers import load_pairs
     from embedkit.mining.config import make_config
     from embedkit.mining.distributed import distributed_session
     from embedkit.mining.miner import default_cache_dir, mine_hard_negatives
-    from embedkit.utils.io import check_writable_parent
 
-    out = Path(args.output)
-    if out.is_dir():
-        raise InputError(f"output {out} is a folder", where="--output", hint="give a .jsonl file path")
     cfg = make_config(
         num_negatives=args.num_negatives, range_min=args.range_min, range_max=args.range_max,
         max_score_ratio=args.max_score_ratio, max_score_margin=args.max_score_margin,
         drop_duplicates=not args.keep_duplicates, sampling=args.sampling, seed=args.seed, index=args.index,
         nlist=args.nlist, nprobe=args.nprobe, hnsw_m=args.hnsw_m, ef_search=args.ef_search,
         use_gpu=False if args.no_gpu else "auto", batch_size=args.batch_size, drop_incomplete=args.drop_incomplete)
-    check_writable_parent(out)
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     with distributed_session() as (rank, _world):
         pairs = load_pairs(args.pairs, skip_invalid=args.skip_invalid)
