@@ -2,7 +2,9 @@
 
 Writes, atomically, into OUT: mteb's result JSONs (``results/<model>/<revision>/<task>.json``, one distinct model
 name and revision per checkpoint), ``REPORT.md`` (task x checkpoint table with deltas against the first
-checkpoint; nDCG@10 / Recall@10 / MRR@10 for retrieval), ``comparison.png`` and ``summary.json``.
+checkpoint; nDCG@10 / Recall@10 / MRR@10 for retrieval), ``comparison.png`` and ``summary.json``. Every
+checkpoint is checked (folder, config, adapter, safetensors headers) and every local data folder read before the
+first checkpoint is evaluated: a bad second path costs seconds, not the baseline's evaluation.
 
 Examples::
 
@@ -44,7 +46,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def check_checkpoints(args: argparse.Namespace) -> None:
+    """Make every check loading makes, on every checkpoint, before the first one is evaluated.
+
+    Why: evaluating a baseline takes minutes; a typo or a corrupt folder in the second checkpoint must not be found
+    only after that. Configs, adapters, pickle files and safetensors headers are read, no weights.
+    """
+    from embedkit.models.loading import check_model
+
+    for ckpt in args.checkpoints:
+        check_model(ckpt, base_model=args.base_model, trust_remote_code=args.trust_remote_code)
+
+
 def run(args: argparse.Namespace) -> int:
+    from embedkit.utils.io import removing_created_parents
+
+    with removing_created_parents(args.output):  # OUT itself is written atomically; its parents go on failure
+        return _evaluate(args)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    check_checkpoints(args)
+
     from embedkit.evaluation.runner import evaluate
 
     beir = list(args.beir)

@@ -167,3 +167,35 @@ def test_local_task_metadata(tmp_path, small_beir, sts_file):
     assert s.metadata.main_score == "cosine_spearman" and s.metadata.type == "STS"
     data = json.loads(sts_file.read_text().splitlines()[0])
     assert s.sts_data.sentence1[0] == data["sentence1"]
+
+
+@pytest.mark.parametrize("defect", ["corrupt_config", "not_a_model", "pickle_only", "adapter_without_base"])
+def test_bad_second_checkpoint_is_refused_before_anything_is_encoded(tmp_path, capsys, small_beir, tiny_bert,
+                                                                     monkeypatch, defect):
+    """`embedkit eval GOOD BAD` used to evaluate GOOD fully (minutes for a real model) before refusing BAD."""
+    import embedkit.evaluation.runner as runner
+
+    loaded: list[str] = []
+    real = runner.load_checkpoint
+    monkeypatch.setattr(runner, "load_checkpoint", lambda path, **kw: loaded.append(str(path)) or real(path, **kw))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    if defect == "corrupt_config":
+        (bad / "config.json").write_text("{oops")
+        expect = "config.json"
+    elif defect == "pickle_only":
+        shutil.copy(Path(tiny_bert) / "config.json", bad / "config.json")
+        (bad / "pytorch_model.bin").write_bytes(b"\x80\x04")
+        expect = "pickle"
+    elif defect == "adapter_without_base":
+        (bad / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+        expect = "base_model_name_or_path"
+    else:
+        expect = "not a model folder"
+    out = tmp_path / "parent" / "out"
+    code, lines = _run_cli(capsys, ["eval", tiny_bert, str(bad), "--beir", str(small_beir), "-o", str(out),
+                                    "--no-progress"])
+    assert code == 2 and len(lines) == 1, lines
+    assert lines[0].startswith("embedkit: error: ") and expect in lines[0] and "fix:" in lines[0]
+    assert loaded == []  # not even the good first checkpoint was loaded
+    assert not (tmp_path / "parent").exists()  # nor the output's parent folder left behind
