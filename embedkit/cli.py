@@ -2,7 +2,11 @@
 
 Each sub-command lives in ``embedkit/commands/<name>.py`` with ``register(subparsers)`` and ``run(args) -> int``.
 User errors (:class:`embedkit.errors.EmbedkitError`) print one line ``embedkit: error: ...`` and exit 2; no
-traceback unless ``--debug``.
+traceback unless ``--debug``. Ctrl-C at any point (while the heavy libraries load, too) prints
+``embedkit: interrupted`` and exits 130.
+
+Start-up stays light: this module, the package and every ``register`` import only the standard library, so
+``embedkit --help`` never loads torch; each command's ``run`` imports what it needs.
 
 Example::
 
@@ -25,7 +29,8 @@ class _Parser(argparse.ArgumentParser):
     """argparse that reports usage errors on one line (exit 2) instead of a usage dump."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"embedkit: error: {message} (see '{self.prog} --help')\n")
+        message = " ".join(message.split())
+        sys.stderr.write(f"embedkit: error: {message} (fix: see '{self.prog} --help')\n")
         raise SystemExit(2)
 
 
@@ -55,14 +60,27 @@ def _quiet_libraries() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``embedkit`` console script; returns the process exit code."""
-    from embedkit.errors import EmbedkitError
-
     argv = sys.argv[1:] if argv is None else argv
     debug = "--debug" in argv
+    try:
+        return _main(argv, debug)
+    except KeyboardInterrupt:  # also while argparse runs or torch is still importing: one line, no traceback
+        if debug:
+            traceback.print_exc()
+        sys.stderr.write("embedkit: interrupted\n")
+        return 130
+
+
+def _main(argv: list[str], debug: bool) -> int:
+    from embedkit.errors import EmbedkitError
+
     logging.basicConfig(level=logging.INFO if debug else logging.WARNING, format="%(message)s")
     _quiet_libraries()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # --help / --version (0) or a usage error (2, its one line already written)
+        return exc.code if isinstance(exc.code, int) else 0
     try:
         return int(args.func(args) or 0)
     except EmbedkitError as exc:
@@ -70,9 +88,6 @@ def main(argv: list[str] | None = None) -> int:
             traceback.print_exc()
         sys.stderr.write(f"embedkit: error: {exc}\n")
         return exc.exit_code
-    except KeyboardInterrupt:
-        sys.stderr.write("embedkit: interrupted\n")
-        return 130
     except Exception as exc:  # a bug: say so on one line, keep the traceback for --debug
         if debug:
             traceback.print_exc()
