@@ -13,13 +13,30 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_harness import GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _encode, _good_pairs, _mine, _pairs, _w, check_case
+from bad_input_harness import (
+    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _encode, _good_pairs, _mine, _pairs, _w, check_case,
+)
 
 
 def _jsonl_gz(t: Path, body: str) -> str:
     path = t / "t.jsonl.gz"
     path.write_bytes(gzip.compress(body.encode("utf-8")))
     return str(path)
+
+
+def _dir(p: Path) -> str:
+    p.mkdir(parents=True)
+    return str(p)
+
+
+def _npy_with_ids_dir(t: Path) -> str:
+    """An output path whose ids file (OUT.ids.txt) is taken by a folder."""
+    _dir(t / "out.ids.txt")
+    return str(t / "out.npy")
+
+
+def _good_beir(t: Path) -> str:
+    return _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS)
 
 
 def _pickle_only(t: Path, tiny: str) -> str:
@@ -38,18 +55,19 @@ GOOD_TEXTS = '{"text": "a"}\n'
 CASES: list[Case] = [
     # ---- outputs: checked before any input is read or model loaded
     Case("encode: -o names an existing folder", lambda t, m, b: [
-        "encode", "--model", m, "-i", _pairs(t, GOOD_TEXTS, "t.jsonl"), "-o", str((t / "out.npy").mkdir() or t / "out.npy")],
+        "encode", "--model", m, "-i", _pairs(t, GOOD_TEXTS, "t.jsonl"), "-o", _dir(t / "out.npy")],
          ("out.npy", "is a folder"), "out.ids.txt", category="outputs"),
     Case("encode: the ids file path is an existing folder", lambda t, m, b: [
-        "encode", "--model", m, "-i", _pairs(t, GOOD_TEXTS, "t.jsonl"), "-o", str((t / "out.ids.txt").mkdir() or t / "out.npy")],
+        "encode", "--model", m, "-i", _pairs(t, GOOD_TEXTS, "t.jsonl"), "-o", _npy_with_ids_dir(t)],
          ("out.ids.txt", "is a folder"), "out.npy", category="outputs"),
     Case("encode: a created output parent is removed when the input is bad", lambda t, m, b: [
-        "encode", "--model", m, "-i", _pairs(t, '{"text": oops}\n', "t.jsonl"), "-o", str(t / "new" / "deeper" / "out.npy")],
+        "encode", "--model", m, "-i", _pairs(t, '{"text": oops}\n', "t.jsonl"),
+        "-o", str(t / "new" / "deeper" / "out.npy")],
          ("t.jsonl:1", "invalid JSON"), "new", category="outputs"),
     Case("encode: output name without .npy", lambda t, m, b: _encode(t, m, _pairs(t, GOOD_TEXTS, "t.jsonl"))[:-1] + [
         str(t / "out.txt")], ("--output", ".npy"), "out.txt", category="outputs"),
     Case("mine: -o names an existing folder", lambda t, m, b: _mine(
-        t, m, _good_pairs(t))[:-1] + [str((t / "existing").mkdir() or t / "existing")],
+        t, m, _good_pairs(t))[:-1] + [_dir(t / "existing")],
          ("existing", "is a folder"), "existing/mined.jsonl", category="outputs"),
     Case("mine: a created output parent is removed when the pairs are bad", lambda t, m, b: [
         "mine", "--pairs", _pairs(t, '{"query": "q"}\n'), "--model", m, "-o", str(t / "made" / "sub" / "out.jsonl")],
@@ -63,35 +81,37 @@ CASES: list[Case] = [
          ("t.csv:4", "columns"), "out.npy"),
     Case("encode: CSV without the text column", lambda t, m, b: _encode(t, m, str(_w(t / "t.csv", "id,body\n1,x\n"))),
          ("t.csv:1", "'text'"), "out.npy"),
-    Case("encode: CSV with an empty text cell", lambda t, m, b: _encode(t, m, str(_w(t / "t.csv", "id,text\n1,x\n2,\n"))),
+    Case("encode: CSV with an empty text cell", lambda t, m, b: _encode(
+        t, m, str(_w(t / "t.csv", "id,text\n1,x\n2,\n"))),
          ("t.csv:3", "empty"), "out.npy"),
     Case("encode: gzipped JSONL with bad JSON names the line", lambda t, m, b: _encode(
         t, m, _jsonl_gz(t, '{"text": "a"}\n{oops\n')),
          ("t.jsonl.gz:2", "invalid JSON"), "out.npy"),
     Case("encode: corrupt gzip file", lambda t, m, b: _encode(t, m, str(_w(t / "t.jsonl.gz", b"not gzip at all"))),
          ("t.jsonl.gz", "cannot read"), "out.npy"),
-    Case("encode: unknown --role value", lambda t, m, b: _encode(t, m, _pairs(t, GOOD_TEXTS, "t.jsonl"), "--role", "passage"),
+    Case("encode: unknown --role value", lambda t, m, b: _encode(
+        t, m, _pairs(t, GOOD_TEXTS, "t.jsonl"), "--role", "passage"),
          ("--role", "passage"), "out.npy"),
-    Case("encode: --batch-size 0", lambda t, m, b: _encode(t, m, _pairs(t, GOOD_TEXTS, "t.jsonl"), "--batch-size", "0"),
+    Case("encode: --batch-size 0", lambda t, m, b: _encode(
+        t, m, _pairs(t, GOOD_TEXTS, "t.jsonl"), "--batch-size", "0"),
          ("--batch-size", ">= 1"), "out.npy"),
     # ---- eval: every checkpoint and data folder is checked before any encoding
     Case("eval: a corrupt second checkpoint is refused up front", lambda t, m, b: [
         "eval", b, str(_w(t / "broken" / "config.json", "{oops").parent), "--beir",
-        _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS), "-o", str(t / "out"), "--no-progress"],
+        _good_beir(t), "-o", str(t / "out"), "--no-progress"],
          ("broken", "config.json"), category="models"),
     Case("eval: a second checkpoint folder that is no model", lambda t, m, b: [
-        "eval", b, str((t / "emptydir").mkdir() or t / "emptydir"), "--beir",
-        _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS), "-o", str(t / "out"), "--no-progress"],
+        "eval", b, _dir(t / "emptydir"), "--beir", _good_beir(t), "-o", str(t / "out"), "--no-progress"],
          ("emptydir", "not a model folder"), category="models"),
     Case("eval: a pickle-only second checkpoint", lambda t, m, b: [
         "eval", b, _pickle_only(t, b), "--beir",
-        _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS), "-o", str(t / "out"), "--no-progress"],
+        _good_beir(t), "-o", str(t / "out"), "--no-progress"],
          ("pickled", "pickle"), category="unsafe files"),
     Case("eval: BEIR folder without qrels", lambda t, m, b: [
         "eval", b, "--beir", _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES), "-o", str(t / "out")],
          ("qrels",)),
     Case("eval: a created output parent is removed when a checkpoint is bad", lambda t, m, b: [
-        "eval", b, str(t / "nothere"), "--beir", _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS),
+        "eval", b, str(t / "nothere"), "--beir", _good_beir(t),
         "-o", str(t / "evparent" / "out")],
          ("nothere",), "evparent", category="outputs"),
 ]

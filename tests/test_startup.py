@@ -96,7 +96,8 @@ def _interrupted_run(tmp_path: Path, argv: list[str]) -> tuple[int, str]:
     hook = tmp_path / "hook"
     hook.mkdir()
     (hook / "sitecustomize.py").write_text(_HOOK)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])}
+    path = os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": path}
     script = Path(sys.executable).with_name("embedkit")
     cmd = [str(script)] if script.exists() else [sys.executable, "-m", "embedkit.cli"]
     proc = subprocess.Popen([*cmd, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

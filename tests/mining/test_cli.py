@@ -147,14 +147,15 @@ def test_cli_output_is_checked_before_the_pairs_are_read(tiny_bert, tmp_path: Pa
 
     monkeypatch.setattr(readers, "load_pairs", no_read)
     (tmp_path / "folder").mkdir()
-    rc, err = _mine(capsys, "--pairs", str(_bad_pairs(tmp_path)), "--model", tiny_bert, "-o", str(tmp_path / "folder"))
+    rc, err = _mine(capsys, "--pairs", str(_bad_pairs(tmp_path)), "--model", tiny_bert,
+                    "-o", str(tmp_path / "folder"))
     assert rc == 2 and err.count("\n") == 1
     assert "--output: output" in err and "is a folder" in err and "fix:" in err
 
 
 def test_cli_failed_run_removes_the_output_folders_it_created(tmp_path: Path, capsys) -> None:
     """The miner makes the output's parent folders before loading the model; a failure must take them away."""
-    rc, err = _mine(capsys, "--pairs", str(_bad_pairs(tmp_path)), "--skip-invalid", "--model", str(tmp_path / "nomodel"),
-                    "-o", str(tmp_path / "new" / "sub" / "mined.jsonl"), "--no-cache")
+    rc, err = _mine(capsys, "--pairs", str(_bad_pairs(tmp_path)), "--skip-invalid",
+                    "--model", str(tmp_path / "nomodel"), "-o", str(tmp_path / "new" / "sub" / "mined.jsonl"), "--no-cache")
     assert rc == 2 and "nomodel" in err.strip().splitlines()[-1]
     assert not (tmp_path / "new").exists()
