@@ -65,7 +65,8 @@ def _recipe(tmp: Path, model: str, pairs: str, extra: str = "") -> str:
     return str(_w(tmp / "recipe.yaml", RECIPE.format(model=model, pairs=pairs) + extra))
 
 
-def _beir(tmp: Path, *, corpus: str | None = None, queries: str | None = None, qrels: str | None = None) -> str:
+def _beir(tmp: Path, *, corpus: str | None = None, queries: str | None = None, qrels: str | None = None,
+          split: str = "test") -> str:
     root = tmp / "beir"
     root.mkdir()
     if corpus is not None:
@@ -73,7 +74,7 @@ def _beir(tmp: Path, *, corpus: str | None = None, queries: str | None = None, q
     if queries is not None:
         _w(root / "queries.jsonl", queries)
     if qrels is not None:
-        _w(root / "qrels" / "test.tsv", qrels)
+        _w(root / "qrels" / f"{split}.tsv", qrels)
     return str(root)
 
 

@@ -61,10 +61,13 @@ CASES: list[Case] = [
         t, '{"id": "x", "query": "q", "positive": "d"}\n{"id": "x", "query": "q2", "positive": "d2"}\n')),
          ("pairs.jsonl:2", "duplicate")),
     Case("mine: qrels name a missing document", lambda t, m, b: _mine(t, m, _beir(
-        t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels="query-id\tcorpus-id\tscore\nq1\tnope\t1\n")),
-         ("test.tsv:2", "nope")),
-    Case("mine: empty corpus", lambda t, m, b: _mine(t, m, _beir(t, corpus="", queries=GOOD_QUERIES, qrels=GOOD_QRELS)),
+        t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels="query-id\tcorpus-id\tscore\nq1\tnope\t1\n", split="train")),
+         ("train.tsv:2", "nope")),
+    Case("mine: empty corpus", lambda t, m, b: _mine(t, m, _beir(t, corpus="", queries=GOOD_QUERIES, qrels=GOOD_QRELS, split="train")),
          ("corpus",)),
+    Case("mine: BEIR folder without the train split", lambda t, m, b: _mine(t, m, _beir(
+        t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS)),
+         ("'train' split", "train.tsv")),
     Case("mine: contradictory window", lambda t, m, b: _mine(t, m, _good_pairs(t), "--range-min", "30", "--range-max", "10"),
          ("range",)),
     # ---- train

@@ -29,6 +29,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("mine", help="mine hard negatives for training pairs (FAISS, positive-aware filters, cache)",
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--pairs", required=True, help="pairs: .jsonl/.csv/.parquet (.gz ok), a BEIR folder or a saved HF dataset")
+    p.add_argument("--split", default="train",
+                   help="qrels split of a BEIR --pairs folder (default: train; there is no fall-back to test)")
     p.add_argument("--corpus", help="extra documents: JSONL with 'text' (and optional 'title') or a BEIR folder")
     p.add_argument("--model", default="minilm", help="embedding model folder or alias (default: minilm)")
     p.add_argument("--output", "-o", required=True, help="output JSONL (written atomically)")
@@ -84,7 +86,7 @@ def _mine_to(args: argparse.Namespace, out: Path) -> int:
         use_gpu=False if args.no_gpu else "auto", batch_size=args.batch_size, drop_incomplete=args.drop_incomplete)
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     with distributed_session() as (rank, _world):
-        pairs = load_pairs(args.pairs, skip_invalid=args.skip_invalid)
+        pairs = load_pairs(args.pairs, skip_invalid=args.skip_invalid, split=args.split)
         if pairs.num_skipped and rank == 0:
             print(f"embedkit mine: {pairs.summary} (first: {pairs.first_error})", file=sys.stderr)
         result = mine_hard_negatives(pairs, args.model, config=cfg, corpus=args.corpus, cache_dir=cache_dir,

@@ -159,3 +159,24 @@ def test_cli_failed_run_removes_the_output_folders_it_created(tmp_path: Path, ca
                     "--model", str(tmp_path / "nomodel"), "-o", str(tmp_path / "new" / "sub" / "mined.jsonl"), "--no-cache")
     assert rc == 2 and "nomodel" in err.strip().splitlines()[-1]
     assert not (tmp_path / "new").exists()
+
+
+def test_cli_mines_the_split_it_is_given(tiny_bert, tmp_path: Path, capsys) -> None:
+    """A BEIR folder is read at --split (default train, never a silent fall-back to test)."""
+    root = tmp_path / "beir"
+    (root / "qrels").mkdir(parents=True)
+    docs = [f"tool {i} copies files between folders" for i in range(6)]
+    (root / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "text": t}) + "\n"
+                                               for i, t in enumerate(docs)))
+    (root / "queries.jsonl").write_text("".join(json.dumps({"_id": f"q{i}", "text": f"copy with tool {i}"}) + "\n"
+                                                for i in range(6)))
+    (root / "qrels" / "dev.tsv").write_text("query-id\tcorpus-id\tscore\n" + "".join(f"q{i}\td{i}\t1\n" for i in (1, 4)))
+    out = tmp_path / "mined.jsonl"
+    rc, err = _mine(capsys, "--pairs", str(root), "--model", tiny_bert, "-o", str(out), "--num-negatives", "2",
+                    "--max-score-ratio", "none", "--no-cache")
+    assert rc == 2 and "'train' split" in err and not out.exists()
+    rc, err = _mine(capsys, "--pairs", str(root), "--split", "dev", "--model", tiny_bert, "-o", str(out),
+                    "--num-negatives", "2", "--max-score-ratio", "none", "--no-cache")
+    assert rc == 0, err
+    mined = load_pairs(out)
+    assert sorted(p.query for p in mined) == ["copy with tool 1", "copy with tool 4"]
