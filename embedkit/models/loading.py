@@ -277,7 +277,8 @@ def runs_unadapted_bidirectional(cfg: ModelConfig) -> bool:
 
 @dataclass
 class _Inspected:
-    """What :func:`_inspect` found: the folder whose modules load, the adapters to merge on top (in order)..."""
+    """What :func:`_inspect` found: the folder whose modules load, its architecture and attention direction, and
+    the LoRA adapters to merge into it after loading (in order: a run's own ``adapter/`` first)."""
 
     folder: Path
     model_type: str
@@ -287,7 +288,7 @@ class _Inspected:
     adapters: list[Any]  # embedkit.models.lora.AdapterFolder
 
 
-def _locate(name: str, base_model: str | None, cfg: ModelConfig) -> tuple[Path, list[Any]]:
+def _locate(name: str, base_model: str | None) -> tuple[Path, list[Any]]:
     """The model folder to load and the LoRA adapters (:func:`~embedkit.models.lora.find_adapter`) to merge into it.
 
     A bare adapter folder loads its base (which may itself be a run saved with an ``adapter/``), then the adapter.
@@ -321,7 +322,7 @@ def _inspect(cfg: ModelConfig, base_model: str | None = None) -> _Inspected:
     """Every check before weights are read: folder, adapters, pickle files, config, weights shapes, architecture."""
     from embedkit.models.lora import check_adapter_weights
 
-    folder, adapters = _locate(cfg.name, base_model, cfg)
+    folder, adapters = _locate(cfg.name, base_model)
     refuse_pickle_weights(folder)
     for adapter in adapters:
         if not adapter.embedded:
