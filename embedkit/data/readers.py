@@ -49,7 +49,7 @@ import logging
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -262,9 +262,13 @@ def _csv_cell(name: str, value: str) -> Any:
     return value
 
 
-def _iter_csv(path: Path) -> Iterator[_Rec]:
+def _iter_csv(path: Path, *, required: str = "query", cell: Callable[[str, str], Any] = _csv_cell,
+              header_hint: str = "name the columns query, positive (or positives), ...") -> Iterator[_Rec]:
+    """CSV/TSV rows (``.gz`` ok) as dicts; ``where`` is the line a row starts on, so quoted newlines keep the
+    numbering right. The header must name ``required``; ``cell(column, value)`` converts each cell (pairs: JSON
+    lists in list columns, ``""`` -> ``None``). :mod:`embedkit.data.texts` reads text files through it too."""
     text = _open_bytes(path).decode("utf-8", errors="surrogateescape")
-    delimiter = "\t" if path.name.removesuffix(".gz").endswith(".tsv") else ","
+    delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
     try:
         header = next(reader)
@@ -273,9 +277,9 @@ def _iter_csv(path: Path) -> Iterator[_Rec]:
     except csv.Error as exc:
         raise InputError(f"cannot parse the CSV header: {exc}", where=f"{path}:1", hint="fix the header") from None
     header = [h.strip() for h in header]
-    if "query" not in header:
-        raise InputError(f"the CSV header has no 'query' column (columns: {', '.join(header)})", where=f"{path}:1",
-                         hint="name the columns query, positive (or positives), ...")
+    if required not in header:
+        raise InputError(f"the CSV header has no '{required}' column (columns: {', '.join(header)})",
+                         where=f"{path}:1", hint=header_hint)
     while True:
         start = reader.line_num + 1
         try:
@@ -296,7 +300,7 @@ def _iter_csv(path: Path) -> Iterator[_Rec]:
                                   "quote cells that contain the delimiter")
             continue
         try:
-            yield where, {k: _csv_cell(k, v) for k, v in zip(header, row)}
+            yield where, {k: cell(k, v) for k, v in zip(header, row)}
         except _Invalid as exc:
             yield where, exc
 

@@ -29,15 +29,13 @@ Example:
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedkit.data.readers import _Invalid, _iter_hf_dataset, _iter_jsonl, _iter_parquet, _open_bytes
+from embedkit.data.readers import _Invalid, _iter_csv, _iter_hf_dataset, _iter_jsonl, _iter_parquet, _open_bytes
 from embedkit.errors import InputError
 
 __all__ = ["TextSet", "read_texts"]
@@ -72,39 +70,9 @@ def _format_of(path: Path) -> str:
 
 
 def _iter_table(path: Path, text_field: str) -> Iterator[_Rec]:
-    """CSV/TSV rows as dicts, decoded as :mod:`embedkit.data.readers` decodes pair files (the header must name
-    ``text_field``; ``where`` is the line a row starts on, so quoted newlines keep the numbering right)."""
-    text = _open_bytes(path).decode("utf-8", errors="surrogateescape")
-    delimiter = "\t" if path.name.lower().removesuffix(".gz").endswith(".tsv") else ","
-    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter)
-    try:
-        header = [h.strip() for h in next(reader)]
-    except StopIteration:
-        return
-    except csv.Error as exc:
-        raise InputError(f"cannot parse the CSV header: {exc}", where=f"{path}:1", hint="fix the header") from None
-    if text_field not in header:
-        raise InputError(f"the header has no '{text_field}' column (columns: {', '.join(header)})",
-                         where=f"{path}:1", hint=f"name the text column '{text_field}' or pass --text-field")
-    while True:
-        start = reader.line_num + 1
-        try:
-            row = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as exc:
-            yield f"{path}:{start}", _Invalid("bad CSV", f"cannot parse the row: {exc}", "fix the quoting")
-            continue
-        where = f"{path}:{start}"
-        if not any(c.strip() for c in row):
-            continue
-        if any("\udc80" <= ch <= "\udcff" for c in row for ch in c):
-            yield where, _Invalid("non-UTF-8 bytes", "row is not valid UTF-8", "re-encode the file as UTF-8")
-        elif len(row) != len(header):
-            yield where, _Invalid("wrong column count", f"row has {len(row)} columns, the header has {len(header)}",
-                                  "quote cells that contain the delimiter")
-        else:
-            yield where, dict(zip(header, row))
+    """CSV/TSV rows as dicts, read exactly as pair files are (the header must name ``text_field``)."""
+    return _iter_csv(path, required=text_field, cell=lambda _column, value: value,
+                     header_hint=f"name the text column '{text_field}' or pass --text-field")
 
 
 def _iter_lines(path: Path) -> Iterator[_Rec]:
