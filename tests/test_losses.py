@@ -402,8 +402,8 @@ def test_hash_texts_normalises_case_space_and_unicode() -> None:
 
 
 def test_one_text_normalisation_for_the_loss_and_the_miner() -> None:
-    """The loss's text hashes and the miner's duplicate filter share one function (embedkit.data.text)."""
-    from embedkit.data.text import normalize_text as shared
+    """The loss's text hashes and the miner's duplicate filter share one function (embedkit.data.normalize)."""
+    from embedkit.data.normalize import normalize_text as shared
     from embedkit.losses import normalize_text as loss_norm
     from embedkit.mining import normalize_text as miner_norm
 

@@ -38,7 +38,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch import Tensor
 
-from embedkit.data.text import normalize_text
+from embedkit.data.normalize import normalize_text
 from embedkit.errors import ConfigError, InputError
 
 __all__ = ["EmbeddingBatch", "EmbeddingLoss", "hash_texts", "make_batch", "normalize_text", "stack_docs"]
@@ -144,7 +144,7 @@ class EmbeddingLoss(torch.nn.Module):
 
 
 def hash_texts(texts: Sequence[str]) -> Tensor:
-    """``(len(texts),)`` int64 hashes of :func:`~embedkit.data.text.normalize_text` (stable across processes,
+    """``(len(texts),)`` int64 hashes of :func:`~embedkit.data.normalize.normalize_text` (stable across processes,
     unlike ``hash()``) -- the same key the miner's duplicate filter compares, so both judge a pair alike.
 
     Example:

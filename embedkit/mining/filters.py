@@ -4,7 +4,7 @@ For each query, in this order (each candidate is counted by the first rule that 
 
 1. ``positive``: the query's own positives (all records sharing the query text) never become negatives;
 2. ``outside window``: keep ranks ``range_min <= r < range_max``, ranks counted after removing the positives;
-3. ``duplicate of a positive``: normalised text equal to a positive's (:func:`embedkit.data.text.normalize_text`,
+3. ``duplicate of a positive``: normalised text equal to a positive's (:func:`embedkit.data.normalize.normalize_text`,
    the key the loss's duplicate mask hashes too: NFKC, case-folded, invisible format characters dropped,
    whitespace collapsed);
 4. ``max_score_ratio``: score ``> min_pos - (1 - ratio) * |min_pos|`` (NV-Retriever TopK-PercPos; with several
@@ -32,7 +32,7 @@ from typing import Literal
 
 import numpy as np
 
-from embedkit.data.text import normalize_text
+from embedkit.data.normalize import normalize_text
 
 __all__ = ["Selection", "normalize_text", "select_negatives"]
 

@@ -20,7 +20,7 @@ Punctuation is kept: ``ls -l`` and ``ls –l`` or ``C++`` and ``C`` are differen
 drop more (a negative dropped or masked is lost, not mislabelled), folding less lets duplicates through as negatives.
 
 Example:
-    >>> from embedkit.data.text import normalize_text
+    >>> from embedkit.data.normalize import normalize_text
     >>> normalize_text("  \\uff2c\\uff33  lists\\u200b FILES ")
     'ls lists files'
     >>> normalize_text("ls -l") == normalize_text("ls \\u2013l")
