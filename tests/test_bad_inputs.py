@@ -20,6 +20,24 @@ from bad_input_harness import (  # noqa: F401  (helpers used by the cases)
     _pairs, _recipe, _w, check_case,
 )
 
+def _tiny_llama(tmp: Path, tiny: str) -> str:
+    from conftest import make_tiny_decoder
+
+    return make_tiny_decoder(tmp / "llama", "llama", tiny)
+
+
+def _pickled_copy(tmp: Path, folder: str) -> str:
+    """``folder`` with its safetensors weights replaced by a (harmless) pickle file, as legacy checkpoints have."""
+    import shutil
+
+    out = tmp / ("pickled-" + Path(folder).name)
+    shutil.copytree(folder, out)
+    for f in out.rglob("*.safetensors"):
+        f.unlink()
+    (out / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
+    return str(out)
+
+
 CASES: list[Case] = [
     # ---- encode
     Case("encode: malformed JSONL", lambda t, m, b: _encode(t, m, _pairs(t, '{"text": "a"}\n{"text": oops}\n', "t.jsonl")),
@@ -119,6 +137,17 @@ CASES: list[Case] = [
     Case("soup: pickle-only member", lambda t, m, b: [
         "soup", b, str(_w(t / "pkl" / "pytorch_model.bin", b"\x80\x04").parent), "-o", str(t / "out")],
          ("pkl",), category="unsafe files"),
+    # ---- loaders outside load_model: the same pickle / adapter checks
+    Case("mntp: pickle-only decoder", lambda t, m, b: [
+        "mntp", "--model", _pickled_copy(t, _tiny_llama(t, b)), "--data", _good_pairs(t), "--batch-size", "2", "-o", str(t / "out")],
+         ("pytorch_model.bin", "pickle"), category="unsafe files"),
+    Case("mntp: LoRA adapter folder instead of a causal LM", lambda t, m, b: [
+        "mntp", "--model", str(_w(t / "adapter" / "adapter_config.json", '{"peft_type": "LORA"}').parent),
+        "--data", _good_pairs(t), "--batch-size", "2", "-o", str(t / "out")],
+         ("LoRA adapter", "base model"), category="models"),
+    Case("mine: pickle-only cross-encoder teacher", lambda t, m, b: _mine(
+        t, b, _good_pairs(t), "--teacher", _pickled_copy(t, b), "--no-cache"),
+         ("--teacher", "pickle"), category="unsafe files"),
     Case("soup: greedy without held-out data", lambda t, m, b: ["soup", b, b, "--method", "greedy", "-o", str(t / "out")],
          ("greedy", "--eval")),
 ]

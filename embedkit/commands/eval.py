@@ -46,18 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def check_checkpoints(args: argparse.Namespace) -> None:
-    """Make every check loading makes, on every checkpoint, before the first one is evaluated.
-
-    Why: evaluating a baseline takes minutes; a typo or a corrupt folder in the second checkpoint must not be found
-    only after that. Configs, adapters, pickle files and safetensors headers are read, no weights.
-    """
-    from embedkit.models.loading import check_model
-
-    for ckpt in args.checkpoints:
-        check_model(ckpt, base_model=args.base_model, trust_remote_code=args.trust_remote_code)
-
-
 def run(args: argparse.Namespace) -> int:
     from embedkit.utils.io import removing_created_parents
 
@@ -66,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    check_checkpoints(args)
-
     from embedkit.evaluation.runner import evaluate
 
     beir = list(args.beir)

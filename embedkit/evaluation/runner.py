@@ -355,11 +355,12 @@ def evaluate(
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
         check_writable_parent(out)
-    for c in ckpts:  # cheap existence check before the (slower) task setup
-        if not isinstance(c, SentenceTransformer) and not Path(c).exists():
-            from embedkit.models import resolve_model_path
+    from embedkit.models.loading import check_model
 
-            resolve_model_path(str(c))  # aliases pass; unknown names raise ModelError
+    for c in ckpts:  # every check loading makes (configs, adapters, pickles, safetensors headers; no weights), on
+        # every checkpoint before the first is evaluated: a bad second path must not wait for minutes of encoding
+        if not isinstance(c, SentenceTransformer):
+            check_model(str(c), base_model=base_model, trust_remote_code=trust_remote_code)
 
     task_objs = _build_tasks(tasks, beir, sts, split)
     task_infos = [_task_info(t) for t in task_objs]

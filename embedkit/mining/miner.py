@@ -189,13 +189,13 @@ def mine_hard_negatives(
     extra: list[str] = []
     if corpus is not None:
         extra = list(corpus) if isinstance(corpus, (list, tuple)) else load_corpus_texts(corpus)
-    st_model, source = _load_model(model, trust_remote_code)
     tch = None
-    if teacher is not None:  # load before the long encoding, so a bad path fails fast
+    if teacher is not None:  # load before the model and the long encoding, so a bad path fails fast
         from embedkit.mining.teacher import Teacher
 
         tch = Teacher.load(teacher, teacher_type, batch_size=cfg.batch_size,  # type: ignore[arg-type]
                            cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+    st_model, source = _load_model(model, trust_remote_code)
     stats = MiningStats(records=len(records), num_negatives=cfg.num_negatives)
 
     texts: dict[str, int] = {}

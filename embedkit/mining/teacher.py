@@ -52,6 +52,9 @@ class Teacher:
             if not folder.is_dir() or not (folder / "config.json").exists():
                 raise ModelError(f"teacher '{path}' is not a CrossEncoder folder (no config.json)",
                                  where="--teacher", hint="pass a folder saved with CrossEncoder.save(path)")
+            from embedkit.models.loading import refuse_pickle_weights
+
+            refuse_pickle_weights(folder, where="--teacher")
             if not any(folder.rglob("*.safetensors")):
                 raise ModelError(f"teacher '{path}' has no safetensors weights; embedkit loads no pickle",
                                  where="--teacher", hint="re-save it with safe_serialization=True")

@@ -157,11 +157,17 @@ def _load_lm(config: MNTPConfig) -> tuple[Any, Any, str]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from embedkit.models.bidirectional import check_bidirectional_supported, is_decoder_type
-    from embedkit.models.loading import resolve_model_path
+    from embedkit.models.loading import check_weights_match_config, refuse_pickle_weights, resolve_model_path
+    from embedkit.models.lora import find_adapter
 
+    if find_adapter(config.model) is not None:
+        raise ModelError(f"{config.model} holds a LoRA adapter; MNTP adapts a plain causal LM", where="model",
+                         hint="pass the base model folder, or a run saved with model.lora.merge_on_save: true")
     folder = resolve_model_path(config.model)
     if not (Path(folder) / "config.json").exists():
         raise ModelError(f"{folder} has no config.json", where="model", hint="pass a transformers model folder")
+    refuse_pickle_weights(folder, where="model")
+    check_weights_match_config(folder)
     model_type = str(AutoConfig.from_pretrained(folder).model_type)
     if not is_decoder_type(model_type):
         raise ModelError(f"'{model_type}' is an encoder: it is already bidirectional, MNTP is for decoder LLMs",
@@ -171,7 +177,7 @@ def _load_lm(config: MNTPConfig) -> tuple[Any, Any, str]:
     tok = AutoTokenizer.from_pretrained(folder)
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
-    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.dtype))
+    lm = AutoModelForCausalLM.from_pretrained(folder, dtype=getattr(torch, config.dtype), use_safetensors=True)
     # read at every forward by the mask builders (see embedkit/models/bidirectional.py); CLM sets it too, so that a
     # folder MNTP left bidirectional is trained -- and saved -- causal
     lm.config.is_causal = config.objective == "clm"

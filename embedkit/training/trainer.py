@@ -99,7 +99,7 @@ def save_pipeline(model: SentenceTransformer, path: str | os.PathLike, *, merge_
     """Write ``model`` as a sentence-transformers folder (loads with ``embedkit.load_model`` / ``SentenceTransformer``).
 
     LoRA models are merged into a copy first (``merge_lora=True``), or keep the adapter next to the base pipeline
-    under ``adapter/`` (``merge_lora=False``; load with :func:`embedkit.models.lora.load_adapter`).
+    under ``adapter/`` (``merge_lora=False``; :func:`embedkit.load_model` finds ``adapter/`` and merges it on load).
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)

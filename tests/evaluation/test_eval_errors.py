@@ -199,3 +199,20 @@ def test_bad_second_checkpoint_is_refused_before_anything_is_encoded(tmp_path, c
     assert lines[0].startswith("embedkit: error: ") and expect in lines[0] and "fix:" in lines[0]
     assert loaded == []  # not even the good first checkpoint was loaded
     assert not (tmp_path / "parent").exists()  # nor the output's parent folder left behind
+
+
+def test_python_api_checks_every_checkpoint_before_loading_any(tmp_path, small_beir, tiny_bert, monkeypatch):
+    """``embedkit.evaluate([GOOD, BAD])`` makes the same up-front checks as the CLI (no weights read, no encoding)."""
+    import embedkit
+    import embedkit.evaluation.runner as runner
+    from embedkit.errors import ModelError
+
+    loaded: list[str] = []
+    monkeypatch.setattr(runner, "load_checkpoint", lambda path, **kw: loaded.append(str(path)))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(Path(tiny_bert) / "config.json", bad / "config.json")
+    (bad / "pytorch_model.bin").write_bytes(b"\x80\x04")
+    with pytest.raises(ModelError, match="pickle"):
+        embedkit.evaluate([tiny_bert, str(bad)], beir=[str(small_beir)], output_dir=tmp_path / "out")
+    assert loaded == [] and not (tmp_path / "out").exists()
