@@ -21,9 +21,15 @@ from bad_input_harness import (  # noqa: F401  (helpers used by the cases)
 )
 
 def _tiny_llama(tmp: Path, tiny: str) -> str:
-    from conftest import make_tiny_decoder
+    """A 1-layer random Llama with the tiny BERT's tokenizer (a decoder MNTP would accept)."""
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
 
-    return make_tiny_decoder(tmp / "llama", "llama", tiny)
+    out = tmp / "llama"
+    tok = AutoTokenizer.from_pretrained(tiny)
+    LlamaModel(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                           num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id)).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
 
 
 def _pickled_copy(tmp: Path, folder: str) -> str:
