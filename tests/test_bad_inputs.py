@@ -176,7 +176,7 @@ def all_cases() -> list[Case]:
 
 def test_catalogue_is_big_enough() -> None:
     cases = all_cases()
-    assert len(cases) >= 25
+    assert len(cases) >= 60
     assert len({c.name for c in cases}) == len(cases), "case names must be unique"
     assert {c.category for c in cases} <= set(CATEGORIES)
     commands = {c.name.split(":")[0] for c in cases}
