@@ -232,14 +232,21 @@ def _open_bytes(path: Path) -> bytes:
         raise InputError(f"cannot read file: {exc}", where=str(path), hint="check the file is readable") from None
 
 
-def _iter_jsonl(path: Path) -> Iterator[_Rec]:
+def _iter_text_lines(path: Path) -> Iterator[tuple[str, str | _Invalid]]:
+    """``(file:line, decoded line)`` for every line (``.gz`` ok); a line that is not UTF-8 is an :class:`_Invalid`."""
     for lineno, raw in enumerate(_open_bytes(path).splitlines(), start=1):
         where = f"{path}:{lineno}"
         try:
-            line = raw.decode("utf-8")
+            yield where, raw.decode("utf-8")
         except UnicodeDecodeError as exc:
             yield where, _Invalid("non-UTF-8 bytes", f"line is not valid UTF-8 (byte {exc.start})",
                                   "re-encode the file as UTF-8")
+
+
+def _iter_jsonl(path: Path) -> Iterator[_Rec]:
+    for where, line in _iter_text_lines(path):
+        if isinstance(line, _Invalid):
+            yield where, line
             continue
         if not line.strip():
             continue

@@ -35,7 +35,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from embedkit.data.readers import _Invalid, _iter_csv, _iter_hf_dataset, _iter_jsonl, _iter_parquet, _open_bytes
+from embedkit.data.readers import (
+    _Invalid, _iter_csv, _iter_hf_dataset, _iter_jsonl, _iter_parquet, _iter_text_lines,
+)
 from embedkit.errors import InputError
 
 __all__ = ["TextSet", "read_texts"]
@@ -76,15 +78,10 @@ def _iter_table(path: Path, text_field: str) -> Iterator[_Rec]:
 
 
 def _iter_lines(path: Path) -> Iterator[_Rec]:
-    for lineno, raw in enumerate(_open_bytes(path).splitlines(), start=1):
-        where = f"{path}:{lineno}"
-        try:
-            line = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            yield where, _Invalid("non-UTF-8 bytes", f"line is not valid UTF-8 (byte {exc.start})",
-                                  "re-encode the file as UTF-8")
-            continue
-        if not line.strip():
+    for where, line in _iter_text_lines(path):
+        if isinstance(line, _Invalid):
+            yield where, line
+        elif not line.strip():
             yield where, _Invalid("empty line", "empty line", "remove blank lines or pass --skip-invalid")
         else:
             yield where, {"text": line}
