@@ -10,6 +10,7 @@ file, folder or temporary file left behind. Every catalogue file exports a ``CAS
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -133,3 +134,25 @@ def check_case(case: Case, tmp_path: Path, minilm_path: str, tiny_bert: str, cap
     new = {p for p in set(tmp_path.rglob("*")) - before if p.name.endswith(".tmp") or ".tmp" in p.name
            or p.name.startswith(".") and "partial" in p.name}
     assert not new, f"temporary files left behind: {new}"
+
+
+def legacy_st_folder(t: Path, tiny: str, *, name: str = "pytorch_model.bin", payload: bytes | None = None) -> str:
+    """An old-layout sentence-transformers folder whose Transformer weights exist only as a pickle."""
+    import torch
+    from safetensors.torch import load_file
+
+    out = t / "legacy"
+    tdir = out / "0_Transformer"
+    shutil.copytree(tiny, tdir)
+    state = load_file(tdir / "model.safetensors")
+    (tdir / "model.safetensors").unlink()
+    if payload is None:
+        torch.save(state, tdir / name)
+    else:
+        (tdir / name).write_bytes(payload)
+    _w(out / "1_Pooling" / "config.json", json.dumps({"word_embedding_dimension": 32,
+                                                        "pooling_mode_mean_tokens": True}))
+    _w(out / "modules.json", json.dumps([
+        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
+    return str(out)

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from bad_input_harness import GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _encode, _mine, _pairs, _w, check_case
+from bad_input_harness import (
+    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _encode, _mine, _pairs, _w, check_case, legacy_st_folder,
+)
 
 
 class _Evil:
@@ -35,28 +37,6 @@ def _texts(t: Path) -> str:
 
 def _eval_beir(t: Path) -> str:
     return _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS)
-
-
-def _legacy(t: Path, tiny: str, *, name: str = "pytorch_model.bin", payload: bytes | None = None) -> str:
-    """An old-layout sentence-transformers folder whose Transformer weights exist only as a pickle."""
-    import torch
-    from safetensors.torch import load_file
-
-    out = t / "legacy"
-    tdir = out / "0_Transformer"
-    shutil.copytree(tiny, tdir)
-    state = load_file(tdir / "model.safetensors")
-    (tdir / "model.safetensors").unlink()
-    if payload is None:
-        torch.save(state, tdir / name)
-    else:
-        (tdir / name).write_bytes(payload)
-    _w(out / "1_Pooling" / "config.json", json.dumps({"word_embedding_dimension": 32,
-                                                        "pooling_mode_mean_tokens": True}))
-    _w(out / "modules.json", json.dumps([
-        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
-    return str(out)
 
 
 def _pickle_only(t: Path, tiny: str, suffix: str) -> str:
@@ -113,10 +93,10 @@ def _run_with_adapter(t: Path, tiny: str, config_text: str, weights: tuple[str, 
 CASES: list[Case] = [
     # ---- unsafe files: pickle weights without a safetensors counterpart in their module folder
     Case("encode: model whose 0_Transformer weights are only pytorch_model.bin (legacy layout)",
-         lambda t, m, b: _encode(t, _legacy(t, b), _texts(t)),
+         lambda t, m, b: _encode(t, legacy_st_folder(t, b), _texts(t)),
          ("0_Transformer/pytorch_model.bin", "never unpickles", "save_file("), "out.npy", "unsafe files"),
     Case("encode: malicious pickle in the legacy layout never runs",
-         lambda t, m, b: _encode(t, _legacy(t, b, payload=pickle.dumps({"w": _Evil(str(t / "pwned"))})), _texts(t)),
+         lambda t, m, b: _encode(t, legacy_st_folder(t, b, payload=pickle.dumps({"w": _Evil(str(t / "pwned"))})), _texts(t)),
          ("0_Transformer/pytorch_model.bin", "never unpickles"), "pwned", "unsafe files"),
     Case("encode: top-level pytorch_model.bin with an unrelated .safetensors in a sub-folder",
          lambda t, m, b: _encode(t, _top_bin_with_unrelated_safetensors(t, b), _texts(t)),
@@ -131,7 +111,7 @@ CASES: list[Case] = [
          lambda t, m, b: _mine(t, _pickle_only(t, b, ".ckpt"), _pairs(t, '{"query": "q", "positive": "d"}\n')),
          ("model.ckpt", "safetensors only"), "out", "unsafe files"),
     Case("soup: member in the legacy layout with pickle-only Transformer weights",
-         lambda t, m, b: ["soup", b, _legacy(t, b), "-o", str(t / "out")],
+         lambda t, m, b: ["soup", b, legacy_st_folder(t, b), "-o", str(t / "out")],
          ("0_Transformer/pytorch_model.bin", "never unpickles"), "out", "unsafe files"),
     Case("soup: run whose adapter/ holds only adapter_model.bin",
          lambda t, m, b: ["soup", _run_with_adapter(t, b, _adapter_config(b), ("adapter_model.bin", b"\x80\x04x")),

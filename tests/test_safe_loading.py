@@ -86,25 +86,9 @@ class _Evil:
 def _legacy_st_folder(tmp_path: Path, tiny_bert: str, *, weights: bytes | None = None, name: str = "pytorch_model.bin"
                       ) -> Path:
     """A sentence-transformers folder in the old layout: 0_Transformer/ (weights only as a pickle) + 1_Pooling/."""
-    import torch
-    from safetensors.torch import load_file
+    from bad_input_harness import legacy_st_folder
 
-    out = tmp_path / "legacy"
-    tdir = out / "0_Transformer"
-    shutil.copytree(tiny_bert, tdir)
-    state = load_file(tdir / "model.safetensors")
-    (tdir / "model.safetensors").unlink()
-    if weights is None:
-        torch.save(state, tdir / name)
-    else:
-        (tdir / name).write_bytes(weights)
-    (out / "1_Pooling").mkdir()
-    (out / "1_Pooling" / "config.json").write_text(json.dumps({"word_embedding_dimension": 32,
-                                                               "pooling_mode_mean_tokens": True}))
-    (out / "modules.json").write_text(json.dumps([
-        {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
-        {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
-    return out
+    return Path(legacy_st_folder(tmp_path, tiny_bert, name=name, payload=weights))
 
 
 @pytest.fixture
