@@ -26,12 +26,7 @@ DOCS = ["cp copies files and folders", "mv moves or renames files", "ps lists th
         "userdel removes a user account", "tar and gzip compress archives", "apt-cache searches for packages"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _params(model: torch.nn.Module) -> dict[str, torch.Tensor]:

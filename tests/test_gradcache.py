@@ -35,13 +35,7 @@ DOCS = [f"{w} text number {i} about {QUERIES[i // K].split()[-1]}" for i, w in
 DOCS[7] = DOCS[0].upper()  # a text duplicate of row 0's positive inside row 2's negatives (hash masking)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads; on a busy 2-core machine they cost 10x. Restored after."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def grads(model: torch.nn.Module) -> dict[str, torch.Tensor]:
