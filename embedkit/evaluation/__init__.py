@@ -32,7 +32,7 @@ _LAZY = {
     "score_beir": "embedkit.evaluation.scoring",
     "retrieval_metrics": "embedkit.evaluation.scoring",
     "evaluate": "embedkit.evaluation.runner",
-    "EvalResults": "embedkit.evaluation.runner",
+    "EvalResults": "embedkit.evaluation.results",
     "RetrievalEvalCallback": "embedkit.evaluation.callback",
     "manpages_path": "embedkit.evaluation.samples",
 }

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from embedkit.evaluation.runner import EvalResults
+    from embedkit.evaluation.results import EvalResults
 
 __all__ = ["render_markdown", "write_chart", "write_report"]
 

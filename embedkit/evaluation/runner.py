@@ -35,13 +35,13 @@ import os
 import sys
 import warnings
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sentence_transformers import SentenceTransformer
 
-from embedkit.errors import ConfigError, InputError, ModelError, OutputError
+from embedkit.errors import ConfigError, ModelError, OutputError
+from embedkit.evaluation.results import SUMMARY_FORMAT, CheckpointInfo, EvalResults, TaskScore
 
 logger = logging.getLogger(__name__)
 
@@ -50,89 +50,8 @@ __all__ = ["CheckpointInfo", "EvalResults", "TaskScore", "evaluate", "load_check
 #: retrieval metrics copied from mteb's result into reports (mteb key -> report name)
 RETRIEVAL_METRICS = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10", "mrr_at_10": "mrr@10"}
 STS_METRICS = {"cosine_spearman": "cosine_spearman", "cosine_pearson": "cosine_pearson"}
-SUMMARY_FORMAT = "embedkit-eval/1"
 
 Checkpoint = str | os.PathLike | SentenceTransformer
-
-
-@dataclass
-class CheckpointInfo:
-    """One evaluated checkpoint: its report label, where it came from and the mteb model name/revision used."""
-
-    label: str
-    source: str
-    model_name: str
-    revision: str
-
-
-@dataclass
-class TaskScore:
-    """Scores of one checkpoint on one task (from mteb's result)."""
-
-    task: str
-    task_type: str
-    main_metric: str
-    main_score: float | None
-    metrics: dict[str, float | None] = field(default_factory=dict)
-    result_file: str | None = None
-
-
-@dataclass
-class EvalResults:
-    """Everything an :func:`evaluate` call measured; ``scores[label][task]`` is a :class:`TaskScore`."""
-
-    checkpoints: list[CheckpointInfo]
-    tasks: list[dict[str, str]]
-    scores: dict[str, dict[str, TaskScore]]
-    split: str = "test"
-    output_dir: str | None = None
-    created: str = ""
-    run_key: str = ""
-    #: who computed the scores (named in REPORT.md): ``mteb`` for :func:`evaluate`; benchmark scripts that score
-    #: with :func:`~embedkit.evaluation.scoring.score_beir` (equal to mteb's nDCG within 1e-4, tested) say so
-    scorer: str = "mteb"
-
-    def score(self, checkpoint: str, task: str, metric: str | None = None) -> float | None:
-        """Main score (or ``metric``, e.g. ``"ndcg@10"``) of a checkpoint label on a task."""
-        try:
-            ts = self.scores[checkpoint][task]
-        except KeyError:
-            raise InputError(f"no result for checkpoint '{checkpoint}' on task '{task}'",
-                             hint=f"checkpoints: {list(self.scores)}; tasks: {[t['name'] for t in self.tasks]}") from None
-        return ts.main_score if metric is None else ts.metrics.get(metric)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict (NaN becomes ``None``) -- the content of ``summary.json``."""
-        import embedkit
-
-        try:
-            import mteb
-
-            mteb_version = mteb.__version__
-        except Exception:  # pragma: no cover - mteb is a dependency
-            mteb_version = None
-        return _nan_to_none({
-            "format": SUMMARY_FORMAT,
-            "created": self.created,
-            "embedkit_version": embedkit.__version__,
-            "mteb_version": mteb_version,
-            "run_key": self.run_key,
-            "scorer": self.scorer,
-            "split": self.split,
-            "checkpoints": [asdict(c) for c in self.checkpoints],
-            "tasks": self.tasks,
-            "scores": {lab: {t: asdict(s) for t, s in per.items()} for lab, per in self.scores.items()},
-        })
-
-
-def _nan_to_none(obj: Any) -> Any:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    if isinstance(obj, dict):
-        return {k: _nan_to_none(v) for k, v in obj.items()}
-    if isinstance(obj, list):
-        return [_nan_to_none(v) for v in obj]
-    return obj
 
 
 # ------------------------------------------------------------------------------------------------ checkpoints

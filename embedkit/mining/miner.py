@@ -193,8 +193,12 @@ def mine_hard_negatives(
     if teacher is not None:  # load before the model and the long encoding, so a bad path fails fast
         from embedkit.mining.teacher import Teacher
 
+        def teacher_embed(m: Any, texts: list[str], role: str) -> np.ndarray:  # the teacher's vectors are cached too
+            return embed_texts(m, texts, role=role, batch_size=cfg.batch_size, cache_dir=cache_dir,
+                               source=teacher, encode_fn=encode)
+
         tch = Teacher.load(teacher, teacher_type, batch_size=cfg.batch_size,  # type: ignore[arg-type]
-                           cache_dir=cache_dir, trust_remote_code=trust_remote_code)
+                           embed_fn=teacher_embed, trust_remote_code=trust_remote_code)
     st_model, source = _load_model(model, trust_remote_code)
     stats = MiningStats(records=len(records), num_negatives=cfg.num_negatives)
 

@@ -2,8 +2,12 @@
 
 A teacher is a local folder: a sentence-transformers ``CrossEncoder`` (``teacher_type="cross"``: the score of the
 (query, document) pair as ``CrossEncoder.predict`` returns it, i.e. after the model's activation) or a bi-encoder
-(``teacher_type="bi"``: cosine similarity of the query and document embeddings, through the embedding cache when
-one is given). No cross-encoder ships offline; train one in-house or use a stronger bi-encoder.
+(``teacher_type="bi"``: cosine similarity of the query and document embeddings). No cross-encoder ships offline;
+train one in-house or use a stronger bi-encoder.
+
+A bi-encoder teacher embeds through ``embed_fn`` when one is given: the miner passes its cached
+:func:`embedkit.mining.miner.embed_texts`, so the teacher's vectors land in the same embedding cache. This module
+does not import the miner (the miner imports it): data flows one way.
 
 Example:
     >>> from embedkit.mining.teacher import Teacher
@@ -15,7 +19,7 @@ Example:
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,7 +28,10 @@ import numpy as np
 
 from embedkit.errors import ModelError
 
-__all__ = ["Teacher"]
+__all__ = ["EmbedFn", "Teacher"]
+
+#: ``embed_fn(model, texts, role)`` -> L2-normalised float32 ``(len(texts), dim)`` embeddings
+EmbedFn = Callable[[Any, list[str], str], np.ndarray]
 
 
 @dataclass
@@ -35,12 +42,14 @@ class Teacher:
     kind: Literal["cross", "bi"]
     source: str
     batch_size: int = 32
-    cache_dir: str | None = None
+    embed_fn: EmbedFn | None = None
 
     @classmethod
     def load(cls, path: str | os.PathLike, kind: Literal["cross", "bi"] = "cross", *, batch_size: int = 32,
-             cache_dir: str | os.PathLike | None = None, trust_remote_code: bool = False) -> Teacher:
-        """Load a CrossEncoder or bi-encoder folder (local only, safetensors only)."""
+             embed_fn: EmbedFn | None = None, trust_remote_code: bool = False) -> Teacher:
+        """Load a CrossEncoder or bi-encoder folder (local only, safetensors only).
+
+        ``embed_fn`` (bi-encoders only) replaces plain :func:`embedkit.encode`, e.g. by a cached encoder."""
         if kind not in ("cross", "bi"):
             raise ModelError(f"unknown teacher type '{kind}'", where="--teacher-type", hint="use cross or bi")
         folder = Path(path)
@@ -65,8 +74,7 @@ class Teacher:
             except (OSError, ValueError) as exc:
                 raise ModelError(f"cannot load CrossEncoder '{path}': {exc}", where="--teacher",
                                  hint="pass a folder saved with CrossEncoder.save(path)") from None
-        return cls(model=model, kind=kind, source=str(path), batch_size=batch_size,
-                   cache_dir=str(cache_dir) if cache_dir else None)
+        return cls(model=model, kind=kind, source=str(path), batch_size=batch_size, embed_fn=embed_fn)
 
     def score_lists(self, queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[list[float]]:
         """Scores of ``docs[i][j]`` for ``queries[i]`` (same nesting as ``docs``)."""
@@ -89,15 +97,16 @@ class Teacher:
         return out
 
     def _bi_embeddings(self, flat_q: list[str], flat_d: list[str]) -> tuple[np.ndarray, np.ndarray]:
-        from embedkit.encode import encode
-        from embedkit.mining.miner import embed_texts
-
+        embed = self.embed_fn or self._encode
         uq = list(dict.fromkeys(flat_q))
         ud = list(dict.fromkeys(flat_d))
-        qe = embed_texts(self.model, uq, role="query", batch_size=self.batch_size, cache_dir=self.cache_dir,
-                         source=self.source, encode_fn=encode)
-        de = embed_texts(self.model, ud, role="document", batch_size=self.batch_size, cache_dir=self.cache_dir,
-                         source=self.source, encode_fn=encode)
+        qe = np.asarray(embed(self.model, uq, "query"), dtype=np.float32)
+        de = np.asarray(embed(self.model, ud, "document"), dtype=np.float32)
         qi = {t: i for i, t in enumerate(uq)}
         di = {t: i for i, t in enumerate(ud)}
         return qe[[qi[t] for t in flat_q]], de[[di[t] for t in flat_d]]
+
+    def _encode(self, model: Any, texts: list[str], role: str) -> np.ndarray:
+        from embedkit.encode import encode
+
+        return encode(model, texts, role=role, batch_size=self.batch_size, normalize=True)  # type: ignore[return-value]
