@@ -364,17 +364,62 @@ def test_build_loss_from_config() -> None:
 @pytest.mark.parametrize(
     "make, message",
     [
-        (lambda: InfoNCELoss(temperature=0.0), "loss.temperature: must be > 0, got 0.0"),
-        (lambda: InfoNCELoss(focal_gamma=-1), "loss.focal_gamma: must be >= 0, got -1"),
-        (lambda: HardNegativeMixing(alpha_max=0.7), "loss.mixing.alpha_max: alpha_max must be in (0, 0.5], got 0.7"),
-        (lambda: FalseNegativeMasking(margin=None, ratio=None, mask_duplicates=False), "loss.masking: masking has"),
-        (lambda: CombinedLoss({}), "loss: no loss components given"),
+        (lambda: InfoNCELoss(temperature=0.0),
+         "invalid value for 'losses.infonce.temperature': must be > 0.0 (got 0.0)"),
+        (lambda: InfoNCELoss(focal_gamma=-1), "invalid value for 'losses.infonce.focal_gamma': must be >= 0.0 (got -1)"),
+        (lambda: HardNegativeMixing(alpha_max=0.7),
+         "invalid value for 'losses.infonce.mixing.alpha_max': must be <= 0.5 (got 0.7)"),
+        (lambda: FalseNegativeMasking(margin=3.0),
+         "invalid value for 'losses.infonce.masking.margin': must be <= 2.0 (got 3.0)"),
+        (lambda: FalseNegativeMasking(margin=None, ratio=None, mask_duplicates=False),
+         "losses.infonce.masking: masking has no rule left"),
+        (lambda: ListwiseDistillationLoss(teacher_temperature=0),
+         "invalid value for 'losses.listwise.teacher_temperature': must be > 0.0 (got 0)"),
+        (lambda: CombinedLoss({}), "losses: no loss components given"),
     ],
 )
-def test_config_errors_are_one_line(make, message: str) -> None:
+def test_config_errors_are_one_line_and_name_the_recipe_key(make, message: str) -> None:
     with pytest.raises(ConfigError) as exc:
         make()
     assert str(exc.value).startswith(message) and "\n" not in str(exc.value)
+
+
+@pytest.mark.parametrize(("key", "bad"), [("infonce.temperature", 0.0), ("infonce.temperature", -1.0),
+                                          ("infonce.focal_gamma", -0.5), ("infonce.masking.margin", 2.5),
+                                          ("infonce.masking.margin", -2.5), ("infonce.masking.ratio", 0.0),
+                                          ("infonce.masking.ratio", 2.5), ("infonce.mixing.num_mixed", -1),
+                                          ("infonce.mixing.num_query_mixed", -1), ("infonce.mixing.hardest_k", 0),
+                                          ("infonce.mixing.alpha_max", 0.0), ("infonce.mixing.alpha_max", 0.6),
+                                          ("listwise.temperature", 0.0), ("listwise.teacher_temperature", -1.0)])
+def test_a_loss_class_and_the_recipe_refuse_the_same_values_in_the_same_words(key: str, bad: float) -> None:
+    """The bounds are stated once (losses/config.py): the class and the recipe section give one message."""
+    from embedkit.losses.config import InfoNCEConfig, ListwiseConfig, MaskingConfig, MixingConfig
+    from embedkit.training.config import parse_recipe
+
+    *section, name = key.split(".")
+    data: dict = {}
+    cur = data
+    for part in section:
+        cur = cur.setdefault(part, {})
+    cur[name] = bad
+    with pytest.raises(ConfigError) as from_recipe:
+        parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}]}, "losses": data})
+    model = {"infonce": InfoNCEConfig, "infonce.masking": MaskingConfig, "infonce.mixing": MixingConfig,
+             "listwise": ListwiseConfig}[".".join(section)]
+    make = {InfoNCEConfig: InfoNCELoss, MaskingConfig: FalseNegativeMasking, MixingConfig: HardNegativeMixing,
+            ListwiseConfig: ListwiseDistillationLoss}[model]
+    with pytest.raises(ConfigError) as from_class:
+        make(**{name: bad})
+    assert from_recipe.value.message == from_class.value.message
+    assert f"'losses.{key}'" in from_class.value.message
+
+
+def test_masking_with_no_rule_is_refused_by_the_recipe_before_anything_loads() -> None:
+    from embedkit.training.config import parse_recipe
+
+    masking = {"margin": None, "ratio": None, "mask_duplicates": False}
+    with pytest.raises(ConfigError, match=r"'losses\.infonce\.masking': masking has no rule left"):
+        parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}]}, "losses": {"infonce": {"masking": masking}}})
 
 
 def test_batch_errors_name_the_field() -> None:
@@ -389,7 +434,7 @@ def test_batch_errors_name_the_field() -> None:
     mask[1, 0] = False
     with pytest.raises(InputError, match="every row needs a positive"):
         EmbeddingBatch(q=q, docs=d.reshape(2, 3, 8), doc_mask=mask)
-    with pytest.raises(ConfigError, match=r"^loss.listwise: listwise distillation needs teacher scores"):
+    with pytest.raises(ConfigError, match=r"^losses.listwise: listwise distillation needs teacher scores"):
         ListwiseDistillationLoss()(make_batch(q, d, 3))
 
 

@@ -10,8 +10,13 @@ split is ``test``; ``embedkit/datasets/manpages/README.md``): a second task from
 ``recipes/nv-embed-two-stage.yaml`` blends into stage 2 (``split: test`` named explicitly; that recipe evaluates on
 ``debian-beir``, so it never trains on what it scores).
 
+Recipes, ``embedkit mine --pairs`` / ``--corpus``, ``embedkit mntp --data`` and every other data path accept
+``sample:NAME`` for a sample (:func:`resolve_data_path`); :data:`SAMPLES` is the one list of them.
+
 Example:
-    >>> from embedkit.data.samples import sample_path
+    >>> from embedkit.data.samples import resolve_data_path, sample_path
+    >>> resolve_data_path("sample:manpages") == sample_path("manpages")
+    True
     >>> from embedkit.data.readers import load_pairs
     >>> pairs = load_pairs(sample_path("debian-train"))
     >>> len(pairs) > 1000
@@ -21,11 +26,15 @@ Example:
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 from embedkit.errors import InputError
 
-__all__ = ["SAMPLES", "sample_path"]
+__all__ = ["SAMPLES", "SAMPLE_PREFIX", "resolve_data_path", "sample_path", "samples_root"]
+
+#: a data path that starts with this names a packaged sample: ``sample:debian-train``
+SAMPLE_PREFIX = "sample:"
 
 _ROOT = Path(__file__).resolve().parent.parent / "datasets"
 
@@ -48,3 +57,21 @@ def sample_path(name: str) -> Path:
         raise InputError(f"sample '{name}' is missing from the installation ({path})",
                          hint="reinstall embedkit; the package data was not installed")
     return path
+
+
+def samples_root() -> Path:
+    """The folder holding the packaged samples (``embedkit/datasets``)."""
+    return _ROOT
+
+
+def resolve_data_path(path: str | os.PathLike[str]) -> Path:
+    """``sample:NAME`` -> the packaged sample (:func:`sample_path`); anything else -> that path (``~`` expanded).
+
+    Example:
+        >>> resolve_data_path("pairs.jsonl")
+        PosixPath('pairs.jsonl')
+    """
+    text = os.fspath(path)
+    if text.startswith(SAMPLE_PREFIX):
+        return sample_path(text[len(SAMPLE_PREFIX):])
+    return Path(text).expanduser()

@@ -1,4 +1,7 @@
-"""Small real evaluation samples shipped inside the package (no download needed).
+"""The packaged man-pages retrieval sample, by its evaluation name.
+
+The samples themselves are listed once, in :data:`embedkit.data.samples.SAMPLES` (``sample:manpages`` in a recipe
+or on the command line); this module only keeps the evaluation API's names for them.
 
 Example:
     >>> from embedkit.evaluation.samples import manpages_path
@@ -11,24 +14,16 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from embedkit.errors import InputError
+from embedkit.data.samples import sample_path, samples_root
 
 __all__ = ["manpages_path", "samples_root"]
 
 
-def samples_root() -> Path:
-    """Folder holding the packaged samples (``embedkit/datasets``)."""
-    return Path(__file__).resolve().parent.parent / "datasets"
-
-
 def manpages_path() -> Path:
-    """The Linux man-pages BEIR folder: query = a page's NAME one-liner, document = its DESCRIPTION section.
+    """The Linux man-pages BEIR folder (``sample:manpages``): query = a page's NAME one-liner, document = its
+    DESCRIPTION section.
 
     Built by ``eval/build_manpages.py`` from the Debian ``manpages`` and ``manpages-dev`` packages; see the
     folder's ``README.md`` for licences and how to rebuild it.
     """
-    path = samples_root() / "manpages"
-    if not (path / "corpus.jsonl").is_file():
-        raise InputError(f"the man-pages sample is missing from {path}",
-                         hint="reinstall embedkit, or rebuild it with: python eval/build_manpages.py")
-    return path
+    return sample_path("manpages")

@@ -1,7 +1,8 @@
 """Losses on embeddings: InfoNCE (in-batch + hard negatives, masking, mixing, focal), listwise distillation, sums.
 
 Every loss takes an :class:`EmbeddingBatch` and returns ``(loss, stats)``; see :mod:`embedkit.losses.base` for the
-batch layout and ``docs/losses.md`` for the recipes.
+batch layout and ``docs/losses.md`` for the recipes. Names are imported on first use: the settings
+(``LossConfig``...) need only pydantic, the losses themselves bring in torch.
 
 Example:
     >>> import torch, torch.nn.functional as F
@@ -10,32 +11,45 @@ Example:
     >>> loss, stats = InfoNCELoss()(make_batch(q, d, docs_per_query=2))
 """
 
-from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, hash_texts, make_batch, normalize_text, stack_docs
-from embedkit.losses.combined import CombinedLoss, WeightedSum
-from embedkit.losses.config import InfoNCEConfig, ListwiseConfig, LossConfig, MaskingConfig, MixingConfig, build_loss
-from embedkit.losses.infonce import InfoNCELoss
-from embedkit.losses.listwise import ListwiseDistillationLoss
-from embedkit.losses.masking import FalseNegativeMasking
-from embedkit.losses.mixing import HardNegativeMixing, MixResult
+from __future__ import annotations
 
-__all__ = [
-    "CombinedLoss",
-    "EmbeddingBatch",
-    "EmbeddingLoss",
-    "FalseNegativeMasking",
-    "HardNegativeMixing",
-    "InfoNCEConfig",
-    "InfoNCELoss",
-    "ListwiseConfig",
-    "ListwiseDistillationLoss",
-    "LossConfig",
-    "MaskingConfig",
-    "MixResult",
-    "MixingConfig",
-    "WeightedSum",
-    "build_loss",
-    "hash_texts",
-    "make_batch",
-    "normalize_text",
-    "stack_docs",
-]
+import importlib
+from typing import Any
+
+_LAZY: dict[str, str] = {
+    "EmbeddingBatch": "embedkit.losses.base",
+    "EmbeddingLoss": "embedkit.losses.base",
+    "hash_texts": "embedkit.losses.base",
+    "make_batch": "embedkit.losses.base",
+    "normalize_text": "embedkit.losses.base",
+    "stack_docs": "embedkit.losses.base",
+    "CombinedLoss": "embedkit.losses.combined",
+    "WeightedSum": "embedkit.losses.combined",
+    "InfoNCEConfig": "embedkit.losses.config",
+    "ListwiseConfig": "embedkit.losses.config",
+    "LossConfig": "embedkit.losses.config",
+    "MaskingConfig": "embedkit.losses.config",
+    "MixingConfig": "embedkit.losses.config",
+    "build_loss": "embedkit.losses.config",
+    "InfoNCELoss": "embedkit.losses.infonce",
+    "ListwiseDistillationLoss": "embedkit.losses.listwise",
+    "FalseNegativeMasking": "embedkit.losses.masking",
+    "HardNegativeMixing": "embedkit.losses.mixing",
+    "MixResult": "embedkit.losses.mixing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'embedkit.losses' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+__all__ = sorted(_LAZY)

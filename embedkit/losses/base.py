@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from embedkit.data.normalize import normalize_text
-from embedkit.errors import ConfigError, InputError
+from embedkit.errors import InputError
 
 __all__ = ["EmbeddingBatch", "EmbeddingLoss", "hash_texts", "make_batch", "normalize_text", "stack_docs"]
 
@@ -227,10 +227,3 @@ def make_batch(
         teacher_scores=_shape(teacher_scores, float("nan")),
         in_batch_negatives=in_batch_negatives,
     )
-
-
-def check_positive(value: float, where: str) -> float:
-    """Config check shared by losses: a strictly positive float."""
-    if not value > 0:
-        raise ConfigError(f"must be > 0, got {value}", where=where)
-    return float(value)

@@ -33,14 +33,14 @@ class CombinedLoss(EmbeddingLoss):
     def __init__(self, components: Mapping[str, tuple[EmbeddingLoss, float]]) -> None:
         super().__init__()
         if not components:
-            raise ConfigError("no loss components given", where="loss", hint="add at least one loss")
+            raise ConfigError("no loss components given", where="losses", hint="add at least one loss")
         self.losses = torch.nn.ModuleDict()
         self.weights: dict[str, float] = {}
         for name, (loss, weight) in components.items():
             if "/" in name or "." in name:
-                raise ConfigError(f"loss name {name!r} may not contain '/' or '.'", where=f"loss.{name}")
+                raise ConfigError(f"loss name {name!r} may not contain '/' or '.'", where=f"losses.{name}")
             if not weight >= 0:
-                raise ConfigError(f"weight must be >= 0, got {weight}", where=f"loss.{name}.weight")
+                raise ConfigError(f"weight must be >= 0, got {weight}", where=f"losses.{name}.weight")
             self.losses[name] = loss
             self.weights[name] = float(weight)
 

@@ -1,4 +1,9 @@
-"""Validated loss settings (the ``loss:`` section of a training recipe) and :func:`build_loss`.
+"""Validated loss settings (the ``losses:`` section of a training recipe) and :func:`build_loss`.
+
+These models are the only statement of the losses' bounds and defaults: the loss classes validate their
+arguments through them too (:func:`loss_settings`), so a bad value reads the same -- naming the recipe key, e.g.
+``losses.infonce.masking.margin`` -- whether it came from a recipe or from Python. This module needs only pydantic
+(the loss classes, and torch, load when :func:`build_loss` runs).
 
 Example:
     >>> from embedkit.losses.config import LossConfig, build_loss
@@ -10,23 +15,44 @@ Example:
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, TypeVar
+
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from embedkit.losses.base import EmbeddingLoss
-from embedkit.losses.combined import CombinedLoss
-from embedkit.losses.infonce import InfoNCELoss
-from embedkit.losses.listwise import ListwiseDistillationLoss
-from embedkit.losses.masking import FalseNegativeMasking
-from embedkit.losses.mixing import HardNegativeMixing
+from embedkit.validation import validate
+
+if TYPE_CHECKING:
+    from embedkit.losses.base import EmbeddingLoss
+
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def loss_settings(model: type[_M], key: str, **values: Any) -> _M:
+    """Validate a loss class's arguments through its settings model; errors name the recipe key under ``key``.
+
+    Example:
+        >>> loss_settings(MaskingConfig, "losses.infonce.masking", margin=3.0)  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+        ...
+        embedkit.errors.ConfigError: invalid value for 'losses.infonce.masking.margin': must be <= 2.0 (got 3.0) ...
+    """
+    return validate(model, values, prefix=key + ".")
 
 
 class MaskingConfig(BaseModel):
     """:class:`FalseNegativeMasking` settings."""
 
     model_config = ConfigDict(extra="forbid")
-    margin: float | None = Field(0.1, ge=-2.0, le=2.0)
+    margin: float | None = Field(0.1, ge=-2.0, le=2.0)  # a cosine difference
     ratio: float | None = Field(None, gt=0.0, le=2.0)
     mask_duplicates: bool = True
+
+    @model_validator(mode="after")
+    def _has_a_rule(self) -> MaskingConfig:
+        if self.margin is None and self.ratio is None and not self.mask_duplicates:
+            raise ValueError("masking has no rule left (margin and ratio are null, mask_duplicates is false): set "
+                             "margin or ratio, keep mask_duplicates on, or drop masking")
+        return self
 
 
 class MixingConfig(BaseModel):
@@ -83,8 +109,14 @@ class LossConfig(BaseModel):
 
 def build_loss(cfg: LossConfig | dict) -> EmbeddingLoss:
     """The loss module a :class:`LossConfig` describes (a single loss when only one is set)."""
+    from embedkit.losses.combined import CombinedLoss
+    from embedkit.losses.infonce import InfoNCELoss
+    from embedkit.losses.listwise import ListwiseDistillationLoss
+    from embedkit.losses.masking import FalseNegativeMasking
+    from embedkit.losses.mixing import HardNegativeMixing
+
     if isinstance(cfg, dict):
-        cfg = LossConfig.model_validate(cfg)
+        cfg = validate(LossConfig, cfg, prefix="losses.")
     parts: dict[str, tuple[EmbeddingLoss, float]] = {}
     if cfg.infonce is not None:
         c = cfg.infonce

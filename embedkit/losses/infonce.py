@@ -33,8 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedkit.errors import ConfigError
-from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, check_positive
+from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
+from embedkit.losses.config import InfoNCEConfig, loss_settings
 from embedkit.losses.masking import FalseNegativeMasking
 from embedkit.losses.mixing import HardNegativeMixing
 
@@ -63,12 +63,12 @@ class InfoNCELoss(EmbeddingLoss):
         masking: FalseNegativeMasking | None = None,
     ) -> None:
         super().__init__()
-        self.temperature = check_positive(temperature, "loss.temperature")
-        if focal_gamma < 0:
-            raise ConfigError(f"must be >= 0, got {focal_gamma}", where="loss.focal_gamma")
-        self.symmetric = bool(symmetric)
-        self.use_hard_negatives = bool(use_hard_negatives)
-        self.focal_gamma = float(focal_gamma)
+        cfg = loss_settings(InfoNCEConfig, "losses.infonce", temperature=temperature, symmetric=symmetric,
+                            use_hard_negatives=use_hard_negatives, focal_gamma=focal_gamma)
+        self.temperature = cfg.temperature
+        self.symmetric = cfg.symmetric
+        self.use_hard_negatives = cfg.use_hard_negatives
+        self.focal_gamma = cfg.focal_gamma
         self.mixing = mixing
         self.masking = masking
 

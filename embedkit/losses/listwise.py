@@ -28,7 +28,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from embedkit.errors import ConfigError
-from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, check_positive
+from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
+from embedkit.losses.config import ListwiseConfig, loss_settings
 
 
 class ListwiseDistillationLoss(EmbeddingLoss):
@@ -41,8 +42,10 @@ class ListwiseDistillationLoss(EmbeddingLoss):
 
     def __init__(self, temperature: float = 0.05, teacher_temperature: float = 1.0) -> None:
         super().__init__()
-        self.temperature = check_positive(temperature, "loss.listwise.temperature")
-        self.teacher_temperature = check_positive(teacher_temperature, "loss.listwise.teacher_temperature")
+        cfg = loss_settings(ListwiseConfig, "losses.listwise", temperature=temperature,
+                            teacher_temperature=teacher_temperature)
+        self.temperature = cfg.temperature
+        self.teacher_temperature = cfg.teacher_temperature
 
     def extra_repr(self) -> str:
         return f"temperature={self.temperature}, teacher_temperature={self.teacher_temperature}"
@@ -50,7 +53,7 @@ class ListwiseDistillationLoss(EmbeddingLoss):
     def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, float]]:
         if batch.teacher_scores is None:
             raise ConfigError(
-                "listwise distillation needs teacher scores in the batch", where="loss.listwise",
+                "listwise distillation needs teacher scores in the batch", where="losses.listwise",
                 hint="mine negatives with a teacher (positive_scores / negative_scores) or remove the listwise loss",
             )
         rows = batch.rows

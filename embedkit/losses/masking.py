@@ -31,7 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from embedkit.errors import ConfigError
+from embedkit.losses.config import MaskingConfig, loss_settings
 
 
 class FalseNegativeMasking:
@@ -45,17 +45,11 @@ class FalseNegativeMasking:
     """
 
     def __init__(self, margin: float | None = 0.1, ratio: float | None = None, mask_duplicates: bool = True) -> None:
-        if margin is not None and not (-2.0 <= margin <= 2.0):
-            raise ConfigError(f"margin must be a cosine difference in [-2, 2], got {margin}", where="loss.masking.margin")
-        if ratio is not None and not (0.0 < ratio <= 2.0):
-            raise ConfigError(f"ratio must be in (0, 2], got {ratio}", where="loss.masking.ratio",
-                              hint="NV-Retriever uses 0.95")
-        if margin is None and ratio is None and not mask_duplicates:
-            raise ConfigError("masking has no rule left", where="loss.masking",
-                              hint="set margin or ratio, or keep mask_duplicates on (or drop masking)")
-        self.margin = None if margin is None else float(margin)
-        self.ratio = None if ratio is None else float(ratio)
-        self.mask_duplicates = bool(mask_duplicates)
+        cfg = loss_settings(MaskingConfig, "losses.infonce.masking", margin=margin, ratio=ratio,
+                            mask_duplicates=mask_duplicates)  # the bounds live in MaskingConfig
+        self.margin = cfg.margin
+        self.ratio = cfg.ratio
+        self.mask_duplicates = cfg.mask_duplicates
 
     def __repr__(self) -> str:
         return f"FalseNegativeMasking(margin={self.margin}, ratio={self.ratio}, mask_duplicates={self.mask_duplicates})"

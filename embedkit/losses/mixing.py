@@ -45,7 +45,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedkit.errors import ConfigError
+from embedkit.losses.config import MixingConfig, loss_settings
 
 
 @dataclass
@@ -87,21 +87,17 @@ class HardNegativeMixing(torch.nn.Module):
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if num_mixed < 0 or (num_query_mixed is not None and num_query_mixed < 0):
-            raise ConfigError("mix counts must be >= 0", where="loss.mixing.num_mixed")
-        if hardest_k < 1:
-            raise ConfigError(f"hardest_k must be >= 1, got {hardest_k}", where="loss.mixing.hardest_k")
-        if not 0.0 < alpha_max <= 0.5:
-            raise ConfigError(
-                f"alpha_max must be in (0, 0.5], got {alpha_max}", where="loss.mixing.alpha_max",
-                hint="a query weight above 0.5 would make the mix closer to the query than to the negative",
-            )
-        self.num_mixed = int(num_mixed)
-        self.hardest_k = int(hardest_k)
-        self.mix_query = bool(mix_query)
-        self.num_query_mixed = (int(num_query_mixed) if num_query_mixed is not None else self.num_mixed) if mix_query else 0
-        self.alpha_max = float(alpha_max)
-        self.seed = int(seed)
+        # the bounds live in MixingConfig (alpha_max <= 0.5: a heavier query weight would make the mix closer to
+        # the query than to the negative)
+        cfg = loss_settings(MixingConfig, "losses.infonce.mixing", num_mixed=num_mixed, hardest_k=hardest_k,
+                            mix_query=mix_query, num_query_mixed=num_query_mixed, alpha_max=alpha_max, seed=seed)
+        self.num_mixed = cfg.num_mixed
+        self.hardest_k = cfg.hardest_k
+        self.mix_query = cfg.mix_query
+        self.num_query_mixed = (cfg.num_query_mixed if cfg.num_query_mixed is not None else cfg.num_mixed) \
+            if cfg.mix_query else 0
+        self.alpha_max = cfg.alpha_max
+        self.seed = cfg.seed
         self.step = 0
 
     def extra_repr(self) -> str:

@@ -26,21 +26,22 @@ from __future__ import annotations
 
 import copy
 import difflib
-import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from embedkit.data.samples import SAMPLE_PREFIX, resolve_data_path
 from embedkit.errors import ConfigError, EmbedkitError
 from embedkit.losses.config import LossConfig
 from embedkit.mining.config import MiningConfig
 from embedkit.models.config import ModelConfig
+from embedkit.validation import Locator, split_key, validate
 
-PACKAGE_PREFIX = "sample:"
+# ``resolve_data_path`` lives with the data (embedkit.data.samples); training/runner.py still imports it from here
 
 
 class _Section(BaseModel):
@@ -82,7 +83,7 @@ class DatasetConfig(_Section):
 
     @property
     def display_name(self) -> str:
-        stem = Path(self.path.removeprefix(PACKAGE_PREFIX)).name
+        stem = Path(self.path.removeprefix(SAMPLE_PREFIX)).name
         for suffix in (".gz", ".jsonl", ".json", ".csv", ".tsv", ".parquet"):
             stem = stem.removesuffix(suffix)
         return self.name or stem
@@ -219,7 +220,7 @@ class Recipe(_Section):
     output: OutputConfig = Field(default_factory=OutputConfig)
     stages: list[StageConfig] | None = None
 
-    # where the recipe came from (a _Locator: file + YAML marks + --set options), for errors found after validation
+    # where the recipe came from (a Locator: file + YAML marks + --set options), for errors found after validation
     _locator: Any = PrivateAttr(default=None)
     # "stages.N." for the full recipe of stage N (:meth:`stage_recipes`)
     _prefix: str = PrivateAttr(default="")
@@ -238,7 +239,7 @@ class Recipe(_Section):
         if self._locator is None:
             return None
         for k in dict.fromkeys([self._prefix + key, key] if self._prefix else [key]):
-            w = self._locator.where(_parts(k), exact=True)
+            w = self._locator.where(split_key(k), exact=True)
             if w is not None:
                 return w
         return self._locator.path
@@ -253,10 +254,7 @@ class Recipe(_Section):
             merged = copy.deepcopy(base)
             overrides = stage.model_dump(exclude={"name"}, exclude_none=True)
             _deep_merge(merged, overrides)
-            try:
-                recipe = Recipe.model_validate(merged)
-            except ValidationError as exc:
-                raise _convert_validation_error(exc, None, prefix=f"stages.{i}.") from None
+            recipe = validate(Recipe, merged, prefix=f"stages.{i}.")
             recipe._locator = self._locator
             recipe._prefix = f"stages.{i}."
             out.append((stage.name, recipe))
@@ -267,192 +265,12 @@ class Recipe(_Section):
 # loading, overrides and error messages
 
 
-def resolve_data_path(path: str) -> Path:
-    """``sample:debian-train`` -> the packaged sample; anything else -> ``Path(path)``."""
-    if path.startswith(PACKAGE_PREFIX):
-        from embedkit.data.samples import sample_path
-
-        return sample_path(path[len(PACKAGE_PREFIX):])
-    return Path(path).expanduser()
-
-
-def _parts(key: str) -> list[str | int]:
-    """``"data.datasets.0.path"`` -> ``["data", "datasets", 0, "path"]``."""
-    return [int(p) if p.isdigit() else p for p in key.split(".")]
-
-
 def _deep_merge(base: dict[str, Any], over: dict[str, Any]) -> None:
     for k, v in over.items():
         if isinstance(v, dict) and isinstance(base.get(k), dict):
             _deep_merge(base[k], v)
         else:
             base[k] = copy.deepcopy(v)
-
-
-class _Locator:
-    """Maps a key path (``("training", "lr")``) to ``file:line`` using the YAML node marks."""
-
-    def __init__(self, path: str | None, text: str | None, set_keys: dict[str, str] | None = None) -> None:
-        self.path = path
-        self.root = None
-        self.set_keys = set_keys or {}
-        if text is not None:
-            try:
-                self.root = yaml.compose(text, Loader=yaml.SafeLoader)
-            except yaml.YAMLError:
-                self.root = None
-
-    def where(self, loc: Sequence[str | int], *, exact: bool = False) -> str | None:
-        """``--set KEY`` when an option set ``loc``, else ``file:line`` of the deepest key of ``loc`` the file holds
-        (``exact``: only when it holds ``loc`` itself, else ``None``)."""
-        dotted = ".".join(str(p) for p in loc)
-        for key in self.set_keys:
-            if dotted == key or dotted.startswith(key + ".") or key.startswith(dotted + "."):
-                return f"--set {key}"
-        if self.path is None:
-            return None
-        node = self.root
-        line = None
-        found_all = True
-        for part in loc:
-            if isinstance(node, yaml.MappingNode):
-                found = None
-                for k, v in node.value:
-                    if str(k.value) == str(part):
-                        found = (k, v)
-                        break
-                if found is None:
-                    found_all = False
-                    break
-                line = found[0].start_mark.line + 1
-                node = found[1]
-            elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
-                node = node.value[part]
-                line = node.start_mark.line + 1
-            else:
-                found_all = False
-                break
-        if exact and not found_all:
-            return None
-        return f"{self.path}:{line}" if line else self.path
-
-
-_TYPE_WORDS = {
-    "float": "a number",
-    "int": "an integer",
-    "bool": "true or false",
-    "string": "a string",
-    "list": "a list",
-    "dict": "a mapping (key: value)",
-    "model": "a mapping (key: value)",
-}
-
-
-def _fields_at(model: type[BaseModel], loc: Sequence[str | int]) -> list[str]:
-    """Valid field names of the (nested) model section at ``loc``."""
-    cur: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        if not (isinstance(cur, type) and issubclass(cur, BaseModel)) or part not in cur.model_fields:
-            return []
-        ann = cur.model_fields[part].annotation
-        cur = _model_in(ann)
-    if isinstance(cur, type) and issubclass(cur, BaseModel):
-        return list(cur.model_fields)
-    return []
-
-
-def _model_in(ann: Any) -> Any:
-    """The BaseModel class inside ``X | None`` / ``list[X]`` annotations (or ``ann`` itself)."""
-    import typing
-
-    if isinstance(ann, type) and issubclass(ann, BaseModel):
-        return ann
-    for arg in typing.get_args(ann):
-        found = _model_in(arg)
-        if isinstance(found, type) and issubclass(found, BaseModel):
-            return found
-    return ann
-
-
-def _convert_validation_error(
-    exc: ValidationError, locator: _Locator | None, prefix: str = "", root: type[BaseModel] | None = None
-) -> ConfigError:
-    root = root or Recipe
-    errors = exc.errors()
-
-    def line_of(err: dict[str, Any]) -> int:
-        where = locator.where(err["loc"]) if locator else None
-        try:
-            return int(str(where).rsplit(":", 1)[1])
-        except (IndexError, ValueError):
-            return 1 << 30
-
-    err = sorted(errors, key=line_of)[0]
-    loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-    key = prefix + ".".join(str(p) for p in loc)
-    where = locator.where(loc) if locator else None
-    more = f" (+{len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-    etype = err["type"]
-    if etype == "extra_forbidden":
-        parent, bad = loc[:-1], str(loc[-1])
-        valid = _fields_at(root, parent)
-        shown = key
-        sub = ""
-        if isinstance(err.get("input"), dict) and err["input"]:
-            sub = "." + str(next(iter(err["input"])))
-            shown += sub
-        close = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
-        base = prefix + ".".join(str(p) for p in parent)
-        base = base + "." if base else ""
-        if close:
-            msg = f"unknown key '{shown}' (did you mean '{base}{close[0]}{sub}'?){more}"
-            hint = f"rename it to '{base}{close[0]}'"
-        else:
-            msg = f"unknown key '{shown}'{more}"
-            hint = f"valid keys here: {', '.join(valid)}" if valid else "remove it"
-        return ConfigError(msg, where=where, hint=hint)
-    if etype == "missing":
-        return ConfigError(f"required key '{key}' is missing{more}", where=where, hint=f"add '{key}'")
-    got = err.get("input")
-    got_s = repr(got) if not isinstance(got, (dict, list)) else type(got).__name__
-    family = etype.split("_", 1)[0]
-    if family in _TYPE_WORDS and ("type" in etype or "parsing" in etype):
-        return ConfigError(
-            f"wrong type for '{key}': expected {_TYPE_WORDS[family]}, got {got_s}{more}",
-            where=where,
-            hint=f"set '{key}' to {_TYPE_WORDS[family]}",
-        )
-    bounds = _bounds(err.get("ctx") or {})
-    if bounds:
-        return ConfigError(f"invalid value for '{key}': must be {bounds} (got {got_s}){more}", where=where,
-                           hint=f"set '{key}' to a value {bounds}")
-    msg = err.get("msg", "invalid value")
-    return ConfigError(f"invalid value for '{key}': {msg} (got {got_s}){more}", where=where, hint=f"fix '{key}'")
-
-
-def _bounds(ctx: dict[str, Any]) -> str:
-    """pydantic's range context (``{"ge": 1}``) as ``">= 1"`` (``""`` when the error is not about a range)."""
-    ops = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
-    return " and ".join(f"{ops[k]} {ctx[k]}" for k in ops if k in ctx)
-
-
-def _check_finite(obj: Any, loc: list[str | int], locator: _Locator) -> None:
-    """Refuse ``inf`` / ``nan`` anywhere in a recipe (``--set training.lr=.inf``, ``temperature: 1e999``).
-
-    pydantic's range checks let ``inf`` through (``inf > 0``) and word ``nan`` as "greater than 0"; no recipe
-    number has a meaning when it is not finite, so every section is checked here, before validation."""
-    if isinstance(obj, dict):
-        for k, v in obj.items():
-            _check_finite(v, [*loc, k], locator)
-    elif isinstance(obj, list):
-        for i, v in enumerate(obj):
-            _check_finite(v, [*loc, i], locator)
-    elif isinstance(obj, float) and not math.isfinite(obj):
-        key = ".".join(map(str, loc))
-        raise ConfigError(f"invalid value for '{key}': must be a finite number (got {obj})", where=locator.where(loc),
-                          hint=f"set '{key}' to a finite number")
 
 
 def parse_set_option(item: str) -> tuple[list[str | int], Any]:
@@ -575,12 +393,8 @@ def parse_recipe(
         parts, value = parse_set_option(item)
         apply_set(data, parts, value)
         set_keys[".".join(map(str, parts))] = item
-    locator = _Locator(path, text, set_keys)
-    _check_finite(data, [], locator)
-    try:
-        recipe = Recipe.model_validate(data)
-    except ValidationError as exc:
-        raise _convert_validation_error(exc, locator) from None
+    locator = Locator(path, text, set_keys)
+    recipe = validate(Recipe, data, locator=locator)
     recipe._locator = locator
     check_recipe(recipe, locator)
     return recipe
@@ -597,9 +411,9 @@ def load_recipe(path: str | os.PathLike, sets: Sequence[str] = ()) -> Recipe:
     return parse_recipe(data, sets=sets, path=str(path), text=text)
 
 
-def check_recipe(recipe: Recipe, locator: _Locator | None = None) -> None:
+def check_recipe(recipe: Recipe, locator: Locator | None = None) -> None:
     """Cross-key checks (contradictory settings), per stage for multi-stage recipes."""
-    loc = locator or _Locator(None, None)
+    loc = locator or Locator(None, None)
     stages = recipe.stage_recipes()
     for i, (name, r) in enumerate(stages):
         pre = f"stages.{i}." if recipe.stages else ""

@@ -125,7 +125,7 @@ def summary_line(config: MNTPConfig, result: MNTPResult) -> str:
 def mntp_texts(data: str, *, eval_texts: int, seed: int) -> tuple[list[str], list[str]]:
     """``(train, held_out)`` texts: every query, positive and negative of the pairs once, held-out ones at random."""
     from embedkit.data.readers import load_pairs
-    from embedkit.training.config import resolve_data_path
+    from embedkit.data.samples import resolve_data_path
 
     seen: dict[str, None] = {}
     for pair in load_pairs(resolve_data_path(data)):
