@@ -37,11 +37,20 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from embedkit.errors import ConfigError
     from embedkit.soup import soup
 
+    if args.method == "greedy" and args.eval_dir is None:
+        raise ConfigError("greedy soup needs a held-out set", where="--eval",
+                          hint="pass --eval BEIR_DIR (a BEIR folder the members were not trained on)")
+    score_fn = None
+    if args.eval_dir is not None:  # the held-out scorer comes from evaluation; soup itself never imports it
+        from embedkit.evaluation.scoring import beir_score_fn, check_metric
+
+        check_metric(args.metric, where="--metric")
+        score_fn = beir_score_fn(args.eval_dir, args.metric)
     res = soup(args.checkpoints, output=args.output, method=args.method, weights=args.weights,
-               eval_dir=args.eval_dir, metric=args.metric, base=args.base, base_weight=args.base_weight,
-               overwrite=args.overwrite)
+               score_fn=score_fn, base=args.base, base_weight=args.base_weight, overwrite=args.overwrite)
     kept = sum(m.kept for m in res.members)
     msg = f"wrote a {res.method} soup of {kept}/{len(res.members)} checkpoint(s) to {res.output}"
     if res.base is not None:

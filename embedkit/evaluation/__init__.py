@@ -1,6 +1,7 @@
 """Evaluation: fast exact BEIR scoring, mteb runs on checkpoints (hub tasks or local BEIR / STS files), reports.
 
 * :func:`score_beir` -- exact nDCG / Recall / MRR of one model on a BEIR split, in seconds (soups, callbacks);
+  :func:`beir_score_fn` wraps it as the ``score_fn`` of a greedy :func:`embedkit.soup.soup`;
 * :func:`evaluate` -- several checkpoints x mteb tasks -> mteb result JSONs + ``REPORT.md`` + chart + ``summary.json``;
 * :class:`~embedkit.evaluation.callback.RetrievalEvalCallback` -- score a held-out split during training;
 * :func:`manpages_path` -- the packaged Linux man-pages retrieval sample (976 queries / documents).
@@ -20,8 +21,10 @@ import importlib
 from typing import Any
 
 __all__ = [
+    "BeirScoreFn",
     "EvalResults",
     "RetrievalEvalCallback",
+    "beir_score_fn",
     "evaluate",
     "manpages_path",
     "retrieval_metrics",
@@ -30,6 +33,8 @@ __all__ = [
 
 _LAZY = {
     "score_beir": "embedkit.evaluation.scoring",
+    "beir_score_fn": "embedkit.evaluation.scoring",
+    "BeirScoreFn": "embedkit.evaluation.scoring",
     "retrieval_metrics": "embedkit.evaluation.scoring",
     "evaluate": "embedkit.evaluation.runner",
     "EvalResults": "embedkit.evaluation.results",

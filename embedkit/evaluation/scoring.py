@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -37,9 +39,18 @@ from sentence_transformers import SentenceTransformer
 from embedkit.data.beir import BeirData, load_beir
 from embedkit.errors import ConfigError
 
-__all__ = ["rank_documents", "retrieval_metrics", "score_beir"]
+__all__ = ["BeirScoreFn", "beir_score_fn", "check_metric", "rank_documents", "retrieval_metrics", "score_beir"]
 
 METRICS = ("ndcg", "recall", "mrr", "precision")
+
+
+def check_metric(metric: str, where: str = "metric") -> int:
+    """The cut-off ``k`` of a metric name such as ``ndcg@10``; an unknown name is a :class:`ConfigError`."""
+    name, _, k = metric.partition("@")
+    if name not in METRICS or not k.isdigit() or int(k) < 1:
+        raise ConfigError(f"unknown metric '{metric}'", where=where,
+                          hint=f"use one of {', '.join(m + '@10' for m in METRICS)} (any k >= 1)")
+    return int(k)
 
 
 def _check_k(k_values: Sequence[int]) -> list[int]:
@@ -162,3 +173,41 @@ def score_beir(
     sim = getattr(model, "similarity_fn_name", None) or "cosine"
     ranked = rank_documents(q_emb, d_emb, doc_ids, ks[-1], similarity="dot" if sim == "dot" else "cosine")
     return retrieval_metrics(data.qrels, dict(zip(qids, ranked)), ks)
+
+
+@dataclass(frozen=True)
+class BeirScoreFn:
+    """``score_fn(model_dir) -> float``: load a model folder and score ``metric`` on a BEIR split.
+
+    What a greedy soup needs (:func:`embedkit.soup.soup` takes any ``score_fn``); ``metric`` names the score in
+    the soup's record and card. Build it with :func:`beir_score_fn`.
+    """
+
+    data: BeirData
+    metric: str
+    batch_size: int = 32
+
+    def __call__(self, model_dir: str | os.PathLike) -> float:
+        from embedkit.models import load_model
+
+        scores = score_beir(load_model(str(model_dir)), self.data, k_values=(check_metric(self.metric),),
+                            batch_size=self.batch_size)
+        return float(scores[self.metric])
+
+
+def beir_score_fn(eval_dir: str | os.PathLike | BeirData, metric: str = "ndcg@10", *,
+                  batch_size: int = 32) -> BeirScoreFn:
+    """A held-out scorer for greedy soups: load a model folder, score it on a BEIR split (exact search).
+
+    The split is read (and validated) and the metric checked once, here, so a broken eval folder or a typo in the
+    metric fails before any averaging.
+
+    Example:
+        >>> from embedkit.evaluation import beir_score_fn, manpages_path
+        >>> from embedkit.soup import soup
+        >>> soup(["run1", "run2"], method="greedy", score_fn=beir_score_fn(manpages_path()),
+        ...      output="soup")                                                          # doctest: +SKIP
+    """
+    check_metric(metric)
+    data = eval_dir if isinstance(eval_dir, BeirData) else load_beir(Path(eval_dir))
+    return BeirScoreFn(data, metric, batch_size)

@@ -10,15 +10,15 @@ Example:
     0.5
 """
 
-from embedkit.soup.api import GreedyStep, SoupMember, SoupResult, beir_score_fn, greedy_select, normalize_weights, soup
+from embedkit.soup.api import GreedyStep, ScoreFn, SoupMember, SoupResult, greedy_select, normalize_weights, soup
 from embedkit.soup.checkpoint import Checkpoint, check_compatible, inspect_checkpoint
 
 __all__ = [
     "Checkpoint",
     "GreedyStep",
     "SoupMember",
+    "ScoreFn",
     "SoupResult",
-    "beir_score_fn",
     "check_compatible",
     "greedy_select",
     "inspect_checkpoint",

@@ -7,19 +7,23 @@ costs nothing at inference. KaLM-Embedding-V2, EmbeddingGemma and BGE's LM-Cockt
 
 * ``uniform``: every member weighs 1/N;
 * ``weighted``: user weights, normalised to sum to 1 (negative or all-zero weights are refused);
-* ``greedy``: score every member on a held-out BEIR split, sort by score, start from the best and add each next
-  member only if the uniform soup's held-out score does not drop (Wortsman et al.'s recipe); the kept members are
-  recorded in the result and the model card;
+* ``greedy``: score every member with ``score_fn`` (a held-out split: :func:`embedkit.evaluation.beir_score_fn`),
+  sort by score, start from the best and add each next member only if the uniform soup's held-out score does not
+  drop (Wortsman et al.'s recipe); the kept members are recorded in the result and the model card;
 * ``base`` / ``base_weight`` b: ``final = (1 - b) * soup + b * base`` (LM-Cocktail style, limits forgetting).
 
 Unlike LM-Cocktail, the output keeps the whole sentence-transformers pipeline (pooling config, latent-attention
 pooling weights -- averaged too --, prompts, normalisation; BGE issue #311) and members are streamed tensor by
 tensor instead of loaded whole (BGE issue #336). LoRA adapters are merged into their base before averaging.
 
+Soups never import the evaluation package (data flows one way: the two are siblings); held-out scoring comes in as
+``score_fn``, which ``embedkit soup --eval`` builds with :func:`embedkit.evaluation.beir_score_fn`.
+
 Example:
+    >>> from embedkit.evaluation import beir_score_fn
     >>> from embedkit.soup import soup
     >>> res = soup(["runs/seed1", "runs/seed2", "runs/seed3"], method="greedy",
-    ...            eval_dir="heldout_beir/", output="soup")                        # doctest: +SKIP
+    ...            score_fn=beir_score_fn("heldout_beir/"), output="soup")        # doctest: +SKIP
     >>> [m.kept for m in res.members], res.score                                    # doctest: +SKIP
     ([True, False, True], 0.731)
     >>> import embedkit; model = embedkit.load_model("soup")                          # doctest: +SKIP
@@ -44,11 +48,9 @@ from embedkit.soup.checkpoint import Checkpoint, check_compatible, inspect_check
 from embedkit.soup.merge import write_average, write_lora_average
 from embedkit.utils.io import atomic_dir, atomic_file, check_writable_parent
 
-__all__ = ["GreedyStep", "SoupMember", "SoupResult", "beir_score_fn", "greedy_select", "normalize_weights", "soup"]
+__all__ = ["GreedyStep", "ScoreFn", "SoupMember", "SoupResult", "greedy_select", "normalize_weights", "soup"]
 
 Method = Literal["uniform", "weighted", "greedy"]
-#: the held-out metric greedy soups maximise
-DEFAULT_METRIC = "ndcg@10"
 #: machine-readable record written next to the model card
 RECORD_FILE = "embedkit_soup.json"
 
@@ -89,6 +91,7 @@ class SoupResult(BaseModel):
         return [m.path for m in self.members if m.kept]
 
 
+#: ``score_fn(model_dir) -> float`` (higher is better); an optional ``metric`` attribute names it in the card
 ScoreFn = Callable[[Path], float]
 
 
@@ -108,30 +111,6 @@ def normalize_weights(weights: Sequence[float] | None, n: int, *, where: str = "
     if total <= 0:
         raise ConfigError("weights sum to 0", where=where, hint="give at least one positive weight")
     return [w / total for w in ws]
-
-
-def beir_score_fn(eval_dir: str | os.PathLike, metric: str = DEFAULT_METRIC, *, batch_size: int = 32) -> ScoreFn:
-    """A held-out scorer for greedy soups: load a model folder, score it on a BEIR split (exact search).
-
-    The split is read (and validated) once, here, so a broken eval folder fails before any averaging.
-    """
-    from embedkit.data.beir import load_beir
-    from embedkit.evaluation import score_beir
-
-    data = load_beir(eval_dir)
-    k = metric.split("@")[-1]
-    if "@" not in metric or not k.isdigit():
-        raise ConfigError(f"metric '{metric}' is not of the form name@k", where="metric", hint="e.g. ndcg@10")
-
-    def score(model_dir: Path) -> float:
-        from embedkit.models import load_model
-
-        scores = score_beir(load_model(str(model_dir)), data, k_values=(int(k),), batch_size=batch_size)
-        if metric not in scores:
-            raise ConfigError(f"unknown metric '{metric}'", where="metric", hint=f"use one of {', '.join(scores)}")
-        return float(scores[metric])
-
-    return score
 
 
 def greedy_select(
@@ -181,9 +160,7 @@ def soup(
     output: str | os.PathLike,
     method: Method = "uniform",
     weights: Sequence[float] | None = None,
-    eval_dir: str | os.PathLike | None = None,
     score_fn: ScoreFn | None = None,
-    metric: str = DEFAULT_METRIC,
     base: str | os.PathLike | None = None,
     base_weight: float | None = None,
     overwrite: bool = False,
@@ -193,11 +170,11 @@ def soup(
     Args:
         checkpoints: sentence-transformers / transformers folders, or LoRA adapter folders (all of one kind).
         output: the new model folder (written atomically: complete or absent).
-        method: ``uniform``, ``weighted`` (needs ``weights``) or ``greedy`` (needs ``eval_dir`` or ``score_fn``).
+        method: ``uniform``, ``weighted`` (needs ``weights``) or ``greedy`` (needs ``score_fn``).
         weights: one non-negative weight per checkpoint (``weighted`` only); normalised to sum to 1.
-        eval_dir: a BEIR folder used as held-out set: greedy selection, and scores in the model card.
-        score_fn: instead of ``eval_dir``, any ``score_fn(model_dir) -> float`` (higher is better).
-        metric: the BEIR metric ``eval_dir`` scoring uses (``ndcg@10``).
+        score_fn: ``score_fn(model_dir) -> float`` (higher is better) on held-out data, e.g.
+            :func:`embedkit.evaluation.beir_score_fn` of a BEIR folder: greedy selection, and scores in the
+            model card (named by its ``metric`` attribute, else "score").
         base: a model folder (or alias) to interpolate with; ``base_weight`` b gives ``(1-b)*soup + b*base``.
         base_weight: in [0, 1); required with ``base``.
         overwrite: replace an existing ``output`` (only once the new soup is complete).
@@ -221,11 +198,10 @@ def soup(
         raise ConfigError(f"weights only apply to method 'weighted' (got method '{method}')", where="weights",
                           hint="drop the weights or use method 'weighted'")
     ws = normalize_weights(weights, len(paths))
-    if score_fn is not None and eval_dir is not None:
-        raise ConfigError("give eval_dir or score_fn, not both", where="eval_dir", hint="drop one of them")
-    if method == "greedy" and score_fn is None and eval_dir is None:
-        raise ConfigError("greedy soup needs a held-out set", where="eval_dir",
-                          hint="pass --eval BEIR_DIR (a BEIR folder the members were not trained on)")
+    if method == "greedy" and score_fn is None:
+        raise ConfigError("greedy soup needs a held-out set", where="score_fn",
+                          hint="pass score_fn=embedkit.evaluation.beir_score_fn(BEIR_DIR), a BEIR folder the "
+                               "members were not trained on")
     if base is None and base_weight is not None:
         raise ConfigError("base_weight given without a base model", where="base_weight", hint="add --base BASE")
     if base is not None and base_weight is None:
@@ -243,9 +219,7 @@ def soup(
     members = [inspect_checkpoint(p) for p in paths]
     base_ckpt = inspect_checkpoint(base, allow_lora=False) if base is not None else None
     check_compatible(members, base_ckpt)
-    if eval_dir is not None:
-        score_fn = beir_score_fn(eval_dir, metric)
-    label_metric = metric if eval_dir is not None else ("score" if score_fn is not None else None)
+    label_metric = (getattr(score_fn, "metric", None) or "score") if score_fn is not None else None
 
     scores: list[float | None] = [None] * len(members)
     steps: list[GreedyStep] = []

@@ -76,10 +76,6 @@ class Checkpoint:
     adapter_config: dict[str, Any] | None = None
     adapter_dir: Path | None = None
 
-    @property
-    def adapter_weights(self) -> Path:
-        return (self.adapter_dir or self.path) / "adapter_model.safetensors"
-
     def as_full(self) -> Checkpoint:
         """The member's base layout as a full checkpoint (what a LoRA member's merged weights are laid out as)."""
         return Checkpoint(self.root, "full", self.root, self.transformer_dir, self.weights)

@@ -158,7 +158,9 @@ def test_latent_sizes_differ_is_refused(st_latent: str, tmp_path: Path, capsys: 
         (["--method", "weighted", "--weights", "1"], ("got 1 weights for 2 checkpoints",)),
         (["--method", "weighted"], ("method 'weighted' needs weights",)),
         (["--weights", "1", "2"], ("weights only apply to method 'weighted'",)),
-        (["--method", "greedy"], ("eval_dir:", "greedy soup needs a held-out set")),
+        (["--method", "greedy"], ("--eval:", "greedy soup needs a held-out set")),
+        (["--method", "greedy", "--eval", "NOWHERE", "--metric", "map@10"], ("--metric:", "unknown metric 'map@10'")),
+        (["--method", "greedy", "--eval", "NOWHERE"], ("no-beir", "does not exist")),
         (["--base-weight", "0.5"], ("base_weight given without a base model",)),
         (["--base", "BASE"], ("a base model needs base_weight",)),
         (["--base", "BASE", "--base-weight", "1.0"], ("base_weight must be in [0, 1)",)),
@@ -166,7 +168,7 @@ def test_latent_sizes_differ_is_refused(st_latent: str, tmp_path: Path, capsys: 
 )
 def test_bad_options_are_refused(args: list[str], needles: tuple[str, ...], st_tiny: str, tmp_path: Path,
                                  capsys: pytest.CaptureFixture[str]) -> None:
-    args = [a.replace("BASE", st_tiny) for a in args]
+    args = [a.replace("BASE", st_tiny).replace("NOWHERE", str(tmp_path / "no-beir")) for a in args]
     _assert_refused(capsys, tmp_path, [st_tiny, st_tiny, *args], *needles)
 
 
