@@ -36,7 +36,6 @@ from sentence_transformers.base.modules import Module
 from torch import Tensor
 
 PoolingMode = Literal["mean", "cls", "last"]
-POOLING_MODES: tuple[str, ...] = ("mean", "cls", "last", "latent_attention")
 
 
 def _prompt_lengths(features: dict[str, Any], batch: int, device: torch.device) -> Tensor:
