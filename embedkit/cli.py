@@ -1,4 +1,4 @@
-"""``embedkit`` command line: ``train | mntp | mine | eval | soup | encode``.
+"""``embedkit`` command line: ``train | recipes | mntp | mine | eval | soup | encode``.
 
 Each sub-command lives in ``embedkit/commands/<name>.py`` with ``register(subparsers)`` and ``run(args) -> int``.
 User errors (:class:`embedkit.errors.EmbedkitError`) print one line ``embedkit: error: ...`` and exit 2; no
@@ -22,7 +22,7 @@ import os
 import sys
 import traceback
 
-COMMANDS = ("train", "mntp", "mine", "eval", "soup", "encode")
+COMMANDS = ("train", "recipes", "mntp", "mine", "eval", "soup", "encode")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,8 +54,20 @@ def _version() -> str:
 
 def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if not _isatty(sys.stderr):
+        # transformers draws its "Loading weights" bars through huggingface_hub's switch, read when the libraries
+        # are first imported (after this): in logs and pipes they are noise. embedkit's own bars (mining, encoding,
+        # training, eval, soup) do not use that switch and stay; a user's explicit setting wins.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     for name in ("sentence_transformers", "transformers", "datasets", "mteb", "httpx", "urllib3"):
         logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def _isatty(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        return False
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,18 +6,22 @@ Each check runs in a fresh interpreter: this test process has long imported torc
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import pty
 import signal
+import struct
 import subprocess
 import sys
+import termios
 import textwrap
 from pathlib import Path
 
 import pytest
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "mteb", "faiss", "peft", "datasets")
-COMMANDS = ("train", "mntp", "mine", "eval", "soup", "encode")
+COMMANDS = ("train", "recipes", "mntp", "mine", "eval", "soup", "encode")
 
 
 def _python(code: str, **kw) -> subprocess.CompletedProcess:
@@ -123,3 +127,73 @@ def test_ctrl_c_while_loading_libraries_is_one_line_exit_130(tmp_path: Path, com
     assert code == 130, err
     assert [ln for ln in err.splitlines() if ln.strip()] == ["embedkit: interrupted"], err
     assert not (tmp_path / "out").exists()
+
+
+def test_listing_the_recipes_imports_nothing_heavy() -> None:
+    proc = _python(f"""
+        import json, sys
+        from embedkit.cli import main
+        assert main(["recipes"]) == 0
+        sys.stderr.write(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
+    assert "minilm-cpu" in proc.stdout
+
+
+@pytest.mark.xfail(strict=True, reason="embedkit/losses/__init__.py, embedkit/mining/__init__.py and "
+                   "losses/config.py import torch / sentence-transformers eagerly; training/config.py reaches them")
+def test_train_dry_run_does_not_import_torch(tmp_path: Path) -> None:
+    proc = _python(f"""
+        import json, sys
+        from embedkit.cli import main
+        assert main(["train", "minilm-cpu", "--dry-run", "-o", {str(tmp_path / "out")!r}]) == 0
+        sys.stderr.write(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))
+    """)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stderr.strip().splitlines()[-1]) == []
+
+
+def _encode_stderr(tmp_path: Path, *, tty: bool) -> str:
+    """stderr of a real ``embedkit encode`` (it loads a model's weights), to a pipe or to a terminal."""
+    src = tmp_path / "t.jsonl"
+    src.write_text('{"text": "hello"}\n{"text": "world"}\n')
+    script = Path(sys.executable).with_name("embedkit")
+    cmd = [str(script)] if script.exists() else [sys.executable, "-m", "embedkit.cli"]
+    cmd += ["encode", "--model", "minilm", "-i", str(src), "-o", str(tmp_path / ("tty" if tty else "pipe") / "e.npy")]
+    env = {k: v for k, v in os.environ.items() if k != "HF_HUB_DISABLE_PROGRESS_BARS"}
+    env.update(HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    if not tty:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))  # a 0-column terminal gets no bars
+    try:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=follower, env=env)
+        os.close(follower)
+        chunks = []
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # EIO: the child closed the terminal
+                break
+            if not chunk:
+                break
+            chunks.append(chunk)
+        assert proc.wait(timeout=300) == 0
+    finally:
+        os.close(leader)
+    return b"".join(chunks).decode("utf-8", "replace")
+
+
+@pytest.mark.slow
+def test_weight_loading_bar_is_off_when_stderr_is_not_a_terminal(tmp_path: Path) -> None:
+    err = _encode_stderr(tmp_path, tty=False)
+    assert "Loading weights" not in err, err
+    assert "wrote 2 embeddings" in err
+
+
+@pytest.mark.slow
+def test_weight_loading_bar_stays_on_a_terminal(tmp_path: Path) -> None:
+    assert "Loading weights" in _encode_stderr(tmp_path, tty=True)
