@@ -4,20 +4,28 @@ Data: the packaged Debian package-description sample. Training pairs come from t
 belong to other source-package families (never seen in training) and are retrieved from a corpus that holds the
 training documents too (``--max-corpus 10000`` of the ~11k documents by default, every relevant one kept).
 
-Arms (same pairs, steps, batch size, learning rate, warm-up, max length and seed):
+Every embedkit arm is a shipped recipe (``embedkit/recipes/``, or the checkout's ``recipes/``) loaded with
+``--set``-style overrides, as ``embedkit train RECIPE --set ...`` would train it; the overrides are only the
+benchmark's budget (steps, batch, seed, data and output paths; the recipe's own evaluation off) and its switches,
+and the printed arm table names each arm's recipe and overrides. Arms (same pairs, steps, batch, seed):
 
-1. base all-MiniLM-L6-v2 as packaged;
-2. the anchor: ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss`` (in-batch negatives);
-3. embedkit's default recipe (``recipes/minilm-cpu.yaml``'s components): hard negatives mined with positive-aware
-   filtering, false-negative masking, GradCache for a larger batch (``--gradcache-factor`` x ``--batch-size`` pairs
-   per step, ``--gradcache-chunk`` rows per forward pass: the memory of the anchor's batch). Online hard-negative
-   mixing is available but off by default: it hurt in the ablation (BENCHMARKS.md).
+1. base all-MiniLM-L6-v2 as packaged (``minilm-cpu.yaml``'s model);
+2. the anchor: ``SentenceTransformerTrainer`` + ``MultipleNegativesRankingLoss`` (in-batch negatives), at
+   ``minilm-cpu.yaml``'s learning rate, warm-up, weight decay, max length and temperature;
+3. embedkit's default recipe, ``minilm-cpu.yaml``: hard negatives mined with positive-aware filtering,
+   false-negative masking, GradCache for a larger batch (``--gradcache-factor`` x ``--batch-size`` pairs per step,
+   ``--gradcache-chunk`` rows per forward pass: the memory of the anchor's batch).
+
+``--lr``, ``--temperature``, ``--negatives``, ``--range-min``, ``--max-seq-length`` and ``--decoder-lr`` default to
+the recipes' values; given, they are overrides too.
 
 ``--ablate`` adds one embedkit run per entry of ``ABLATIONS`` (one component changed each, plus everything off);
 ``--teacher DIR`` adds the default recipe plus listwise distillation from a local bi-encoder's scores;
-``--decoder`` adds the SmolLM2-135M comparison (bidirectional + LoRA + mean pooling vs causal + last token).
+``--decoder`` adds the SmolLM2-135M comparison from ``smollm2-bidirectional-lora.yaml`` (bidirectional + LoRA + mean
+pooling vs causal + last token; in-batch negatives and no prompt unless ``--decoder-negatives`` /
+``--decoder-prompts``).
 
-Prints the table and writes ``OUT/QUALITY.md``, ``OUT/quality.json`` and ``OUT/report/`` (REPORT.md, comparison.png,
+Prints the tables (scores; each arm's recipe and overrides) and writes ``OUT/QUALITY.md``, ``OUT/quality.json`` and ``OUT/report/`` (REPORT.md, comparison.png,
 summary.json, as ``embedkit eval`` writes them). Every arm's scores are written as soon as it finishes.
 
     .venv/bin/python eval/quality.py --quick -o runs/demo     # the README demo (scripts/demo.sh)
@@ -36,13 +44,12 @@ decoder arms with their tokens/s (and MFU with ``--bf16``):
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -138,8 +145,159 @@ def refuse_leaked(pairs: list, held_out_queries: Any, path: Path) -> None:
                          "eval/build_debian.py (the same family split as the packaged sample)")
 
 
-def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
-    """What a user would otherwise do: sentence-transformers' trainer with MultipleNegativesRankingLoss."""
+#: the shipped recipes the arms are built from (``embedkit train <recipe>`` trains the same)
+MINILM_RECIPE, DECODER_RECIPE = "minilm-cpu.yaml", "smollm2-bidirectional-lora.yaml"
+
+
+def recipe_dir() -> Path:
+    """Where the shipped recipes are: ``embedkit/recipes/`` in the package, else the checkout's ``recipes/``."""
+    import embedkit
+
+    packaged = Path(embedkit.__file__).resolve().parent / "recipes"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[1] / "recipes"
+
+
+class Arm(NamedTuple):
+    """One arm's training setup: a shipped recipe and the ``--set`` overrides this benchmark puts on it.
+
+    The overrides are only the benchmark's budget (steps, batch, seed, data and output paths) and its switches
+    (ablations, the teacher, the decoder's attention / pooling): every other setting is the recipe's, so the
+    benchmark measures what ``embedkit train`` trains.
+
+        >>> Arm(MINILM_RECIPE, ("training.max_steps=30",)).describe()
+        'minilm-cpu.yaml + training.max_steps=30'
+    """
+
+    recipe: str
+    overrides: tuple[str, ...] = ()
+
+    def load(self) -> Any:
+        """The effective :class:`~embedkit.training.config.Recipe` (as ``embedkit train RECIPE --set ...``)."""
+        from embedkit.training.config import load_recipe
+
+        return load_recipe(recipe_dir() / self.recipe, sets=self.overrides)
+
+    def describe(self) -> str:
+        return self.recipe + (" + " + ", ".join(self.overrides) if self.overrides else " (as shipped)")
+
+    def record(self, uses: str = "the recipe") -> dict[str, Any]:
+        """quality.json's entry: which recipe, what of it the arm uses, and the overrides."""
+        return {"recipe": self.recipe, "uses": uses, "overrides": list(self.overrides)}
+
+
+def _set_option(key: str, value: Any) -> str:
+    """``key=value`` as ``--set`` reads it back (YAML flow: JSON, or a plain string that reads as itself)."""
+    import yaml
+
+    if isinstance(value, str) and value.strip() == value and yaml.safe_load(value) == value:
+        return f"{key}={value}"
+    return f"{key}={json.dumps(value)}"
+
+
+def _dumped(dump: Any, key: str) -> Any:
+    """The value at dotted ``key`` of a recipe's ``model_dump()`` (``_MISSING`` where there is none)."""
+    for part in key.split("."):
+        if isinstance(dump, dict) and part in dump:
+            dump = dump[part]
+        elif isinstance(dump, list) and part.isdigit() and int(part) < len(dump):
+            dump = dump[int(part)]
+        else:
+            return _MISSING
+    return dump
+
+
+_MISSING = object()
+
+
+def make_arm(recipe: str, *layers: dict[str, Any]) -> Arm:
+    """``recipe`` with ``layers`` of dotted-key overrides, later ones winning; a key replaces what was set below it
+    (``miner: null`` drops ``miner.cache_dir``), and an override equal to the shipped value is left out."""
+    wanted: dict[str, Any] = {}
+    for layer in layers:
+        for key, value in layer.items():
+            for below in [k for k in wanted if k.startswith(key + ".")]:
+                del wanted[below]
+            wanted.pop(key, None)
+            wanted[key] = value
+    shipped = Arm(recipe).load().model_dump()
+    return Arm(recipe, tuple(_set_option(k, v) for k, v in wanted.items() if _dumped(shipped, k) != v))
+
+
+def budget(args: argparse.Namespace, pairs_path: Path, out: Path) -> dict[str, Any]:
+    """The benchmark's budget, the same for every trained arm: steps, batch (GradCache chunks of ``--gradcache-
+    chunk`` rows when the batch is larger), seed, precision, the pairs file and one mining cache for every arm (the
+    corpus is embedded once by the mining model). No checkpoints, and no evaluation by the recipe: the benchmark
+    scores every arm itself on its held-out split."""
+    batch = args.batch_size * args.gradcache_factor
+    return {"data.datasets.0.path": str(pairs_path), "miner.cache_dir": str(out / "mining-cache"),
+            "training.max_steps": args.steps, "training.batch_size": batch,
+            "training.gradcache_chunk_size": args.gradcache_chunk if args.gradcache_chunk < batch else None,
+            "training.seed": args.seed, "training.bf16": args.bf16, "eval.beir": None, "output.save_steps": None}
+
+
+def negatives(n: int) -> dict[str, Any]:
+    """``n`` mined hard negatives per query; 0: in-batch negatives only (no miner)."""
+    if n == 0:
+        return {"data.datasets.0.max_negatives": 0, "miner": None}
+    return {"data.datasets.0.max_negatives": n, "miner.num_negatives": n}
+
+
+def recipe_flags(args: argparse.Namespace, lr: float | None) -> dict[str, Any]:
+    """The recipe settings given on the command line (``--lr``, ``--temperature``, ...); unset: the recipe's."""
+    given = {"model.max_seq_length": args.max_seq_length, "training.lr": lr,
+             "losses.infonce.temperature": args.temperature, "miner.range_min": args.range_min}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+#: online hard-negative mixing, off in the recipe: switched on, it cost 1.4 nDCG@10 points in the ablation
+MIXING: dict[str, Any] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False}
+NO_GRADCACHE = {"training.gradcache_chunk_size": None}
+
+#: --ablate: one embedkit run per entry, with these overrides of the default recipe
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "without mined hard negatives": negatives(0),
+    "without false-negative masking": {"losses.infonce.masking": None},
+    "masking margin -0.1 (also masks just below the positive)": {"losses.infonce.masking.margin": -0.1},
+    "with hard-negative mixing (8 mixes of the 4 hardest)": {"losses.infonce.mixing": MIXING},
+    "with mixing, query-negative mixes too": {"losses.infonce.mixing": {**MIXING, "mix_query": True}},
+    "plain in-batch InfoNCE (no mined negatives, masking, mixing or GradCache)": {
+        **negatives(0), "losses.infonce.masking": None, "losses.infonce.mixing": None, **NO_GRADCACHE},
+}
+
+
+def embedkit_arm(args: argparse.Namespace, pairs_path: Path, out: Path, change: dict[str, Any] | None = None,
+                 teacher: Path | None = None) -> Arm:
+    """``recipes/minilm-cpu.yaml`` at this script's budget; ``change``: an entry of ``ABLATIONS``; ``teacher``: adds
+    listwise distillation from that bi-encoder's scores of the positive and the mined negatives."""
+    change = dict(change or {})
+    if isinstance(change.get("losses.infonce.mixing"), dict):
+        change["losses.infonce.mixing.seed"] = args.seed
+    layers = [budget(args, pairs_path, out), recipe_flags(args, args.lr),
+              {} if args.negatives is None else negatives(args.negatives), change]
+    arm = make_arm(MINILM_RECIPE, *layers)
+    if teacher is None:
+        return arm
+    recipe = arm.load()
+    if recipe.miner is None:
+        raise SystemExit("quality.py: the distillation arm needs mined negatives (the teacher scores them)")
+    return make_arm(MINILM_RECIPE, *layers, {
+        "miner.teacher": str(teacher), "miner.teacher_type": "bi",
+        "losses.listwise": {"weight": args.kd_weight, "temperature": recipe.losses.infonce.temperature,
+                            "teacher_temperature": args.teacher_temperature}})
+
+
+def anchor_settings(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
+    """The anchor's training settings: the default recipe's model, learning rate, warm-up, weight decay, length and
+    temperature (``recipe``: the effective MiniLM recipe), at the benchmark's steps, seed and ``--anchor-batch-size``."""
+    t = recipe.training
+    return {"model": recipe.model.name, "max_seq_length": recipe.model.max_seq_length,
+            "temperature": recipe.losses.infonce.temperature, "batch_size": args.anchor_batch_size, "lr": t.lr,
+            "steps": args.steps, "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay, "seed": args.seed}
+
+
+def anchor_finetune(args: argparse.Namespace, recipe: Any, pairs: list, out: Path):
+    """What a user would otherwise do: sentence-transformers' trainer with MultipleNegativesRankingLoss, at the
+    default recipe's settings (:func:`anchor_settings`)."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -148,171 +306,113 @@ def anchor_finetune(args: argparse.Namespace, pairs: list, out: Path):
 
     from embedkit.models import resolve_model_path
 
-    model = SentenceTransformer(resolve_model_path("minilm"))
-    model.max_seq_length = args.max_seq_length
+    s = anchor_settings(args, recipe)
+    model = SentenceTransformer(resolve_model_path(s["model"]))
+    model.max_seq_length = s["max_seq_length"]
     clock = TrainClock()
     ds = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.positives[0] for p in pairs]})
     targs = SentenceTransformerTrainingArguments(
-        output_dir=str(out / "st-tmp"), per_device_train_batch_size=args.anchor_batch_size, learning_rate=args.lr,
-        max_steps=args.steps, warmup_steps=0.1, weight_decay=0.01, seed=args.seed, data_seed=args.seed,
-        save_strategy="no", logging_steps=max(1, args.steps // 5), report_to=[], batch_sampler="no_duplicates",
-        dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(), bf16=args.bf16,
+        output_dir=str(out / "st-tmp"), per_device_train_batch_size=s["batch_size"], learning_rate=s["lr"],
+        max_steps=s["steps"], warmup_steps=s["warmup_ratio"], weight_decay=s["weight_decay"], seed=s["seed"],
+        data_seed=s["seed"], save_strategy="no", logging_steps=max(1, s["steps"] // 5), report_to=[],
+        batch_sampler="no_duplicates", dataloader_drop_last=True, use_cpu=not torch.cuda.is_available(),
+        bf16=args.bf16,
     )
-    loss = MultipleNegativesRankingLoss(model, scale=1 / args.temperature)
+    loss = MultipleNegativesRankingLoss(model, scale=1 / s["temperature"])
     SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=loss, callbacks=[clock]).train()
     return model, clock
 
 
-#: embedkit's default recipe components at this script's budget (recipes/minilm-cpu.yaml uses the same settings).
-#: Online hard-negative mixing is off: switched on, it cost 1.4 nDCG@10 points in the ablation (BENCHMARKS.md).
-DEFAULT_MASKING: dict[str, Any] | None = {"margin": 0.1}
-DEFAULT_MIXING: dict[str, Any] | None = None
-MIXING: dict[str, Any] = {"num_mixed": 8, "hardest_k": 4, "mix_query": False}
-
-#: --ablate: one embedkit run per entry, with that change to the default recipe
-ABLATIONS: dict[str, dict[str, Any]] = {
-    "without mined hard negatives": {"negatives": 0},
-    "without false-negative masking": {"masking": None},
-    "masking margin -0.1 (also masks just below the positive)": {"masking": {"margin": -0.1}},
-    "with hard-negative mixing (8 mixes of the 4 hardest)": {"mixing": MIXING},
-    "with mixing, query-negative mixes too": {"mixing": {**MIXING, "mix_query": True}},
-    "plain in-batch InfoNCE (no mined negatives, masking, mixing or GradCache)": {
-        "negatives": 0, "masking": None, "mixing": None, "gradcache": False},
-}
-
-
-def embedkit_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, **change: Any) -> dict[str, Any]:
-    """embedkit's default recipe at this script's budget; ``change`` swaps one component (see ``ABLATIONS``)."""
-    masking = change.get("masking", DEFAULT_MASKING)
-    mixing = change.get("mixing", DEFAULT_MIXING)
-    negatives = int(change.get("negatives", args.negatives))  # mined per query; 0: in-batch negatives only
-    batch = args.batch_size * args.gradcache_factor
-    gradcache = change.get("gradcache", True) and args.gradcache_chunk < batch
-    infonce: dict[str, Any] = {"temperature": args.temperature, **change.get("infonce", {})}
-    if masking is not None:
-        infonce["masking"] = dict(masking)
-    if mixing is not None:
-        infonce["mixing"] = {**mixing, "seed": args.seed}
-    recipe: dict[str, Any] = {
-        "model": {"name": "minilm", "max_seq_length": args.max_seq_length},
-        "data": {"datasets": [{"path": str(pairs_path), "name": "debian",
-                               "max_negatives": negatives}]},
-        "losses": {"infonce": infonce},
-        "training": {"batch_size": batch, "gradcache_chunk_size": args.gradcache_chunk if gradcache else None,
-                     "lr": args.lr, "max_steps": args.steps, "warmup_ratio": 0.1, "weight_decay": 0.01,
-                     "seed": args.seed, "logging_steps": max(1, args.steps // 5), "bf16": args.bf16},
-        "eval": {"before_training": False},
-        "output": {"save_steps": None},
-    }
-    recipe["training"].update(change.get("training", {}))
-    if negatives:
-        # one embedding cache for every arm: the corpus is embedded once by the base model
-        recipe["miner"] = {"num_negatives": negatives, "range_min": args.range_min, "range_max": 50,
-                           "max_score_ratio": 0.95, "cache_dir": str(out / "mining-cache")}
-    teacher = change.get("teacher")
-    if teacher is not None:
-        if not negatives:
-            raise SystemExit("quality.py: the distillation arm needs mined negatives (the teacher scores them)")
-        recipe["miner"].update(teacher=str(teacher), teacher_type="bi")
-        recipe["losses"]["listwise"] = {"weight": args.kd_weight, "temperature": args.temperature,
-                                        "teacher_temperature": args.teacher_temperature}
-    return recipe
-
-
-def run_embedkit(recipe_dict: dict[str, Any], out: Path):
-    """Train one recipe; returns the trained model and the clock of its training loop."""
+def run_embedkit(arm: Arm, out: Path):
+    """Train one arm's recipe; returns the trained model and the clock of its training loop."""
     from embedkit.models import load_model
-    from embedkit.training.config import Recipe
     from embedkit.training.runner import run_recipe
 
-    recipe = Recipe.model_validate(recipe_dict)
     clock = TrainClock()
-    result = run_recipe(recipe, out, overwrite=True, callbacks=[clock])
+    result = run_recipe(arm.load(), out, overwrite=True, callbacks=[clock])
     return load_model(str(result.final_dir)), clock
 
 
-#: The fine-tuned decoder arms ``--decoder-arms`` picks from: key -> (label, model overrides). All share SmolLM2-135M,
-#: LoRA r 16 / alpha 32, the in-batch recipe of ``decoder_recipe`` and the budget; the default pair is the issue's
+#: The fine-tuned decoder arms ``--decoder-arms`` picks from: key -> (label, overrides of
+#: ``recipes/smollm2-bidirectional-lora.yaml``, adaptation stage). All share that recipe's model (SmolLM2-135M, LoRA),
+#: losses and learning rate at the benchmark's budget (:func:`decoder_arm`); the default pair is the issue's
 #: comparison, the others split it into its two changes (attention, pooling) and try latent-attention pooling.
-DECODER_ARMS: dict[str, tuple[str, dict[str, Any]]] = {
-    "causal-last": ("smollm2 causal + last-token, fine-tuned", {"bidirectional": False, "pooling": "last"}),
-    "bidir-mean": ("smollm2 bidirectional + LoRA + mean, fine-tuned", {"bidirectional": True, "pooling": "mean"}),
-    "causal-mean": ("smollm2 causal + LoRA + mean, fine-tuned", {"bidirectional": False, "pooling": "mean"}),
-    "bidir-last": ("smollm2 bidirectional + LoRA + last-token, fine-tuned", {"bidirectional": True, "pooling": "last"}),
-    "bidir-latent": ("smollm2 bidirectional + LoRA + latent attention, fine-tuned",
-                     {"bidirectional": True, "pooling": "latent_attention",
-                      "latent_attention": {"num_latents": 128, "num_heads": 8}}),
+CAUSAL_LAST = {"model.bidirectional": False, "model.pooling": "last"}
+CAUSAL_MEAN = {"model.bidirectional": False, "model.pooling": "mean"}
+BIDIR_MEAN = {"model.bidirectional": True, "model.pooling": "mean"}
+BIDIR_LAST = {"model.bidirectional": True, "model.pooling": "last"}
+BIDIR_LATENT = {"model.bidirectional": True, "model.pooling": "latent_attention",
+                "model.latent_attention": {"num_latents": 128, "num_heads": 8}}
+DECODER_ARMS: dict[str, tuple[str, dict[str, Any], str | None]] = {
+    "causal-last": ("smollm2 causal + last-token, fine-tuned", CAUSAL_LAST, None),
+    "bidir-mean": ("smollm2 bidirectional + LoRA + mean, fine-tuned", BIDIR_MEAN, None),
+    "causal-mean": ("smollm2 causal + LoRA + mean, fine-tuned", CAUSAL_MEAN, None),
+    "bidir-last": ("smollm2 bidirectional + LoRA + last-token, fine-tuned", BIDIR_LAST, None),
+    "bidir-latent": ("smollm2 bidirectional + LoRA + latent attention, fine-tuned", BIDIR_LATENT, None),
     # LLM2Vec's order: MNTP (``--decoder-mntp-steps`` of masked next-token prediction, LoRA merged), then the same
     # contrastive run as bidir-mean; its train s counts both stages (only the second with --decoder-mntp-model)
-    "bidir-mntp-mean": ("smollm2 MNTP + bidirectional + LoRA + mean, fine-tuned",
-                        {"bidirectional": True, "pooling": "mean", "adapt": "mntp"}),
+    "bidir-mntp-mean": ("smollm2 MNTP + bidirectional + LoRA + mean, fine-tuned", BIDIR_MEAN, "mntp"),
     # a probe of what MNTP taught: the adapted weights run causally (as causal-mean). If the gain survived without
     # bidirectional attention, it would be domain adaptation on the pairs' texts rather than the attention switch
-    "causal-mntp-mean": ("smollm2 MNTP weights, causal + LoRA + mean, fine-tuned",
-                         {"bidirectional": False, "pooling": "mean", "adapt": "mntp"}),
+    "causal-mntp-mean": ("smollm2 MNTP weights, causal + LoRA + mean, fine-tuned", CAUSAL_MEAN, "mntp"),
     # NV-Embed's pooling on the adapted model: does latent attention pay once the attention switch is adapted?
-    "bidir-mntp-latent": ("smollm2 MNTP + bidirectional + LoRA + latent attention, fine-tuned",
-                          {"bidirectional": True, "pooling": "latent_attention",
-                           "latent_attention": {"num_latents": 128, "num_heads": 8}, "adapt": "mntp"}),
+    "bidir-mntp-latent": ("smollm2 MNTP + bidirectional + LoRA + latent attention, fine-tuned", BIDIR_LATENT, "mntp"),
     # the control for the MNTP arms: the same number of steps on the same texts, as ordinary causal-LM training
     # (``embedkit mntp --objective clm``), before the causal arms' contrastive run -- so that both sides of the
     # comparison have read the domain's texts, and only the attention differs
-    "causal-clm-last": ("smollm2 CLM + causal + LoRA + last-token, fine-tuned",
-                        {"bidirectional": False, "pooling": "last", "adapt": "clm"}),
-    "causal-clm-mean": ("smollm2 CLM + causal + LoRA + mean, fine-tuned",
-                        {"bidirectional": False, "pooling": "mean", "adapt": "clm"}),
+    "causal-clm-last": ("smollm2 CLM + causal + LoRA + last-token, fine-tuned", CAUSAL_LAST, "clm"),
+    "causal-clm-mean": ("smollm2 CLM + causal + LoRA + mean, fine-tuned", CAUSAL_MEAN, "clm"),
 }
+#: the untrained decoder arms (``--decoder-skip-base`` leaves them out): the recipe's model without its LoRA adapter
+UNTRAINED_DECODER_ARMS = (("smollm2 causal + last-token (base)", CAUSAL_LAST),
+                          ("smollm2 bidirectional + mean (base)", BIDIR_MEAN))
 #: the arms whose model is first adapted on the pairs' texts, by objective (``embedkit mntp --objective``)
-ADAPTED_ARMS = {objective: tuple(k for k, (_, o) in DECODER_ARMS.items() if o.get("adapt") == objective)
+ADAPTED_ARMS = {objective: tuple(k for k, (_, _, a) in DECODER_ARMS.items() if a == objective)
                 for objective in ("mntp", "clm")}
 MNTP_ARMS, CLM_ARMS = ADAPTED_ARMS["mntp"], ADAPTED_ARMS["clm"]
-#: ``--decoder-prompts``: the query instruction of ``recipes/smollm2-bidirectional-lora.yaml`` (NV-Embed style)
-DECODER_INSTRUCTION = "Given a short package synopsis, retrieve the package description"
-DECODER_PROMPTS = {"style": "nv-embed", "instruction": DECODER_INSTRUCTION}  # --decoder-prompts, every arm
 DEFAULT_DECODER_ARMS = ("causal-last", "bidir-mean")
 
 
-def decoder_recipe(args: argparse.Namespace, pairs_path: Path, out: Path, model_cfg: dict[str, Any]) -> dict[str, Any]:
-    """The recipe of one fine-tuned decoder arm: the decoder learning rate, in-batch negatives by default.
+def decoder_switches(args: argparse.Namespace) -> dict[str, Any]:
+    """What every decoder arm, trained or not, changes of the recipe's model: without ``--decoder-prompts``, no
+    query instruction (the recipe's NV-Embed instruction, pooled without its tokens, with it)."""
+    return {} if args.decoder_prompts else {"model.prompts": {"style": "none"}, "model.exclude_prompt": False}
 
-    Every arm gets the same recipe: the comparison is about attention and pooling. ``--decoder-negatives N`` adds N
-    hard negatives per query mined by base MiniLM (``miner.model``; positive-aware filtering as in the default
-    recipe): mining with the decoder itself would embed the corpus with a 135M model on every arm (slow on CPU,
-    and an untrained decoder ranks near chance), and one MiniLM mining serves all arms through the shared cache.
-    ``--decoder-no-masking`` turns false-negative masking off: it trusts the model's own scores, which for an
-    untrained decoder are near chance.
+
+def decoder_arm(args: argparse.Namespace, pairs_path: Path, out: Path, switches: dict[str, Any]) -> Arm:
+    """One fine-tuned decoder arm: ``recipes/smollm2-bidirectional-lora.yaml`` at the benchmark's budget, with
+    ``switches`` (attention, pooling, an adapted model folder).
+
+    Every arm gets the same recipe: the comparison is about attention and pooling. ``--decoder-negatives N`` (default
+    0: in-batch negatives only) mines N hard negatives per query with the recipe's miner (base MiniLM: mining with
+    the decoder itself would embed the corpus with a 135M model on every arm, and an untrained decoder ranks near
+    chance), and one mining serves all arms through the shared cache. ``--decoder-no-masking`` turns false-negative
+    masking off: it trusts the model's own scores, which for an untrained decoder are near chance.
     """
-    recipe = embedkit_recipe(args, pairs_path, out, negatives=args.decoder_negatives,
-                             masking=None if args.decoder_no_masking else DEFAULT_MASKING)
-    recipe["model"] = model_cfg
-    recipe["training"]["lr"] = args.decoder_lr
-    if args.decoder_negatives:
-        recipe["miner"]["model"] = "minilm"
-    return recipe
+    masking = {"losses.infonce.masking": None} if args.decoder_no_masking else {}
+    return make_arm(DECODER_RECIPE, budget(args, pairs_path, out), recipe_flags(args, args.decoder_lr),
+                    negatives(args.decoder_negatives), masking, decoder_switches(args), switches)
 
 
 def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: Any) -> None:
     """SmolLM2-135M: bidirectional + LoRA + mean pooling vs causal + last-token pooling (same budget).
 
-    ``arm(name, train)`` scores and records each model as soon as it exists. Fine-tuned arms also get
-    ``tokens_per_s`` (real, untruncated-to-padding tokens of the pairs trained on, over the steady training loop)
-    -- each query (with its ``--decoder-prompts`` instruction), its positive and its ``--decoder-negatives`` mined
-    negatives, see :func:`tokens_per_example`
+    ``arm(name, train, trained=True, setup=None)`` scores and records each model as soon as it exists. Fine-tuned
+    arms also get ``tokens_per_s`` (real, untruncated-to-padding tokens of the pairs trained on, over the steady
+    training loop) -- each query (with its ``--decoder-prompts`` instruction), its positive and its
+    ``--decoder-negatives`` mined negatives, see :func:`tokens_per_example`
     -- and, on a GPU with ``--bf16``, ``mfu``: 6 x parameters x tokens/s over ``--peak-tflops`` (attention FLOPs
     ignored, LoRA's frozen weights counted as trained -- the usual convention, an upper bound on the work done).
     """
     from embedkit.models import load_model
 
-    common: dict[str, Any] = {"name": "smollm2", "max_seq_length": args.max_seq_length, "lora": {"r": 16, "alpha": 32}}
-    if args.decoder_prompts:  # every arm, trained or not, gets the same query instruction
-        common.update(prompts=dict(DECODER_PROMPTS), exclude_prompt=True)
-    untrained = (
-        ("smollm2 causal + last-token (base)", {**common, "bidirectional": False, "pooling": "last"}),
-        ("smollm2 bidirectional + mean (base)", {**common, "bidirectional": True, "pooling": "mean"}),
-    )
-    for label, model_cfg in () if args.decoder_skip_base else untrained:
-        cfg = {k: v for k, v in model_cfg.items() if k not in ("lora", "name")}
-        arm(label, lambda cfg=cfg: load_model("smollm2", **cfg), trained=False)
+    for label, switches in () if args.decoder_skip_base else UNTRAINED_DECODER_ARMS:
+        setup = make_arm(DECODER_RECIPE, recipe_flags(args, None), decoder_switches(args), switches,
+                         {"model.lora": None})
+        arm(label, lambda setup=setup: load_model(setup.load().model), trained=False, setup=setup.record("model"))
+    out = Path(args.output)
+    # the recipe's model and learning rate before the arms' switches: what an adaptation starts from
+    base = make_arm(DECODER_RECIPE, recipe_flags(args, args.decoder_lr), decoder_switches(args)).load()
     per_example, params = 0.0, 0
     # one adaptation stage per objective, before the run's first arm that needs it, serves all its arms (none when
     # an adapted folder is given)
@@ -320,24 +420,22 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
     first = {objective: next((k for k in args.decoder_arms if k in arms), None) if given[objective] is None else None
              for objective, arms in ADAPTED_ARMS.items()}
     for key in args.decoder_arms:
-        label, overrides = DECODER_ARMS[key]
-        model_cfg = {**common, **overrides}
-        objective = model_cfg.pop("adapt", None)
+        label, switches, objective = DECODER_ARMS[key]
         slug = label.split(",")[0].replace(" ", "-").replace("+", "")
         adapt = objective if objective and first[objective] == key else None
         if objective:
-            model_cfg["name"] = str(given[objective] or Path(args.output) / f"smollm2-{objective}")
-        recipe = decoder_recipe(args, pairs_path, Path(args.output), model_cfg)
+            switches = {**switches, "model.name": str(given[objective] or out / f"smollm2-{objective}")}
+        setup = decoder_arm(args, pairs_path, out, switches)
 
-        def train(recipe=recipe, slug=slug, adapt=adapt):
+        def train(setup=setup, slug=slug, adapt=adapt, folder=switches.get("model.name")):
             if adapt:
-                run_decoder_adaptation(args, pairs_path, Path(recipe["model"]["name"]), adapt)
-            return run_embedkit(recipe, Path(args.output) / slug)
+                run_decoder_adaptation(mntp_config(args, pairs_path, base, adapt), Path(folder))
+            return run_embedkit(setup, out / slug)
 
-        row = arm(label, train)
+        row = arm(label, train, setup=setup.record())
         if row.get("steps_per_s"):
             if not per_example:
-                per_example, params = decoder_work(args, pairs)
+                per_example, params = decoder_work(base.model, args.decoder_negatives, pairs)
             tok_s = row["steps_per_s"] * per_example * args.batch_size * max(1, args.gradcache_factor)
             row["tokens_per_s"] = round(tok_s)
             if args.bf16 and args.peak_tflops:
@@ -346,14 +444,20 @@ def decoder_arms(args: argparse.Namespace, pairs_path: Path, pairs: list, arm: A
                 + (f", MFU {100 * row['mfu']:.1f} %" if "mfu" in row else ""))
 
 
-def run_decoder_adaptation(args: argparse.Namespace, pairs_path: Path, out: Path, objective: str) -> None:
-    """MNTP (or its CLM control) on the training pairs' texts: ``--decoder-mntp-steps`` steps, LoRA r 16,
-    ``--decoder-lr``, the same batch and length; merged into ``out``."""
-    from embedkit.training.mntp import MNTPConfig, run_mntp, summary_line
+def mntp_config(args: argparse.Namespace, pairs_path: Path, recipe: Any, objective: str) -> Any:
+    """MNTP (or its CLM control) on the training pairs' texts before an adapted arm: ``--decoder-mntp-steps`` steps
+    at the benchmark's batch and seed, from the decoder recipe's model with its LoRA, length and learning rate."""
+    from embedkit.training.mntp import MNTPConfig
 
-    cfg = MNTPConfig(model="smollm2", data=str(pairs_path), steps=args.decoder_mntp_steps, batch_size=args.batch_size,
-                     lr=args.decoder_lr, max_seq_length=args.max_seq_length, seed=args.seed, bf16=args.bf16,
-                     lora={"r": 16, "alpha": 32}, objective=objective)
+    return MNTPConfig(model=recipe.model.name, data=str(pairs_path), steps=args.decoder_mntp_steps,
+                      batch_size=args.batch_size, lr=recipe.training.lr, max_seq_length=recipe.model.max_seq_length,
+                      seed=args.seed, bf16=args.bf16, lora=recipe.model.lora.model_dump(), objective=objective)
+
+
+def run_decoder_adaptation(cfg: Any, out: Path) -> None:
+    """Run ``embedkit mntp`` with ``cfg`` (:func:`mntp_config`); the merged model goes to ``out``."""
+    from embedkit.training.mntp import run_mntp, summary_line
+
     log(summary_line(cfg, run_mntp(cfg, out, overwrite=True)))
 
 
@@ -376,17 +480,24 @@ def tokens_per_example(tokenizer: Any, pairs: list, max_seq_length: int, negativ
     return mean_len(queries) + (1 + negatives) * mean_len([p.positives[0] for p in pairs])
 
 
-def decoder_work(args: argparse.Namespace, pairs: list) -> tuple[float, int]:
-    """(:func:`tokens_per_example` at ``--max-seq-length``, SmolLM2 parameters) for the throughput figures."""
+def query_prompt(model_cfg: Any) -> str:
+    """The query prefix a model config gives (its ``prompts``: a style, its instruction, or an explicit query)."""
+    from embedkit.models.prompts import build_prompts
+
+    p = model_cfg.prompts
+    return p.query if p.query is not None else build_prompts(p.style, p.instruction)["query"]
+
+
+def decoder_work(model_cfg: Any, negatives: int, pairs: list) -> tuple[float, int]:
+    """(:func:`tokens_per_example` at the arm's length and query prompt, the decoder's parameters) for the
+    throughput figures."""
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     from embedkit.models import resolve_model_path
-    from embedkit.models.prompts import build_prompts
 
-    path = resolve_model_path("smollm2")
-    prompt = build_prompts(**DECODER_PROMPTS)["query"] if args.decoder_prompts else ""
-    per_example = tokens_per_example(AutoTokenizer.from_pretrained(path), pairs, args.max_seq_length,
-                                     args.decoder_negatives, query_prompt=prompt)
+    path = resolve_model_path(model_cfg.name)
+    per_example = tokens_per_example(AutoTokenizer.from_pretrained(path), pairs, model_cfg.max_seq_length,
+                                     negatives, query_prompt=query_prompt(model_cfg))
     import torch
 
     with torch.device("meta"):
@@ -416,20 +527,32 @@ def run_settings(args: argparse.Namespace) -> dict[str, Any]:
     return {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()}
 
 
-def write_outputs(out: Path, rows: dict[str, dict[str, float]], args: argparse.Namespace, beir: Any,
-                  elapsed: float) -> str:
-    """quality.json + QUALITY.md (the table) + report/REPORT.md and comparison.png (embedkit's eval report)."""
+def arm_table(setups: dict[str, dict[str, Any]]) -> str:
+    """Markdown table: the recipe each arm is built from, what of it the arm uses, and the overrides on it."""
+    lines = ["| arm | recipe | overrides |", "|---|---|---|"]
+    for name, s in setups.items():
+        overrides = ", ".join(f"`{o}`" for o in s["overrides"]) or "none"
+        lines.append(f"| {name} | {s['recipe']} ({s['uses']}) | {overrides} |")
+    return "\n".join(lines)
+
+
+def write_outputs(out: Path, rows: dict[str, dict[str, float]], setups: dict[str, dict[str, Any]],
+                  args: argparse.Namespace, beir: Any, elapsed: float) -> str:
+    """quality.json + QUALITY.md (the tables) + report/REPORT.md and comparison.png (embedkit's eval report).
+
+    ``setups``: each arm's recipe and overrides (:meth:`Arm.record`). Returns the score and arm tables."""
     from datetime import datetime, timezone
 
     from embedkit.evaluation.report import write_report
     from embedkit.evaluation.runner import CheckpointInfo, EvalResults, TaskScore
 
     ref = next((name for name in rows if name.startswith(ANCHOR)), None)
-    text = table(rows, BASE, ref)
+    text = f"{table(rows, BASE, ref)}\n\nrecipes ({recipe_dir()}):\n\n{arm_table(setups)}"
     settings = run_settings(args)
     data = f"{len(beir.queries)} held-out queries x {len(beir.corpus)} documents"
     (out / "quality.json").write_text(json.dumps({"settings": settings, "data": data, "elapsed_s": round(elapsed),
-                                                  "scores": rows}, indent=2))
+                                                  "recipes": str(recipe_dir()), "arms": setups, "scores": rows},
+                                                 indent=2))
     (out / "QUALITY.md").write_text(f"# Quality comparison\n\n{data}; {elapsed / 60:.1f} min in all.\n\n"
                                     f"settings: `{json.dumps(settings)}`\n\n{text}\n")
     task = {"name": "debian-heldout", "type": "Retrieval", "main_score": "ndcg_at_10", "source": beir.source or "",
@@ -475,12 +598,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--anchor-batch-size", type=int, default=None,
                     help="sentence-transformers batch (default: --batch-size); e.g. factor x batch as a control")
     ap.add_argument("--skip-embedkit", action="store_true", help="base and anchor only (control runs)")
-    ap.add_argument("--negatives", type=int, default=1, help="mined hard negatives per query for embedkit")
-    ap.add_argument("--range-min", type=int, default=0)
-    ap.add_argument("--lr", type=float, default=5e-5)
-    ap.add_argument("--decoder-lr", type=float, default=2e-4)
-    ap.add_argument("--temperature", type=float, default=0.05)
-    ap.add_argument("--max-seq-length", type=int, default=128)
+    # recipe settings: unset, each arm trains with its recipe's (set, they are overrides on every recipe)
+    ap.add_argument("--negatives", type=int, default=None,
+                    help=f"mined hard negatives per query for embedkit (default: {MINILM_RECIPE}'s)")
+    ap.add_argument("--range-min", type=int, default=None, help="miner.range_min (default: the recipes')")
+    ap.add_argument("--lr", type=float, default=None,
+                    help=f"embedkit's and the anchor's learning rate (default: {MINILM_RECIPE}'s)")
+    ap.add_argument("--decoder-lr", type=float, default=None, help=f"default: {DECODER_RECIPE}'s")
+    ap.add_argument("--temperature", type=float, default=None,
+                    help="InfoNCE / MNRL temperature (default: the recipes')")
+    ap.add_argument("--max-seq-length", type=int, default=None, help="default: the recipes'")
     ap.add_argument("--max-pairs", type=int, default=None)
     ap.add_argument("--max-queries", type=int, default=None, help="held-out queries (default: all 400)")
     ap.add_argument("--max-corpus", type=int, default=10_000, help="documents to retrieve from (0: all ~11k)")
@@ -509,8 +636,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="hard negatives per query for the decoder arms, mined by base MiniLM (default 0: in-batch "
                          "negatives only)")
     ap.add_argument("--decoder-prompts", action="store_true",
-                    help="every decoder arm prefixes queries with the SmolLM2 recipe's NV-Embed instruction "
-                         "(documents get none) and pools without the instruction tokens (exclude_prompt)")
+                    help=f"every decoder arm keeps {DECODER_RECIPE}'s prompts (its NV-Embed query instruction, "
+                         "pooled without the instruction tokens); without it, no prompt")
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")
@@ -547,8 +674,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main() -> int:
-    args = parse_args()
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     import torch
 
@@ -570,8 +697,11 @@ def main() -> int:
     log(f"data: {len(pairs)} training pairs; eval {len(beir.queries)} held-out queries x {len(beir.corpus)} docs")
 
     rows: dict[str, dict[str, float]] = {}
+    setups: dict[str, dict[str, Any]] = {}
 
-    def arm(name: str, train: Any, trained: bool = True) -> dict[str, float]:
+    def arm(name: str, train: Any, trained: bool = True, setup: dict[str, Any] | None = None) -> dict[str, float]:
+        if setup is not None:
+            setups[name] = setup
         t = time.time()
         got = train()
         model, clock = got if isinstance(got, tuple) else (got, None)
@@ -580,27 +710,32 @@ def main() -> int:
         if clock is not None:
             rows[name].update(clock.summary())
         log(f"{name} (train {train_s:.0f} s, total {time.time() - t_start:.0f} s): {rows[name]}")
-        write_outputs(out, rows, args, beir, time.time() - t_start)  # a stopped run keeps what it measured
+        write_outputs(out, rows, setups, args, beir, time.time() - t_start)  # a stopped run keeps what it measured
         return rows[name]
 
-    arm(BASE, lambda: load_model("minilm", max_seq_length=args.max_seq_length), trained=False)
+    minilm = make_arm(MINILM_RECIPE, recipe_flags(args, args.lr))  # the model and settings the anchor shares
+    shared = minilm.load()
+    arm(BASE, lambda: load_model(shared.model), trained=False, setup=minilm.record("model"))
     if not args.skip_anchor:
-        arm(f"{ANCHOR} (batch {args.anchor_batch_size})", lambda: anchor_finetune(args, pairs, out))
+        arm(f"{ANCHOR} (batch {args.anchor_batch_size})", lambda: anchor_finetune(args, shared, pairs, out),
+            setup=minilm.record("model, lr, warm-up, weight decay, temperature; sentence-transformers' trainer"))
+    # every embedkit arm is built (and checked) before the first one trains
+    trained: list[tuple[str, Arm, str]] = []
     if not args.skip_embedkit:
         batch = args.batch_size * args.gradcache_factor
         cached = f", GradCache chunk {args.gradcache_chunk}" if args.gradcache_chunk < batch else ""
-        arm(f"{EMBEDKIT} (batch {batch}{cached})",
-            lambda: run_embedkit(embedkit_recipe(args, pairs_path, out), out / "embedkit"))
+        trained.append((f"{EMBEDKIT} (batch {batch}{cached})", embedkit_arm(args, pairs_path, out), "embedkit"))
     if args.ablate:
-        for i, (name, change) in enumerate(ABLATIONS.items()):
-            arm(f"embedkit {name}", lambda: run_embedkit(embedkit_recipe(args, pairs_path, out, **change),
-                                                         out / f"ablation-{i}"))
+        trained += [(f"embedkit {name}", embedkit_arm(args, pairs_path, out, change), f"ablation-{i}")
+                    for i, (name, change) in enumerate(ABLATIONS.items())]
     if args.teacher is not None:
-        arm(f"embedkit default recipe + listwise distillation from {args.teacher.name}",
-            lambda: run_embedkit(embedkit_recipe(args, pairs_path, out, teacher=args.teacher), out / "teacher-kd"))
+        trained.append((f"{EMBEDKIT} + listwise distillation from {args.teacher.name}",
+                        embedkit_arm(args, pairs_path, out, teacher=args.teacher), "teacher-kd"))
+    for name, setup, folder in trained:
+        arm(name, lambda setup=setup, folder=folder: run_embedkit(setup, out / folder), setup=setup.record())
     if args.decoder:
         decoder_arms(args, pairs_path, pairs, arm)
-    text = write_outputs(out, rows, args, beir, time.time() - t_start)
+    text = write_outputs(out, rows, setups, args, beir, time.time() - t_start)
     print(text)
     print(f"\n(total {(time.time() - t_start) / 60:.1f} min; table in {out}/QUALITY.md, report in {out}/report/)")
     return 0

@@ -6,6 +6,7 @@ checks the control/ablation switches change exactly what they say.
 
 from __future__ import annotations
 
+import copy
 import importlib.util
 import json
 from pathlib import Path
@@ -25,39 +26,81 @@ def quality():
     return module
 
 
-def _benchmark_recipe(quality, tmp_path: Path, argv: list[str], **change) -> Recipe:
+#: the only recipe keys the benchmark may override: its budget (steps, batch, seed, precision, where it reads and
+#: writes; no checkpoints, and no evaluation by the recipe: it scores every arm itself) ...
+BUDGET = {"data.datasets.0.path", "miner.cache_dir", "training.max_steps", "training.batch_size",
+          "training.gradcache_chunk_size", "training.seed", "training.bf16", "eval.beir", "output.save_steps"}
+#: ... and its switches (ablations, the teacher, the decoder arms' attention / pooling / prompts / adapted model)
+SWITCHES = {"data.datasets.0.max_negatives", "miner", "miner.num_negatives", "miner.teacher", "miner.teacher_type",
+            "losses.infonce.masking", "losses.infonce.masking.margin", "losses.infonce.mixing",
+            "losses.infonce.mixing.seed", "losses.listwise", "model.name", "model.bidirectional", "model.pooling",
+            "model.latent_attention", "model.prompts", "model.exclude_prompt", "model.lora"}
+
+
+def _keys(arm) -> set[str]:
+    return {o.split("=", 1)[0] for o in arm.overrides}
+
+
+def _arm(quality, tmp_path: Path, argv: list[str], change=None, teacher=None):
     args = quality.parse_args(argv)
-    return Recipe.model_validate(quality.embedkit_recipe(args, tmp_path / "train.jsonl", tmp_path, **change))
+    return quality.embedkit_arm(args, tmp_path / "train.jsonl", tmp_path, change, teacher=teacher)
+
+
+def _benchmark_recipe(quality, tmp_path: Path, argv: list[str], change=None, teacher=None) -> Recipe:
+    return _arm(quality, tmp_path, argv, change, teacher).load()
+
+
+def _decoder_recipe(quality, tmp_path: Path, args, switches: dict) -> Recipe:
+    return quality.decoder_arm(args, tmp_path / "train.jsonl", tmp_path, switches).load()
+
+
+def _without(dump: dict, keys: set[str]) -> dict:
+    """``dump`` with the dotted ``keys`` taken out (where present)."""
+    dump = copy.deepcopy(dump)
+    for key in keys:
+        *path, last = key.split(".")
+        node = dump
+        for part in path:
+            node = node[int(part)] if isinstance(node, list) else (node or {}).get(part)
+        if isinstance(node, dict):
+            node.pop(last, None)
+    return dump
 
 
 def test_default_benchmark_recipe_is_the_shipped_minilm_recipe(quality, tmp_path: Path) -> None:
-    ours = _benchmark_recipe(quality, tmp_path, [])
-    shipped = load_recipe(REPO / "recipes" / "minilm-cpu.yaml")
-    assert ours.model.name == shipped.model.name and ours.model.max_seq_length == shipped.model.max_seq_length
-    assert ours.losses == shipped.losses
-    keys = ("batch_size", "gradcache_chunk_size", "lr", "max_steps", "warmup_ratio", "weight_decay", "seed")
-    assert {k: getattr(ours.training, k) for k in keys} == {k: getattr(shipped.training, k) for k in keys}
-    skip = {"cache_dir"}
-    assert ours.miner.model_dump(exclude=skip) == shipped.miner.model_dump(exclude=skip)
-    assert ours.data.datasets[0].max_negatives == shipped.data.datasets[0].max_negatives == 1
-    assert ours.losses.infonce.mixing is None  # off by default: it hurt in the ablation
+    arm = _arm(quality, tmp_path, [])
+    shipped = load_recipe(quality.recipe_dir() / "minilm-cpu.yaml")
+    assert arm.recipe == "minilm-cpu.yaml"
+    # at the default budget, only where it reads and writes differs from what `embedkit train` trains
+    where = {"data.datasets.0.path", "miner.cache_dir", "eval.beir", "output.save_steps"}
+    assert _keys(arm) == where
+    assert _without(arm.load().model_dump(), where) == _without(shipped.model_dump(), where)
+    assert arm.load().data.datasets[0].path == str(tmp_path / "train.jsonl")
+    assert arm.load().eval.beir is None  # the benchmark scores the arms itself, on its held-out split
+    assert arm.load().losses.infonce.mixing is None  # off by default: it hurt in the ablation
 
 
 def test_ablation_switches_change_one_thing(quality, tmp_path: Path) -> None:
     base = _benchmark_recipe(quality, tmp_path, [])
-    no_neg = _benchmark_recipe(quality, tmp_path, [], negatives=False)
+    no_neg = _benchmark_recipe(quality, tmp_path, [], quality.ABLATIONS["without mined hard negatives"])
     assert no_neg.miner is None and no_neg.data.datasets[0].max_negatives == 0 and no_neg.losses == base.losses
-    mixed = _benchmark_recipe(quality, tmp_path, [], mixing=quality.MIXING)
+    mixed = _benchmark_recipe(quality, tmp_path, [], {"losses.infonce.mixing": quality.MIXING})
     assert mixed.losses.infonce.mixing.num_mixed == 8 and not mixed.losses.infonce.mixing.mix_query
-    assert mixed.training == base.training
-    plain = _benchmark_recipe(quality, tmp_path, [], **quality.ABLATIONS[
+    assert mixed.losses.infonce.mixing.seed == 42 and mixed.training == base.training
+    plain = _benchmark_recipe(quality, tmp_path, [], quality.ABLATIONS[
         "plain in-batch InfoNCE (no mined negatives, masking, mixing or GradCache)"])
     assert plain.training.gradcache_chunk_size is None and plain.losses.infonce.masking is None
+    assert plain.miner is None and plain.training.batch_size == base.training.batch_size
+    for change in quality.ABLATIONS.values():
+        assert _keys(_arm(quality, tmp_path, [], change)) <= BUDGET | SWITCHES
     # --quick: smaller batch, GradCache doubles it; --gradcache-factor 1 with a chunk >= batch turns GradCache off
     quick = _benchmark_recipe(quality, tmp_path, ["--quick"])
     assert (quick.training.batch_size, quick.training.gradcache_chunk_size, quick.training.max_steps) == (32, 16, 30)
     off = _benchmark_recipe(quality, tmp_path, ["--gradcache-factor", "1"])
     assert off.training.batch_size == 32 and off.training.gradcache_chunk_size is None
+    # the recipe flags, when given, are overrides; --negatives 0 drops the miner
+    flags = _benchmark_recipe(quality, tmp_path, ["--lr", "1e-4", "--temperature", "0.1", "--negatives", "0"])
+    assert (flags.training.lr, flags.losses.infonce.temperature, flags.miner) == (1e-4, 0.1, None)
 
 
 def test_settings_with_a_teacher_path_are_written_as_json(quality, tmp_path: Path) -> None:
@@ -74,63 +117,54 @@ def test_teacher_arm_adds_listwise_distillation_and_keeps_the_rest(quality, tmp_
     kd = _benchmark_recipe(quality, tmp_path, ["--teacher-temperature", "0.1"], teacher=tmp_path / "mpnet")
     assert kd.miner.teacher == str(tmp_path / "mpnet") and kd.miner.teacher_type == "bi"
     assert kd.losses.listwise is not None and kd.losses.listwise.teacher_temperature == 0.1
+    assert kd.losses.listwise.temperature == base.losses.infonce.temperature  # the recipe's
     assert kd.losses.infonce == base.losses.infonce and kd.training == base.training
     with pytest.raises(SystemExit, match="needs mined negatives"):
-        _benchmark_recipe(quality, tmp_path, [], teacher=tmp_path / "mpnet", negatives=False)
+        _benchmark_recipe(quality, tmp_path, ["--negatives", "0"], teacher=tmp_path / "mpnet")
 
 
 def test_decoder_arms_differ_only_in_attention_and_pooling_and_masking_can_be_switched_off(quality, tmp_path):
     args = quality.parse_args(["--decoder"])
-    causal = {"name": "smollm2", "bidirectional": False, "pooling": "last", "lora": {"r": 16, "alpha": 32}}
-    bidir = {**causal, "bidirectional": True, "pooling": "mean"}
-    a = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, causal))
-    b = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, bidir))
+    a = _decoder_recipe(quality, tmp_path, args, quality.CAUSAL_LAST)
+    b = _decoder_recipe(quality, tmp_path, args, quality.BIDIR_MEAN)
+    shipped = load_recipe(quality.recipe_dir() / "smollm2-bidirectional-lora.yaml")
     assert a.miner is None and a.training == b.training and a.losses == b.losses
-    assert a.training.lr == args.decoder_lr and a.losses.infonce.masking is not None
+    assert a.training.lr == shipped.training.lr and a.losses.infonce.masking is not None
     assert (a.model.bidirectional, a.model.pooling, b.model.bidirectional, b.model.pooling) == (
         False, "last", True, "mean")
     off = quality.parse_args(["--decoder", "--decoder-no-masking"])
-    c = Recipe.model_validate(quality.decoder_recipe(off, tmp_path / "train.jsonl", tmp_path, bidir))
+    c = _decoder_recipe(quality, tmp_path, off, quality.BIDIR_MEAN)
     assert c.losses.infonce.masking is None and c.training == b.training
 
 
 def test_decoder_negatives_are_mined_by_minilm_for_every_arm_alike(quality, tmp_path: Path, capsys) -> None:
     args = quality.parse_args(["--decoder", "--decoder-negatives", "3"])
-    causal = {"name": "smollm2", "bidirectional": False, "pooling": "last", "lora": {"r": 16, "alpha": 32}}
-    bidir = {**causal, "bidirectional": True, "pooling": "mean"}
-    a = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, causal))
-    b = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, bidir))
+    a = _decoder_recipe(quality, tmp_path, args, quality.CAUSAL_LAST)
+    b = _decoder_recipe(quality, tmp_path, args, quality.BIDIR_MEAN)
     # mined by base MiniLM, not by the decoder under training, into one cache shared by the arms
     assert a.miner is not None and a.miner.model == "minilm" and a.miner.num_negatives == 3
     assert a.miner == b.miner and a.data == b.data and a.training == b.training and a.losses == b.losses
+    assert a.miner.cache_dir == str(tmp_path / "mining-cache")
     assert a.data.datasets[0].max_negatives == 3
-    assert a.miner.max_score_ratio == 0.95  # the default recipe's positive-aware filter
-    assert a.training.lr == args.decoder_lr  # still the decoder learning rate
-    none = Recipe.model_validate(quality.decoder_recipe(quality.parse_args(["--decoder"]), tmp_path / "t.jsonl",
-                                                        tmp_path, causal))
+    assert a.miner.max_score_ratio == 0.95  # the recipe's positive-aware filter
+    none = _decoder_recipe(quality, tmp_path, quality.parse_args(["--decoder"]), quality.CAUSAL_LAST)
     assert none.miner is None and none.data.datasets[0].max_negatives == 0
     with pytest.raises(SystemExit) as exc:
         quality.parse_args(["--decoder", "--decoder-negatives", "-1"])
     assert exc.value.code == 2 and "--decoder-negatives -1" in capsys.readouterr().err
 
 
-def test_the_shipped_decoder_recipe_trains_as_the_measured_decoder_arms(quality, tmp_path: Path) -> None:
-    """A user running the SmolLM2 recipe gets the mining model, filter, temperature, learning rate and batch of the
-    measured runs: with its miner left at the default the untrained decoder would mine its own negatives, and at
-    batch 64 (the recipe's earlier setting) the same pairs scored 10 points lower (BENCHMARKS.md run P)."""
-    args = quality.parse_args(
-        ["--decoder", "--decoder-negatives", "3", "--batch-size", "16", "--gradcache-factor", "1"])
-    model = {"name": "smollm2", "bidirectional": True, "pooling": "mean", "lora": {"r": 16, "alpha": 32}}
-    measured = Recipe.model_validate(quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, model))
-    shipped = load_recipe(REPO / "recipes" / "smollm2-bidirectional-lora.yaml")
-    assert shipped.miner is not None and measured.miner is not None
-    assert shipped.miner.model == measured.miner.model == "minilm"
-    assert shipped.miner.num_negatives == measured.miner.num_negatives
-    assert shipped.miner.max_score_ratio == measured.miner.max_score_ratio
-    assert shipped.losses.infonce.temperature == measured.losses.infonce.temperature
-    assert shipped.training.lr == measured.training.lr
-    assert shipped.training.batch_size == measured.training.batch_size == 16
-    assert shipped.training.gradcache_chunk_size is measured.training.gradcache_chunk_size is None
+def test_the_decoder_arms_train_the_shipped_decoder_recipe(quality, tmp_path: Path) -> None:
+    """With the recipe's negatives, batch and prompts, the bidirectional arm is the SmolLM2 recipe a user runs, but
+    for the benchmark's steps and paths: its miner, filter, temperature, learning rate, LoRA and length."""
+    args = quality.parse_args(["--decoder", "--decoder-negatives", "3", "--batch-size", "16", "--gradcache-factor",
+                               "1", "--decoder-prompts"])
+    arm = quality.decoder_arm(args, tmp_path / "train.jsonl", tmp_path, quality.BIDIR_MEAN)
+    assert arm.recipe == "smollm2-bidirectional-lora.yaml"
+    where = {"data.datasets.0.path", "miner.cache_dir", "training.max_steps", "eval.beir", "output.save_steps"}
+    assert _keys(arm) == where
+    shipped = load_recipe(quality.recipe_dir() / arm.recipe)
+    assert _without(arm.load().model_dump(), where) == _without(shipped.model_dump(), where)
     assert (shipped.model.bidirectional, shipped.model.pooling) == (True, "mean")
 
 
@@ -189,7 +223,7 @@ def test_decoder_skip_base_runs_only_the_fine_tuned_arms(quality, tmp_path: Path
     def arms(argv: list[str]) -> list[tuple[str, bool]]:
         seen: list[tuple[str, bool]] = []
 
-        def arm(name, train, trained=True):  # records the arm without training or loading anything
+        def arm(name, train, trained=True, setup=None):  # records the arm without training or loading anything
             seen.append((name, trained))
             return {}
 
@@ -206,14 +240,10 @@ def test_decoder_skip_base_runs_only_the_fine_tuned_arms(quality, tmp_path: Path
 
 def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp_path: Path) -> None:
     args = quality.parse_args(["--decoder"])
-    base = {"name": "smollm2", "max_seq_length": 64, "lora": {"r": 16, "alpha": 32}}
     models = {}
-    for key, (_, overrides) in quality.DECODER_ARMS.items():
-        cfg = {**base, **overrides}
-        objective = cfg.pop("adapt", None)  # the arms with a stage before training
+    for key, (_, switches, objective) in quality.DECODER_ARMS.items():  # objective: the stage before training
         assert (key in quality.MNTP_ARMS, key in quality.CLM_ARMS) == (objective == "mntp", objective == "clm")
-        recipe = quality.decoder_recipe(args, tmp_path / "train.jsonl", tmp_path, cfg)
-        models[key] = Recipe.model_validate(recipe).model
+        models[key] = _decoder_recipe(quality, tmp_path, args, switches).model
     # each extra arm differs from one of the issue's two arms in exactly one of attention / pooling
     assert models["causal-mean"].pooling == models["bidir-mean"].pooling == "mean"
     assert not models["causal-mean"].bidirectional and models["bidir-mean"].bidirectional
@@ -235,18 +265,18 @@ def test_decoder_arms_split_the_comparison_and_reject_unknown_names(quality, tmp
 
 
 def test_decoder_prompts_give_every_arm_the_shipped_recipes_instruction(quality, tmp_path: Path, monkeypatch) -> None:
-    recipes: list[dict] = []
-    monkeypatch.setattr(quality, "run_embedkit", lambda recipe, out: recipes.append(recipe) or (None, None))
+    recipes: list[Recipe] = []
+    monkeypatch.setattr(quality, "run_embedkit", lambda arm, out: recipes.append(arm.load()) or (None, None))
     monkeypatch.setattr(quality, "run_decoder_adaptation", lambda *a: None)
 
     def run(argv: list[str]) -> list:
         recipes.clear()
         args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms",
                                    "causal-last,bidir-mntp-mean", "-o", str(tmp_path), *argv])
-        quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, trained=True: train() and {})
-        return [Recipe.model_validate(r).model for r in recipes]
+        quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, **kw: train() and {})
+        return [r.model for r in recipes]
 
-    shipped = load_recipe(REPO / "recipes" / "smollm2-bidirectional-lora.yaml").model
+    shipped = load_recipe(quality.recipe_dir() / "smollm2-bidirectional-lora.yaml").model
     with_prompts = run(["--decoder-prompts"])
     assert len(with_prompts) == 2
     for model in with_prompts:  # both sides of the comparison, the same instruction as the recipe a user runs
@@ -258,12 +288,11 @@ def test_decoder_prompts_give_every_arm_the_shipped_recipes_instruction(quality,
 
 def test_the_mntp_arm_adapts_the_model_then_trains_the_adapted_folder(quality, tmp_path: Path, monkeypatch) -> None:
     calls: list[tuple[str, str]] = []
-    monkeypatch.setattr(quality, "run_decoder_adaptation",
-                        lambda args, pairs, out, objective: calls.append((objective, str(out))))
+    monkeypatch.setattr(quality, "run_decoder_adaptation", lambda cfg, out: calls.append((cfg.objective, str(out))))
     monkeypatch.setattr(quality, "run_embedkit",
-                        lambda recipe, out: calls.append(("train", recipe["model"]["name"])) or (None, None))
+                        lambda arm, out: calls.append(("train", arm.load().model.name)) or (None, None))
 
-    def arm(name, train, trained=True):  # runs the (patched) training, scores nothing
+    def arm(name, train, trained=True, setup=None):  # runs the (patched) training, scores nothing
         train()
         return {}
 
@@ -285,20 +314,19 @@ def test_an_adapted_folder_replaces_the_mntp_stage(quality, tmp_path: Path, monk
     control = tmp_path / "control"
     control.mkdir()
     (control / "mntp.json").write_text(json.dumps({"config": {"objective": "clm"}}))
-    monkeypatch.setattr(quality, "run_decoder_adaptation",
-                        lambda args, pairs, out, objective: calls.append((objective, str(out))))
+    monkeypatch.setattr(quality, "run_decoder_adaptation", lambda cfg, out: calls.append((cfg.objective, str(out))))
     monkeypatch.setattr(quality, "run_embedkit",
-                        lambda recipe, out: calls.append(("train", recipe["model"]["name"])) or (None, None))
+                        lambda arm, out: calls.append(("train", arm.load().model.name)) or (None, None))
     args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms", "bidir-mntp-mean",
                                "--decoder-mntp-model", str(adapted), "-o", str(tmp_path / "out")])
-    quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, trained=True: train() and {})
+    quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, **kw: train() and {})
     assert calls == [("train", str(adapted))]  # trained from the given folder; MNTP not run again
     assert quality.run_settings(args)["decoder_mntp_model"] == str(adapted)  # recorded in quality.json
 
     calls.clear()
     args = quality.parse_args(["--decoder", "--decoder-skip-base", "--decoder-arms", "causal-clm-last,bidir-mntp-mean",
                                "--decoder-clm-model", str(control), "-o", str(tmp_path / "out2")])
-    quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, trained=True: train() and {})
+    quality.decoder_arms(args, tmp_path / "train.jsonl", [], lambda name, train, **kw: train() and {})
     # the given CLM folder is used as is; the MNTP arm still gets its own stage
     mntp_out = str(tmp_path / "out2" / "smollm2-mntp")
     assert calls == [("train", str(control)), ("mntp", mntp_out), ("train", mntp_out)]
@@ -344,3 +372,100 @@ def test_decoder_throughput_counts_the_mined_negatives_each_example_encodes(qual
     # an instruction prompt lengthens the queries only: 3 + 2 words each, both truncated to 5 tokens
     assert quality.tokens_per_example(tokenizer, pairs, 5, 1, query_prompt="Instruct: x Query: ") == 5.0 + 2 * 4.5
     assert quality.tokens_per_example(tokenizer, pairs, 9, 1, query_prompt="Instruct: x Query: ") == 6.5 + 2 * 4.5
+
+
+def _nudge(value, key: str = ""):
+    """Every number of a recipe moved (floats x 0.9 keeps every bound: rates > 0, ratios < 1), the instruction too."""
+    if isinstance(value, dict):
+        return {k: _nudge(v, k) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nudge(v) for v in value]
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return value * 0.9
+    return value + " (nudged)" if key == "instruction" else value
+
+
+@pytest.fixture
+def nudged_recipes(quality, tmp_path: Path, monkeypatch) -> Path:
+    """The benchmark reads copies of the shipped recipes with every setting changed: a setting restated in Python
+    shows up as an override outside the budget and switches, or as an arm that differs from its recipe."""
+    import yaml
+
+    folder = tmp_path / "nudged"
+    folder.mkdir()
+    for name in (quality.MINILM_RECIPE, quality.DECODER_RECIPE):
+        data = yaml.safe_load((quality.recipe_dir() / name).read_text(encoding="utf-8"))
+        (folder / name).write_text(yaml.safe_dump(_nudge(data)), encoding="utf-8")
+    monkeypatch.setattr(quality, "recipe_dir", lambda: folder)
+    return folder
+
+
+def test_every_arm_trains_its_shipped_recipe_plus_only_the_listed_overrides(quality, nudged_recipes, tmp_path,
+                                                                           monkeypatch, capsys) -> None:
+    from types import SimpleNamespace
+
+    import embedkit.models
+    import embedkit.training.runner
+    from embedkit.models.config import ModelConfig
+
+    trained: list[Recipe] = []
+    loaded: list[ModelConfig] = []
+    anchor: list[Recipe] = []
+    monkeypatch.setattr(embedkit.training.runner, "run_recipe", lambda recipe, out, **kw: trained.append(recipe)
+                        or SimpleNamespace(final_dir=Path(out) / "final"))
+    monkeypatch.setattr(embedkit.models, "load_model",
+                        lambda m: loaded.append(m) if isinstance(m, ModelConfig) else None)
+    monkeypatch.setattr(quality, "anchor_finetune", lambda args, recipe, pairs, out: anchor.append(recipe))
+    monkeypatch.setattr(quality, "run_decoder_adaptation", lambda cfg, out: None)
+    monkeypatch.setattr(quality, "eval_split",
+                        lambda *a: SimpleNamespace(queries={"q": "a query"}, corpus={"d": "a doc"}, source=""))
+    monkeypatch.setattr(quality, "score", lambda model, beir: dict.fromkeys(quality.METRICS, 0.5))
+    monkeypatch.setattr("embedkit.evaluation.report.write_report", lambda results, out: None)
+    (tmp_path / "mpnet").mkdir()
+    out = tmp_path / "out"
+    assert quality.main(["--quick", "--ablate", "--teacher", str(tmp_path / "mpnet"), "--decoder",
+                         "--decoder-arms", "causal-last,bidir-mntp-mean", "--decoder-negatives", "2",
+                         "-o", str(out)]) == 0
+    setups = json.loads((out / "quality.json").read_text())["arms"]
+    assert len(setups) == 2 + 1 + len(quality.ABLATIONS) + 1 + 2 + 2  # base, anchor, embedkit, ..., decoder
+    recipe_arms = [s for s in setups.values() if s["uses"] == "the recipe"]
+    model_arms = [s for s in setups.values() if s["uses"] == "model"]
+    assert len(trained) == len(recipe_arms) == 1 + len(quality.ABLATIONS) + 1 + 2 and len(loaded) == len(model_arms)
+
+    def effective(setup: dict) -> Recipe:
+        assert setup["recipe"] in (quality.MINILM_RECIPE, quality.DECODER_RECIPE)
+        assert {o.split("=", 1)[0] for o in setup["overrides"]} <= BUDGET | SWITCHES, setup
+        return load_recipe(nudged_recipes / setup["recipe"], sets=setup["overrides"])
+
+    for recipe, setup in zip(trained, recipe_arms):
+        assert recipe.model_dump() == effective(setup).model_dump()
+    for model, setup in zip(loaded, model_arms):
+        assert model == effective(setup).model
+    (anchor_setup,) = [s for s in setups.values() if s["uses"].startswith("model, lr")]
+    assert anchor[0].model_dump() == effective(anchor_setup).model_dump()
+    # the nudged values are what the arms train with
+    assert trained[0].training.lr == pytest.approx(0.9 * 5e-5) and trained[0].miner.num_negatives == 2
+    assert trained[-1].model.lora.r == 17 and trained[-1].model.name == str(out / "smollm2-mntp")
+    printed = capsys.readouterr().out
+    for name, setup in setups.items():  # the printed arm table names each arm's recipe and its overrides
+        row = next(line for line in printed.splitlines() if line.startswith(f"| {name} | {setup['recipe']}"))
+        assert all(f"`{o}`" in row for o in setup["overrides"])
+
+
+def test_the_anchor_and_the_mntp_stage_take_their_settings_from_the_recipes(quality, nudged_recipes, tmp_path):
+    args = quality.parse_args(["--quick", "--anchor-batch-size", "24"])
+    shipped = load_recipe(nudged_recipes / "minilm-cpu.yaml")
+    settings = quality.anchor_settings(args, quality.make_arm(quality.MINILM_RECIPE).load())
+    assert settings == {"model": "minilm", "max_seq_length": 129, "temperature": shipped.losses.infonce.temperature,
+                        "batch_size": 24, "lr": shipped.training.lr, "steps": 30,
+                        "warmup_ratio": shipped.training.warmup_ratio, "weight_decay": shipped.training.weight_decay,
+                        "seed": 42}
+    decoder = load_recipe(nudged_recipes / "smollm2-bidirectional-lora.yaml")
+    cfg = quality.mntp_config(args, tmp_path / "train.jsonl", decoder, "clm")
+    assert (cfg.model, cfg.lr, cfg.max_seq_length, cfg.lora) == (
+        "smollm2", decoder.training.lr, 257, decoder.model.lora)
+    assert (cfg.steps, cfg.batch_size, cfg.objective, cfg.data) == (120, 16, "clm", str(tmp_path / "train.jsonl"))
