@@ -194,6 +194,9 @@ def _set_option(key: str, value: Any) -> str:
     return f"{key}={json.dumps(value)}"
 
 
+_MISSING = object()
+
+
 def _dumped(dump: Any, key: str) -> Any:
     """The value at dotted ``key`` of a recipe's ``model_dump()`` (``_MISSING`` where there is none)."""
     for part in key.split("."):
@@ -204,9 +207,6 @@ def _dumped(dump: Any, key: str) -> Any:
         else:
             return _MISSING
     return dump
-
-
-_MISSING = object()
 
 
 def make_arm(recipe: str, *layers: dict[str, Any]) -> Arm:
