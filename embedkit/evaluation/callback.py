@@ -12,6 +12,9 @@ Why not transformers' ``metric_for_best_model`` / ``load_best_model_at_end``? Th
 folders, which ``save_total_limit`` may already have deleted; scoring retrieval directly and saving the best model
 when it appears needs neither.
 
+The every-N-steps scoring and logging is :class:`embedkit.training.trainer.ScoringCallback` (what ``embedkit
+train`` uses with ``eval.every_steps``); this class adds the metric check, the BEIR folder loading and ``keep_best``.
+
 Works with ``sentence_transformers.SentenceTransformerTrainer`` (the model is a ``SentenceTransformer``) and with a
 plain ``transformers.Trainer`` if you pass the ``SentenceTransformer`` that wraps the trained backbone as
 ``model=``. In distributed runs only the main process scores and saves.
@@ -32,21 +35,21 @@ import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from sentence_transformers import SentenceTransformer
-from transformers import TrainerCallback, TrainerControl, TrainerState, TrainingArguments
+from transformers import TrainingArguments
 
 from embedkit.data.beir import BeirData, load_beir
 from embedkit.errors import ConfigError
-from embedkit.evaluation.scoring import METRICS, score_beir
+from embedkit.evaluation.scoring import check_metric, score_beir
+from embedkit.training.trainer import ScoringCallback
 
 logger = logging.getLogger(__name__)
 
 __all__ = ["RetrievalEvalCallback"]
 
 
-class RetrievalEvalCallback(TrainerCallback):
+class RetrievalEvalCallback(ScoringCallback):
     """A ``TrainerCallback`` that scores retrieval on a local BEIR split every N steps.
 
     Args:
@@ -87,92 +90,41 @@ class RetrievalEvalCallback(TrainerCallback):
     ) -> None:
         if every_n_steps < 1:
             raise ConfigError(f"every_n_steps must be >= 1 (got {every_n_steps})", where="every_n_steps")
-        name, _, k = metric.partition("@")
-        if name not in METRICS or not k.isdigit() or int(k) < 1:
-            raise ConfigError(f"unknown metric '{metric}'", where="metric",
-                              hint=f"use one of {', '.join(m + '@10' for m in METRICS)} (any k >= 1)")
+        k = check_metric(metric)
         data = beir if isinstance(beir, BeirData) else load_beir(beir, split=split)
         if max_queries is not None or max_corpus is not None:
             data = data.subset(max_queries=max_queries, max_corpus=max_corpus)
-        self.data = data
-        self.every_n_steps = every_n_steps
+        super().__init__(data, score_beir, every_n_steps, k_values=tuple(sorted({*map(int, k_values), k})),
+                         batch_size=batch_size, eval_at_start=eval_at_start,
+                         prefix=prefix if prefix is not None else f"eval_{data.name}_", model=model)
         self.metric = metric
         self.keep_best = keep_best
         self.best_dir = Path(best_dir) if best_dir is not None else None
-        self.k_values = tuple(sorted({*map(int, k_values), int(k)}))
-        self.batch_size = batch_size
-        self.eval_at_start = eval_at_start
-        self.prefix = prefix if prefix is not None else f"eval_{data.name}_"
-        self.model = model
-        self.trainer: Any = None
-        self.history: list[tuple[int, dict[str, float]]] = []
         self.best_metric: float | None = None
         self.best_step: int | None = None
-        self._last_step: int | None = None
-
-    # ------------------------------------------------------------------------------------------ wiring
-    def attach(self, trainer: Any) -> RetrievalEvalCallback:
-        """Add this callback to ``trainer`` and log through ``trainer.log`` (so reporting integrations see it)."""
-        self.trainer = trainer
-        trainer.add_callback(self)
-        return self
+        self._improved = False
 
     @property
     def metric_key(self) -> str:
         """The log key of the deciding metric, e.g. ``eval_manpages_ndcg@10``."""
         return f"{self.prefix}{self.metric}"
 
-    def _resolve_model(self, kwargs: dict[str, Any]) -> SentenceTransformer:
-        model = self.model or kwargs.get("model") or getattr(self.trainer, "model", None)
-        if isinstance(model, SentenceTransformer):
-            return model
-        raise ConfigError(
-            f"RetrievalEvalCallback needs a SentenceTransformer, got {type(model).__name__}",
-            where="RetrievalEvalCallback(model=...)",
-            hint="use SentenceTransformerTrainer, or pass model=<the SentenceTransformer wrapping the backbone>")
-
     def _best_dir(self, args: TrainingArguments) -> Path:
         return self.best_dir if self.best_dir is not None else Path(args.output_dir) / "best-retrieval"
 
-    # ------------------------------------------------------------------------------------------ events
-    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                       **kwargs: Any) -> None:
-        if self.eval_at_start and state.global_step == 0:
-            self._evaluate(args, state, kwargs)
-
-    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                    **kwargs: Any) -> None:
-        if state.global_step > 0 and state.global_step % self.every_n_steps == 0:
-            self._evaluate(args, state, kwargs)
-
-    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
-                     **kwargs: Any) -> None:
-        if state.global_step > 0 and self._last_step != state.global_step:
-            self._evaluate(args, state, kwargs)
-
-    # ------------------------------------------------------------------------------------------ work
-    def _evaluate(self, args: TrainingArguments, state: TrainerState, kwargs: dict[str, Any]) -> None:
-        self._last_step = state.global_step
-        if not state.is_world_process_zero:
-            return
-        model = self._resolve_model(kwargs)
-        scores = score_beir(model, self.data, k_values=self.k_values, batch_size=self.batch_size,
-                            show_progress_bar=False)
-        step = state.global_step
-        self.history.append((step, scores))
-        logs = {f"{self.prefix}{k}": float(v) for k, v in scores.items()}
+    def scored(self, model: SentenceTransformer, args: TrainingArguments, step: int, scores: dict[str, float],
+               logs: dict[str, float]) -> None:
         value = scores[self.metric]
-        improved = self.best_metric is None or value > self.best_metric
-        if improved:
+        self._improved = self.best_metric is None or value > self.best_metric
+        if self._improved:
             self.best_metric, self.best_step = value, step
-        logs[f"{self.prefix}best_{self.metric}"] = float(self.best_metric)
-        if self.trainer is not None and hasattr(self.trainer, "log"):
-            self.trainer.log(dict(logs))
-        else:
-            state.log_history.append({**logs, "step": step})
-        logger.info("step %d: %s = %.4f (best %.4f at step %s)", step, self.metric_key, value, self.best_metric,
-                    self.best_step)
-        if improved and self.keep_best:
+        logs[f"{self.prefix}best_{self.metric}"] = float(self.best_metric)  # type: ignore[arg-type]
+
+    def logged(self, model: SentenceTransformer, args: TrainingArguments, step: int,
+               scores: dict[str, float]) -> None:
+        logger.info("step %d: %s = %.4f (best %.4f at step %s)", step, self.metric_key, scores[self.metric],
+                    self.best_metric, self.best_step)
+        if self._improved and self.keep_best:
             self._save_best(model, args, step, scores)
 
     def _save_best(self, model: SentenceTransformer, args: TrainingArguments, step: int,

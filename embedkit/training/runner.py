@@ -8,14 +8,21 @@ Output layout (``OUT`` = ``-o`` or ``output.dir``)::
 
     OUT/recipe.yaml                       the resolved recipe (a resume must use the same one)
     OUT/checkpoints/checkpoint-N/         crash-safe checkpoints (single-stage recipes)
-    OUT/stages/01-NAME/{checkpoints,final} per stage (multi-stage recipes)
+    OUT/training.png                      loss, in-batch accuracy, held-out nDCG per step (a row per stage)
+    OUT/training_log.json                 the numbers behind it (per stage: OUT/stages/01-NAME/training_log.json)
+    OUT/tensorboard/                      TensorBoard events, with ``training.report_to: [tensorboard]``
+    OUT/stages/01-NAME/{checkpoints,final,tensorboard} per stage (multi-stage recipes)
     OUT/final/                            the trained model (sentence-transformers folder + README.md card)
 
+Retrieval scores (``eval.beir``) are computed by a ``scorer`` passed in (``embedkit train`` passes
+:func:`embedkit.evaluation.score_beir`): training never imports the evaluation package, which sits above it.
+
 Example:
+    >>> from embedkit.evaluation import score_beir
     >>> from embedkit.training.config import load_recipe
     >>> from embedkit.training.runner import run_recipe
     >>> recipe = load_recipe("recipes/minilm-cpu.yaml", sets=["training.max_steps=20"])   # doctest: +SKIP
-    >>> result = run_recipe(recipe, "runs/minilm")                                          # doctest: +SKIP
+    >>> result = run_recipe(recipe, "runs/minilm", scorer=score_beir)                      # doctest: +SKIP
     >>> result.final_dir                                                                    # doctest: +SKIP
     PosixPath('runs/minilm/final')
 """
@@ -27,7 +34,7 @@ import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -36,6 +43,9 @@ from embedkit.errors import ConfigError, EmbedkitError, InputError, OutputError
 from embedkit.training.checkpoint import clean_stale, is_complete, last_complete_checkpoint, write_marker
 from embedkit.training.config import Recipe, recipe_to_yaml
 from embedkit.training.model_card import DataStats, write_card
+
+if TYPE_CHECKING:  # the trainer module imports torch: not needed by --dry-run
+    from embedkit.training.trainer import Scorer
 from embedkit.utils.io import atomic_dir, atomic_file, check_writable_parent
 
 logger = logging.getLogger(__name__)
@@ -51,6 +61,8 @@ class StageResult:
     final_dir: Path
     global_step: int
     metrics: dict[str, float] = field(default_factory=dict)
+    #: the stage's :class:`~embedkit.training.plots.StageLog` (``None`` for a stage skipped on resume)
+    log: Any = None
 
 
 @dataclass
@@ -78,8 +90,6 @@ class LoadedData:
 
 def load_data(recipe: Recipe, *, stage_prefix: str = "") -> LoadedData:
     """Read every data set of a (stage) recipe with the data readers; check data-level contradictions."""
-    from embedkit.data.readers import load_pairs
-
     all_pairs: list[list[Pair]] = []
     stats: list[DataStats] = []
     for i, d in enumerate(recipe.data.datasets):
@@ -188,10 +198,54 @@ def load_eval_data(recipe: Recipe) -> Any:
     return data.subset(e.max_queries, e.max_corpus, seed=recipe.training.seed)
 
 
-def evaluate(model: Any, beir: Any, k: int) -> dict[str, float]:
-    from embedkit.evaluation.scoring import score_beir
+def evaluate(model: Any, beir: Any, k: int, scorer: Scorer) -> dict[str, float]:
+    """``scorer``'s metrics of ``model`` on ``beir`` at cut-off ``k`` (e.g. ``{"ndcg@10": ...}``)."""
+    return {key: float(v) for key, v in scorer(model, beir, k_values=(k,)).items()}
 
-    return {key: float(v) for key, v in score_beir(model, beir, k_values=(k,)).items()}
+
+def check_scorer(recipe: Recipe, scorer: Scorer | None) -> None:
+    """A recipe with ``eval.beir`` (in any stage) needs a scorer; say so before any work."""
+    for i, (_, r) in enumerate(recipe.stage_recipes()):
+        if r.eval.beir is not None and scorer is None:
+            key = f"stages.{i}.eval.beir" if recipe.stages is not None else "eval.beir"
+            raise ConfigError(
+                f"'{key}' asks for retrieval scores, but run_recipe got no scorer", where=r.where("eval.beir") or key,
+                hint="pass scorer=embedkit.evaluation.score_beir (embedkit train does), or remove the eval section")
+
+
+def check_report_to(recipe: Recipe) -> None:
+    """Every ``training.report_to`` integration must be installed: one line now, not a traceback from the Trainer
+    after the model loaded."""
+    for i, (_, r) in enumerate(recipe.stage_recipes()):
+        wanted = [n for n in r.training.report_to if n not in ("none", "all")]
+        if not wanted:
+            continue
+        from transformers.integrations import get_available_reporting_integrations
+
+        available = set(get_available_reporting_integrations())
+        for name in wanted:
+            if name not in available:
+                key = f"stages.{i}.training.report_to" if recipe.stages is not None else "training.report_to"
+                package = {"tensorboard": "tensorboard", "wandb": "wandb", "mlflow": "mlflow"}.get(name, name)
+                raise ConfigError(f"'{key}' names {name}, which is not installed", where=r.where("training.report_to")
+                                  or key, hint=f"pip install {package}, or drop {name} from {key}")
+
+
+def _report_callbacks(recipe: Recipe, stage_dir: Path) -> tuple[list[str], list[Any]]:
+    """``report_to`` for the ``TrainingArguments`` and the callbacks embedkit builds itself: TensorBoard writes into
+    ``stage_dir/tensorboard`` (transformers' default would be ``checkpoints/runs/DATE_HOST``, inside the folder
+    whose checkpoints are rotated)."""
+    names = list(recipe.training.report_to)
+    if "tensorboard" not in names or not _is_main():
+        return [n for n in names if n != "tensorboard"] or ["none"], []
+    from transformers.integrations import TensorBoardCallback
+
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # transformers accepts tensorboardX as well
+        from tensorboardX import SummaryWriter
+    writer = SummaryWriter(log_dir=str(stage_dir / "tensorboard"))
+    return [n for n in names if n != "tensorboard"] or ["none"], [TensorBoardCallback(tb_writer=writer)]
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -257,7 +311,7 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _training_args(recipe: Recipe, checkpoints: Path) -> Any:
+def _training_args(recipe: Recipe, checkpoints: Path, report_to: list[str] | None = None) -> Any:
     from transformers import TrainingArguments
 
     t = recipe.training
@@ -275,7 +329,7 @@ def _training_args(recipe: Recipe, checkpoints: Path) -> Any:
         gradient_accumulation_steps=t.gradient_accumulation_steps,
         seed=t.seed,
         logging_steps=t.logging_steps,
-        report_to=t.report_to,
+        report_to=t.report_to if report_to is None else report_to,
         bf16=t.bf16,
         save_strategy="steps" if o.save_steps else "no",
         save_steps=o.save_steps or 500,
@@ -328,14 +382,19 @@ def run_stage(
     resume: bool | str,
     stage: str = "",
     callbacks: list[Any] | None = None,
+    scorer: Scorer | None = None,
+    plot: Path | None = None,
+    previous_logs: list[Any] | None = None,
 ) -> StageResult:
-    """Train one stage into ``stage_dir`` (``checkpoints/`` + ``final/``)."""
+    """Train one stage into ``stage_dir`` (``checkpoints/`` + ``final/`` + ``training_log.json``); redraw ``plot``
+    (``OUT/training.png``, after the rows of ``previous_logs``)."""
     from transformers import set_seed
 
     from embedkit.losses.config import build_loss
     from embedkit.models import load_model
     from embedkit.training.collator import DatasetSpec, PairCollator, PairDataset
-    from embedkit.training.trainer import EmbeddingTrainer, save_pipeline
+    from embedkit.training.plots import TRAINING_LOG, TRAINING_PLOT, TrainingPlotCallback
+    from embedkit.training.trainer import EmbeddingTrainer, ScoringCallback, save_pipeline
 
     final_dir = stage_dir / "final"
     checkpoints = stage_dir / "checkpoints"
@@ -343,7 +402,8 @@ def run_stage(
     model_cfg = recipe.model
     if model_name is not None:  # a later stage starts from the previous stage's model (its pooling included)
         model_cfg = model_cfg.model_copy(update={"name": model_name, "pooling": None})
-    args = _training_args(recipe, checkpoints)
+    report_to, report_cbs = _report_callbacks(recipe, stage_dir)
+    args = _training_args(recipe, checkpoints, report_to)
     _ = args.device  # sets up torch.distributed under torchrun (the barrier after mining needs it)
     set_seed(t.seed)  # new layers (latent attention, LoRA) start identically in a run and its resume
     model = load_model(model_cfg)
@@ -382,17 +442,24 @@ def run_stage(
         collator.per_row_prompt_lengths = enable_per_row_prompt_lengths(model)
     loss_fn = build_loss(recipe.losses)
     beir = load_eval_data(recipe)
-    cbs = list(callbacks or [])
+    if beir is not None and scorer is None:
+        check_scorer(recipe, scorer)
+    cbs = [*report_cbs, *(callbacks or [])]
     eval_cb = None
     if beir is not None and recipe.eval.every_steps:
-        from embedkit.evaluation.callback import RetrievalEvalCallback
-
-        eval_cb = RetrievalEvalCallback(beir, every_n_steps=recipe.eval.every_steps, metric=f"ndcg@{recipe.eval.k}",
-                                        keep_best=False, k_values=(recipe.eval.k,), prefix="eval_", model=model)
+        assert scorer is not None
+        eval_cb = ScoringCallback(beir, scorer, every_n_steps=recipe.eval.every_steps, k_values=(recipe.eval.k,),
+                                  prefix="eval_", model=model)
         cbs.append(eval_cb)
     metrics: dict[str, float] = {}
+    baseline: dict[str, float] = {}
     if beir is not None and recipe.eval.before_training and ckpt is None:
-        metrics.update({f"base_{k}": v for k, v in evaluate(model, beir, recipe.eval.k).items()})
+        assert scorer is not None
+        baseline = evaluate(model, beir, recipe.eval.k, scorer)
+        metrics.update({f"base_{k}": v for k, v in baseline.items()})
+    plot_cb = TrainingPlotCallback(plot or stage_dir / TRAINING_PLOT, stage_dir / TRAINING_LOG, stage=stage,
+                                   previous=previous_logs or [], baseline=baseline)
+    cbs.append(plot_cb)  # last: it draws what the callbacks before it logged
     lora_merge = model_cfg.lora.merge_on_save if model_cfg.lora is not None else True
     recipe_yaml = recipe_to_yaml(recipe)
     card_common = dict(recipe_yaml=recipe_yaml, data_stats=data.stats, base_model=model_cfg.name,
@@ -411,17 +478,22 @@ def run_stage(
     if eval_cb is not None:
         eval_cb.trainer = trainer
     trainer.train(resume_from_checkpoint=ckpt)
+    final_scores: dict[str, float] = {}
     if eval_cb is not None and eval_cb.history and eval_cb.history[-1][0] == trainer.state.global_step:
         metrics.update(eval_cb.history[-1][1])  # the callback already scored the final step
     elif beir is not None:
-        metrics.update(evaluate(trainer.model, beir, recipe.eval.k))
+        assert scorer is not None
+        final_scores = evaluate(trainer.model, beir, recipe.eval.k, scorer)
+        metrics.update(final_scores)
+    log = plot_cb.stage_log(trainer.state.log_history)
     if trainer.args.should_save:
+        log = plot_cb.finish(trainer.state, final_scores)
         with atomic_dir(final_dir, overwrite=True) as tmp:
             save_pipeline(trainer.model, tmp, merge_lora=lora_merge)
             write_card(tmp, metrics=dict(metrics), step=trainer.state.global_step, final=True, **card_common)
             write_marker(tmp, {"global_step": trainer.state.global_step})
     _barrier()
-    return StageResult(stage or "train", final_dir, trainer.state.global_step, metrics)
+    return StageResult(stage or "train", final_dir, trainer.state.global_step, metrics, log)
 
 
 def _barrier() -> None:
@@ -446,6 +518,7 @@ def run_recipe(
     resume: bool | str = False,
     overwrite: bool = False,
     callbacks: list[Any] | None = None,
+    scorer: Scorer | None = None,
 ) -> TrainResult:
     """Train a recipe (all its stages); see the module docstring for the output layout.
 
@@ -456,7 +529,11 @@ def run_recipe(
             skipped); a path: that checkpoint.
         overwrite: replace an existing output folder (removed only once data and model loaded fine).
         callbacks: extra ``transformers.TrainerCallback`` objects.
+        scorer: computes the ``eval.beir`` scores, e.g. :func:`embedkit.evaluation.score_beir`; needed when the
+            recipe has an ``eval.beir`` (checked before any work).
     """
+    check_scorer(recipe, scorer)
+    check_report_to(recipe)
     out = resolve_output_dir(recipe, output_dir)
     if _is_main():  # under torchrun only rank 0 judges (and later creates) the output folder
         prepare_output(out, resume=resume, overwrite=overwrite)
@@ -486,7 +563,7 @@ def run_recipe(
             Path(tmp).write_text(recipe_text, encoding="utf-8")
     _barrier()
     try:
-        return _run_stages(out, stages, datas, multi=multi, resume=resume, callbacks=callbacks)
+        return _run_stages(out, stages, datas, multi=multi, resume=resume, callbacks=callbacks, scorer=scorer)
     except EmbedkitError:
         # a user error before anything was trained: leave no output folder behind (a fresh run only)
         if created and _is_main() and last_complete_checkpoint(out / "checkpoints") is None and not multi:
@@ -495,8 +572,11 @@ def run_recipe(
 
 
 def _run_stages(out: Path, stages: list, datas: list, *, multi: bool, resume: bool | str,
-                callbacks: list[Any] | None) -> TrainResult:
+                callbacks: list[Any] | None, scorer: Scorer | None) -> TrainResult:
+    from embedkit.training.plots import TRAINING_LOG, TRAINING_PLOT, read_stage_log, write_training_plot
+
     results: list[StageResult] = []
+    logs: list[Any] = []  # the plot's rows: the stages so far
     prev_model: str | None = None
     for i, ((name, r), data) in enumerate(zip(stages, datas)):
         stage_dir = out / "stages" / f"{i + 1:02d}-{name}" if multi else out
@@ -504,12 +584,18 @@ def _run_stages(out: Path, stages: list, datas: list, *, multi: bool, resume: bo
             logger.warning("stage '%s' already finished; skipping it", name)
             results.append(StageResult(name, stage_dir / "final", -1))
             prev_model = str(stage_dir / "final")
+            earlier = read_stage_log(stage_dir / TRAINING_LOG)
+            if earlier is not None:
+                logs.append(earlier)
             continue
-        res = run_stage(r, stage_dir, data, model_name=prev_model,
-                        resume=resume if (not multi or isinstance(resume, bool)) else resume,
-                        stage=name if multi else "", callbacks=callbacks)
+        res = run_stage(r, stage_dir, data, model_name=prev_model, resume=resume, stage=name if multi else "",
+                        callbacks=callbacks, scorer=scorer, plot=out / TRAINING_PLOT, previous_logs=list(logs))
         results.append(res)
+        if res.log is not None:
+            logs.append(res.log)
         prev_model = str(res.final_dir)
+    if _is_main() and logs:  # all stages' rows, also when a resume skipped the last ones
+        write_training_plot(logs, out / TRAINING_PLOT)
     final = out / "final"
     if multi and _is_main():
         with atomic_dir(final, overwrite=True) as tmp:

@@ -15,6 +15,8 @@ what it lacks for contrastive embedding training:
 * the train dataloader: a :class:`~embedkit.training.sampler.TaskBatchSampler` sliced per rank, not re-sharded by
   accelerate (which would give ranks batches of different data sets);
 * logging of the loss statistics (accuracy, masked false negatives, mixed negatives...) next to ``loss``;
+* :class:`ScoringCallback`: score held-out data every N steps with a scorer passed in (training never imports
+  the evaluation package: ``embedkit train`` passes :func:`embedkit.evaluation.score_beir`);
 * checkpoints: the full sentence-transformers pipeline (LoRA merged or as adapter), the model card, optimizer /
   scheduler / RNG / trainer state and the loss's own state (hard-negative mixing RNG step), written to a temporary
   folder and renamed into place when complete (:mod:`embedkit.training.checkpoint`).
@@ -31,7 +33,7 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -41,9 +43,9 @@ from safetensors.torch import load_file, save_file
 from sentence_transformers import SentenceTransformer
 from torch import Tensor
 from torch.utils.data import DataLoader
-from transformers import Trainer, TrainingArguments
+from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from embedkit.errors import InputError
+from embedkit.errors import ConfigError, InputError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, make_batch
 from embedkit.training.gradcache import GradCache, compute_loss_uncached
 from embedkit.training.checkpoint import (
@@ -56,6 +58,10 @@ from embedkit.training.checkpoint import (
 from embedkit.training.collator import PairCollator, PairDataset
 from embedkit.training.sampler import TaskBatchSampler
 
+
+#: ``scorer(model, data, *, k_values, batch_size, show_progress_bar) -> {"ndcg@10": ..., ...}``, the signature of
+#: :func:`embedkit.evaluation.score_beir`
+Scorer = Callable[..., Mapping[str, float]]
 
 TRAINABLE_STATE = "trainable_state.safetensors"
 EMBEDKIT_STATE = "embedkit_state.json"
@@ -415,3 +421,109 @@ def _split_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], dict[str, An
     tensors = {k: v.detach().contiguous().cpu() for k, v in state.items() if isinstance(v, Tensor)}
     other = {k: v for k, v in state.items() if not isinstance(v, Tensor)}
     return tensors, other
+
+
+class ScoringCallback(TrainerCallback):
+    """Score held-out data with ``scorer`` every ``every_n_steps`` optimizer steps (and at the end), and log it.
+
+    The scores land in the trainer's log history as ``<prefix><metric>`` (so ``training.png``, TensorBoard and
+    W&B see them); only the main process scores. :class:`embedkit.evaluation.RetrievalEvalCallback` builds on it
+    (keeping the best model); the scorer is passed in, so this module needs nothing from evaluation.
+
+    Args:
+        data: what ``scorer`` scores on (e.g. a :class:`~embedkit.data.beir.BeirData`).
+        scorer: ``scorer(model, data, k_values=..., batch_size=..., show_progress_bar=False)`` -> metrics.
+        every_n_steps: score after every this many optimizer steps.
+        k_values: cut-offs passed to the scorer.
+        batch_size: encoding batch size passed to the scorer.
+        eval_at_start: also score before the first step (the baseline).
+        prefix: log key prefix.
+        model: the ``SentenceTransformer`` to score, when the trainer's own model is not one.
+
+    Attributes:
+        history: ``[(step, {metric: value})]`` of every evaluation.
+
+    Example:
+        >>> from embedkit.evaluation import score_beir                                       # doctest: +SKIP
+        >>> cb = ScoringCallback(beir_data, score_beir, every_n_steps=50, prefix="eval_")    # doctest: +SKIP
+        >>> trainer.add_callback(cb); cb.trainer = trainer; trainer.train()                  # doctest: +SKIP
+        >>> cb.history[-1]                                                                   # doctest: +SKIP
+        (200, {'ndcg@10': 0.71, ...})
+    """
+
+    def __init__(self, data: Any, scorer: Scorer, every_n_steps: int = 100, *, k_values: Sequence[int] = (10,),
+                 batch_size: int = 32, eval_at_start: bool = False, prefix: str = "eval_",
+                 model: SentenceTransformer | None = None) -> None:
+        self.data = data
+        self.scorer = scorer
+        self.every_n_steps = every_n_steps
+        self.k_values = tuple(k_values)
+        self.batch_size = batch_size
+        self.eval_at_start = eval_at_start
+        self.prefix = prefix
+        self.model = model
+        self.trainer: Any = None
+        self.history: list[tuple[int, dict[str, float]]] = []
+        self._last_step: int | None = None
+
+    def attach(self, trainer: Any) -> ScoringCallback:
+        """Add this callback to ``trainer`` and log through ``trainer.log`` (so reporting integrations see it)."""
+        self.trainer = trainer
+        trainer.add_callback(self)
+        return self
+
+    def _resolve_model(self, kwargs: dict[str, Any]) -> SentenceTransformer:
+        model = self.model or kwargs.get("model") or getattr(self.trainer, "model", None)
+        if isinstance(model, SentenceTransformer):
+            return model
+        name = type(self).__name__
+        raise ConfigError(
+            f"{name} needs a SentenceTransformer, got {type(model).__name__}", where=f"{name}(model=...)",
+            hint="use SentenceTransformerTrainer, or pass model=<the SentenceTransformer wrapping the backbone>")
+
+    def on_train_begin(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                       **kwargs: Any) -> None:
+        if self.eval_at_start and state.global_step == 0:
+            self._evaluate(args, state, control, kwargs)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                    **kwargs: Any) -> None:
+        if state.global_step > 0 and state.global_step % self.every_n_steps == 0:
+            self._evaluate(args, state, control, kwargs)
+
+    def on_train_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                     **kwargs: Any) -> None:
+        if state.global_step > 0 and self._last_step != state.global_step:
+            self._evaluate(args, state, control, kwargs)
+
+    def _evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
+                  kwargs: dict[str, Any]) -> None:
+        self._last_step = state.global_step
+        if not state.is_world_process_zero:
+            return
+        model = self._resolve_model(kwargs)
+        scores = {k: float(v) for k, v in self.scorer(model, self.data, k_values=self.k_values,
+                                                      batch_size=self.batch_size, show_progress_bar=False).items()}
+        step = state.global_step
+        self.history.append((step, scores))
+        logs = {f"{self.prefix}{k}": v for k, v in scores.items()}
+        self.scored(model, args, step, scores, logs)
+        if self.trainer is not None and hasattr(self.trainer, "log"):
+            # Trainer.log resets control.should_log (CallbackHandler.on_log): without this, the training loss of
+            # every step that is also scored would never be logged
+            pending = control.should_log
+            self.trainer.log(dict(logs))
+            control.should_log = pending
+            if getattr(self.trainer, "control", control) is not control:
+                self.trainer.control.should_log = pending
+        else:
+            state.log_history.append({**logs, "step": step})
+        self.logged(model, args, step, scores)
+
+    def scored(self, model: SentenceTransformer, args: TrainingArguments, step: int, scores: dict[str, float],
+               logs: dict[str, float]) -> None:
+        """Hook: called with the new scores before they are logged (``logs`` may be extended)."""
+
+    def logged(self, model: SentenceTransformer, args: TrainingArguments, step: int,
+               scores: dict[str, float]) -> None:
+        """Hook: called after the scores were logged."""

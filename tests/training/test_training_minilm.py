@@ -25,7 +25,7 @@ def test_minilm_cpu_recipe_improves_ndcg_on_held_out_debian(tmp_path: Path) -> N
         "data.datasets.0.max_pairs=384", "model.max_seq_length=64",
         "eval.max_queries=120", "eval.max_corpus=1000", "output.save_steps=12",
     ])
-    result = run_recipe(recipe, tmp_path / "run")
+    result = run_recipe(recipe, tmp_path / "run", scorer=score_beir)  # the scorer is passed in, as embedkit train does
     m = result.metrics
     assert m["ndcg@10"] > m["base_ndcg@10"] + 0.008, m  # the pre-issue-7 recipe gave 0.8374 -> 0.8501 here
     # independent re-scoring of the saved folder agrees with what the run reported
