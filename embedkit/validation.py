@@ -42,12 +42,14 @@ from pydantic import BaseModel, ValidationError
 from embedkit.errors import ConfigError
 
 __all__ = [
+    "KeyWhere",
     "Locator",
     "Style",
     "add_model_flags",
     "check_finite",
     "config_error",
     "model_from_args",
+    "on_first_use",
     "split_key",
     "validate",
 ]
@@ -117,6 +119,17 @@ class Locator:
         if exact and not found_all:
             return None
         return f"{self.path}:{line}" if line else self.path
+
+
+class KeyWhere:
+    """Points errors at the setting's dotted name under ``root`` (``mining.num_negatives``): a :class:`Locator`
+    for settings that come from a Python call rather than a file."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+
+    def where(self, loc: Loc, *, exact: bool = False) -> str:
+        return ".".join([self.root, *map(str, loc)])
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -200,6 +213,12 @@ def _has_literal(ann: Any) -> bool:
     return typing.get_origin(ann) is Literal or any(_has_literal(a) for a in typing.get_args(ann))
 
 
+def _literals(ann: Any) -> list[Any]:
+    if typing.get_origin(ann) is Literal:
+        return list(typing.get_args(ann))
+    return [v for a in typing.get_args(ann) for v in _literals(a)]
+
+
 def _one_of(values: list[str]) -> str:
     return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
 
@@ -228,18 +247,22 @@ def bounds(ctx: dict[str, Any]) -> str:
 class _Names:
     """How one style names a setting: in the message (``what``), in the fix (``setter``) and in ``where``."""
 
-    def __init__(self, style: Style, prefix: str, locator: Locator | None, where: str | None) -> None:
+    def __init__(self, style: Style, prefix: str, locator: Locator | KeyWhere | None, where: str | None) -> None:
         self.style, self.prefix, self.locator, self.default_where = style, prefix, locator, where
 
     def key(self, loc: Loc) -> str:
         if self.style == "flag":
             return "--" + "-".join(str(p) for p in loc).replace("_", "-")
+        if self.style == "keyword" and loc:  # lora={"r": 0} -> lora['r']
+            return str(loc[0]) + "".join(f"[{p!r}]" for p in loc[1:])
         return self.prefix + ".".join(str(p) for p in loc)
 
     def what(self, loc: Loc) -> str:
         return {"key": "'{}'", "flag": "{}", "keyword": "keyword '{}'"}[self.style].format(self.key(loc))
 
     def setter(self, loc: Loc) -> str:
+        if self.style == "keyword" and len(loc) > 1:
+            return f"set {self.key(loc)} to"
         return {"key": "set '{}' to", "flag": "pass {}", "keyword": "pass {}="}[self.style].format(self.key(loc))
 
     def where(self, loc: Loc) -> str | None:
@@ -258,7 +281,7 @@ def config_error(
     *,
     style: Style = "key",
     prefix: str = "",
-    locator: Locator | None = None,
+    locator: Locator | KeyWhere | None = None,
     where: str | None = None,
 ) -> ConfigError:
     """The first problem of ``exc`` (the one earliest in the file, when a ``locator`` knows lines) as one line.
@@ -298,12 +321,11 @@ def config_error(
             sub = "." + str(next(iter(err["input"])))
             shown += sub
         close = difflib.get_close_matches(bad, valid, n=1, cutoff=0.6)
-        base = names.key(parent) if parent else prefix.rstrip(".") if style != "flag" else ""
-        base = base + "." if base and style != "flag" else ""
         noun = "keyword" if style == "keyword" and not parent else "key"
         if close:
-            return ConfigError(f"unknown {noun} '{shown}' (did you mean '{base}{close[0]}{sub}'?){more}", where=at,
-                               hint=f"rename it to '{base}{close[0]}'")
+            good = names.key([*parent, close[0]])
+            return ConfigError(f"unknown {noun} '{shown}' (did you mean '{good}{sub}'?){more}", where=at,
+                               hint=f"rename it to '{good}'")
         return ConfigError(f"unknown {noun} '{shown}'{more}", where=at,
                            hint=f"valid {noun}s here: {', '.join(valid)}" if valid else "remove it")
     if etype == "missing":
@@ -324,8 +346,9 @@ def config_error(
         return ConfigError(f"invalid value{what}: must be one of {_one_of(allowed)} (got {got_s}){more}", where=at,
                            hint=f"{names.setter(loc)} one of {_one_of(allowed)}")
     if family in TYPE_WORDS and ("type" in etype or "parsing" in etype):
-        return ConfigError(f"wrong type{what}: expected {TYPE_WORDS[family]}, got {got_s}{more}", where=at,
-                           hint=f"{names.setter(loc)} {TYPE_WORDS[family]}")
+        word = "True or False" if family == "bool" and style == "keyword" else TYPE_WORDS[family]
+        return ConfigError(f"wrong type{what}: expected {word}, got {got_s}{more}", where=at,
+                           hint=f"{names.setter(loc)} {word}")
     rng = bounds(err.get("ctx") or {})
     if rng:
         return ConfigError(f"invalid value{what}: must be {rng} (got {got_s}){more}", where=at,
@@ -340,7 +363,7 @@ def _help_of(style: Style, where: str | None) -> str:
     return f"the documentation of {where}" if where else "the documentation of these settings"
 
 
-def check_finite(obj: Any, *, style: Style = "key", prefix: str = "", locator: Locator | None = None,
+def check_finite(obj: Any, *, style: Style = "key", prefix: str = "", locator: Locator | KeyWhere | None = None,
                  where: str | None = None, _loc: list[str | int] | None = None) -> None:
     """Refuse ``inf`` / ``nan`` anywhere in ``obj`` (``--set training.lr=.inf``, ``temperature: 1e999``).
 
@@ -366,7 +389,7 @@ def validate(
     *,
     style: Style = "key",
     prefix: str = "",
-    locator: Locator | None = None,
+    locator: Locator | KeyWhere | None = None,
     where: str | None = None,
 ) -> Any:
     """``model.model_validate(data)``, with non-finite numbers refused and errors as one-line ConfigErrors.
@@ -515,7 +538,7 @@ def add_model_flags(
         if field.annotation is bool:
             if default:
                 parser.add_argument(f"--no-{dest.replace('_', '-')}", *extra, dest=dest, action="store_false",
-                                    default=argparse.SUPPRESS, help=f"turn off: {help_text}" if help_text else None)
+                                    default=argparse.SUPPRESS, help=f"turn off (on by default): {help_text}" if help_text else None)
             else:
                 parser.add_argument(flag, *extra, dest=dest, action="store_true", default=argparse.SUPPRESS,
                                     help=help_text or None)
@@ -526,6 +549,30 @@ def add_model_flags(
             help_text = f"{help_text} (default: {_show(default)})" if help_text else f"default: {_show(default)}"
         parser.add_argument(flag, *extra, dest=dest, default=argparse.SUPPRESS, required=required,
                             metavar=metavar, help=help_text or None, **kw)
+
+
+def on_first_use(parser: argparse.ArgumentParser, add_flags: Callable[[argparse.ArgumentParser], None]) -> None:
+    """Call ``add_flags(parser)`` the first time ``parser`` parses or prints its help, not when it is built.
+
+    ``embedkit --help`` builds every sub-command's parser; a command whose flags come from a settings model adds
+    them through this, so only the command that runs imports its model (and that model's package).
+    """
+    done = False
+
+    def ensure() -> None:
+        nonlocal done
+        if not done:
+            done = True
+            add_flags(parser)
+
+    for name in ("parse_known_args", "format_help", "format_usage"):
+        method = getattr(parser, name)
+
+        def wrapper(*args: Any, _method: Callable[..., Any] = method, **kwargs: Any) -> Any:
+            ensure()
+            return _method(*args, **kwargs)
+
+        setattr(parser, name, wrapper)
 
 
 def model_from_args(
@@ -541,13 +588,17 @@ def model_from_args(
     Errors name the flag (``--range-max: invalid value: must be >= 1 (got 0)``); a check across several settings
     points at ``where`` (the command's name)."""
     data: dict[str, Any] = {}
-    for path, _field in _flag_fields(model, set(exclude)):
+    for path, field in _flag_fields(model, set(exclude)):
         dest = "_".join(path)
         if hasattr(args, dest):
+            value = getattr(args, dest)
+            if isinstance(value, list) and len(value) == 1 and _has_literal(field.annotation) \
+                    and value[0] in _literals(field.annotation):
+                value = value[0]  # ``--lora-target-modules auto``: the word, not a list holding it
             cur = data
             for part in path[:-1]:
                 cur = cur.setdefault(part, {})
-            cur[path[-1]] = getattr(args, dest)
+            cur[path[-1]] = value
     for key, value in extra.items():
         data.setdefault(key, value)
     return validate(model, data, style="flag", where=where)

@@ -330,3 +330,22 @@ def test_set_list_index_errors_give_the_valid_indexes() -> None:
     with pytest.raises(ConfigError, match="'training.lr' is a value, not a section"):
         parse_recipe(DATA, sets=["training.lr=1e-5", "training.lr.x=1"])
     assert parse_recipe(two, sets=["data.datasets.1.weight=3"]).data.datasets[1].weight == 3.0
+
+
+def test_recipes_name_every_bundled_sample_through_the_one_registry() -> None:
+    """``sample:manpages`` (a BEIR folder whose only split is test) works as a recipe data set and eval folder;
+    every sample name resolves through embedkit.data (SAMPLES), the evaluation API's name included."""
+    from embedkit.data import SAMPLES, load_pairs, resolve_data_path, sample_path
+    from embedkit.evaluation.samples import manpages_path
+
+    r = parse_recipe({"data": {"datasets": [{"path": "sample:manpages", "split": "test"}]},
+                      "eval": {"beir": "sample:debian-beir"}})
+    assert r.data.datasets[0].resolved_path() == sample_path("manpages") == manpages_path()
+    assert r.data.datasets[0].display_name == "manpages"
+    assert len(load_pairs(r.data.datasets[0].resolved_path(), split="test")) > 900
+    assert {"debian-train", "debian-beir", "manpages"} <= set(SAMPLES)
+    for name in SAMPLES:
+        assert resolve_data_path(f"sample:{name}").exists()
+    with pytest.raises(ConfigError, match="is the evaluation data"):  # sample names are compared resolved
+        parse_recipe({"data": {"datasets": [{"path": "sample:manpages", "split": "test"}]},
+                      "eval": {"beir": str(manpages_path())}})

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from embedkit.errors import ConfigError
+from embedkit.validation import KeyWhere, validate
 
 __all__ = ["MiningConfig", "make_config"]
 
@@ -25,46 +25,43 @@ __all__ = ["MiningConfig", "make_config"]
 class MiningConfig(BaseModel):
     """What to mine and how.
 
-    Attributes:
-        num_negatives: negatives per query.
-        range_min / range_max: candidate window, in ranks of the retrieval list *after the query's own positives
-            are removed* (0 = the most similar non-positive document). ``range_min=10`` skips the 10 most similar.
-        max_score_ratio: drop a candidate scoring above ``min_pos - (1 - ratio) * |min_pos|`` where ``min_pos`` is
-            the lowest positive score of the query (TopK-PercPos; equal to ``ratio * min_pos`` for positive
-            scores). ``None`` disables it.
-        max_score_margin: drop a candidate scoring above ``min_pos - margin`` (TopK-MarginPos). ``None`` disables.
-        drop_duplicates: drop candidates whose normalised text (casefolded, whitespace collapsed) equals a positive.
-        sampling: ``"top"`` takes the best surviving candidates, ``"random"`` samples uniformly (seeded) among all
-            survivors in the window.
-        seed: seed of random sampling.
-        index: ``"flat"`` (exact inner product), ``"ivf"`` (inverted lists; set ``nlist``/``nprobe``) or
-            ``"hnsw"`` (graph; ``hnsw_m``/``ef_search``) for large corpora.
-        nlist / nprobe: IVF cells and cells visited per query (default ``4 * sqrt(N)`` and ``nlist / 8``).
-        hnsw_m / ef_search: HNSW graph degree and search beam (default ``max(128, 2 * k)``).
-        use_gpu: FAISS on GPU when one is visible (``"auto"``), always (``True``: error without one) or never.
-        batch_size: encoding batch size.
-        drop_incomplete: leave out queries that got fewer than ``num_negatives`` negatives (default: keep them,
-            the summary counts them).
+    Each field's ``description`` is its documentation: ``embedkit mine --help`` shows it (the flags are derived from
+    this model, :func:`embedkit.validation.add_model_flags`) and recipes' ``miner:`` section takes the same keys.
+    The candidate window counts ranks of the retrieval list *after the query's own positives are removed* (0 = the
+    most similar non-positive document). The score filters compare a candidate with ``min_pos``, the lowest
+    positive score of its query: TopK-PercPos drops it above ``min_pos - (1 - ratio) * |min_pos|`` (equal to
+    ``ratio * min_pos`` for positive scores), TopK-MarginPos above ``min_pos - margin``.
     """
 
     model_config = ConfigDict(extra="forbid")
 
-    num_negatives: int = Field(7, ge=1)
-    range_min: int = Field(0, ge=0)
-    range_max: int = Field(50, ge=1)
-    max_score_ratio: float | None = Field(0.95, gt=0, le=1)
-    max_score_margin: float | None = Field(None, ge=0)
-    drop_duplicates: bool = True
-    sampling: Literal["top", "random"] = "top"
-    seed: int = 0
-    index: Literal["flat", "ivf", "hnsw"] = "flat"
-    nlist: int | None = Field(None, ge=1)
-    nprobe: int | None = Field(None, ge=1)
-    hnsw_m: int = Field(32, ge=4)
-    ef_search: int | None = Field(None, ge=1)
-    use_gpu: bool | Literal["auto"] = "auto"
-    batch_size: int = Field(32, ge=1)
-    drop_incomplete: bool = False
+    num_negatives: int = Field(7, ge=1, description="negatives per query")
+    range_min: int = Field(0, ge=0, description="skip the N most similar non-positive candidates")
+    range_max: int = Field(50, ge=1, description="consider candidates up to this rank")
+    max_score_ratio: float | None = Field(
+        0.95, gt=0, le=1,
+        description="TopK-PercPos: drop candidates scoring above RATIO x the query's lowest positive score "
+                    "(none disables)")
+    max_score_margin: float | None = Field(
+        None, ge=0, description="TopK-MarginPos: drop candidates scoring above (lowest positive score - MARGIN)")
+    drop_duplicates: bool = Field(
+        True, description="drop candidates whose normalised text (casefolded, whitespace collapsed) equals a positive")
+    sampling: Literal["top", "random"] = Field(
+        "top", description="top: the best surviving candidates; random: uniformly (seeded) among the survivors")
+    seed: int = Field(0, description="seed of random sampling")
+    index: Literal["flat", "ivf", "hnsw"] = Field(
+        "flat", description="flat: exact inner product; ivf: inverted lists (nlist / nprobe); hnsw: graph "
+                            "(hnsw_m / ef_search) -- the last two for large corpora")
+    nlist: int | None = Field(None, ge=1, description="IVF cells (default 4 x sqrt(corpus size))")
+    nprobe: int | None = Field(None, ge=1, description="IVF cells visited per query (default nlist / 8)")
+    hnsw_m: int = Field(32, ge=4, description="HNSW graph degree")
+    ef_search: int | None = Field(None, ge=1, description="HNSW search beam (default max(128, 2 x candidates))")
+    use_gpu: bool | Literal["auto"] = Field(
+        "auto", description="FAISS on a GPU: auto (when one is visible), true (error without one) or false")
+    batch_size: int = Field(32, ge=1, description="encoding batch size")
+    drop_incomplete: bool = Field(
+        False, description="leave out queries that got fewer than num_negatives negatives (default: keep them; "
+                           "the summary counts them)")
 
     @model_validator(mode="after")
     def _check_window(self) -> MiningConfig:
@@ -79,17 +76,11 @@ class MiningConfig(BaseModel):
 
 
 def make_config(config: MiningConfig | dict[str, Any] | None = None, **overrides: Any) -> MiningConfig:
-    """Build a :class:`MiningConfig`, turning validation errors into one-line :class:`ConfigError` s."""
-    try:
-        if config is None:
-            return MiningConfig(**overrides)
-        if isinstance(config, MiningConfig):
-            return config.model_copy(update=overrides) if not overrides else MiningConfig(
-                **{**config.model_dump(), **overrides})
-        return MiningConfig(**{**config, **overrides})
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(x) for x in err.get("loc", ())) or "mining"
-        msg = err.get("msg", str(exc)).removeprefix("Value error, ")
-        raise ConfigError(msg, where=f"mining.{key}" if key != "mining" else key,
-                          hint="see 'embedkit mine --help' for the allowed values") from None
+    """Build a :class:`MiningConfig` (``overrides`` win), refusing bad values with one-line :class:`~embedkit.errors.ConfigError` s
+    that name the keyword (``mining.num_negatives: invalid value for keyword 'num_negatives': must be >= 1``)."""
+    if isinstance(config, MiningConfig):
+        if not overrides:
+            return config
+        config = config.model_dump(exclude_unset=True)
+    data = {**(config or {}), **overrides}
+    return validate(MiningConfig, data, style="keyword", locator=KeyWhere("mining"))

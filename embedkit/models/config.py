@@ -1,20 +1,25 @@
 """Validated model settings, shared by the Python API, the CLI and training recipes.
 
+:func:`model_config` builds a :class:`ModelConfig` from ``load_model``-style keyword arguments, so a bad keyword
+is a one-line :class:`~embedkit.errors.ConfigError` naming it, the value and the allowed values.
+
 Example:
-    >>> from embedkit.models.config import ModelConfig
+    >>> from embedkit.models.config import ModelConfig, model_config
     >>> ModelConfig(name="minilm", pooling="mean").pooling
     'mean'
-    >>> ModelConfig(name="minilm", pooling="max")  # doctest: +ELLIPSIS
+    >>> model_config("minilm", pooling="max")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    pydantic_core._pydantic_core.ValidationError: ...
+    embedkit.errors.ConfigError: load_model: invalid value for keyword 'pooling': must be one of 'mean', 'cls', ...
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from embedkit.validation import validate
 
 
 class LatentAttentionConfig(BaseModel):
@@ -31,11 +36,12 @@ class LoraConfig(BaseModel):
     """LoRA adapter settings (peft). ``target_modules="auto"`` picks the attention/MLP projections of the family."""
 
     model_config = ConfigDict(extra="forbid")
-    r: int = Field(16, ge=1)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
-    target_modules: list[str] | Literal["auto"] = "auto"
-    merge_on_save: bool = True
+    r: int = Field(16, ge=1, description="LoRA rank")
+    alpha: int = Field(32, ge=1, description="LoRA scaling numerator (the update is scaled by alpha / r)")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA branch")
+    target_modules: list[str] | Literal["auto"] = Field(
+        "auto", description="module names to wrap, or auto: the attention / MLP projections of the family")
+    merge_on_save: bool = Field(True, description="merge the adapter into the saved weights")
 
 
 class PromptConfig(BaseModel):
@@ -80,3 +86,20 @@ class ModelConfig(BaseModel):
     lora: LoraConfig | None = None
     prompts: PromptConfig = Field(default_factory=PromptConfig)
     trust_remote_code: bool = False
+
+
+def model_config(name_or_path: str | ModelConfig = "minilm", *, where: str = "load_model",
+                 **overrides: Any) -> ModelConfig:
+    """The :class:`ModelConfig` of ``load_model(name_or_path, **overrides)``.
+
+    ``name_or_path`` is a folder / alias (``overrides`` are the other fields) or a ModelConfig (``overrides``
+    replace its fields). Errors name the keyword: ``load_model: invalid value for keyword 'pooling': must be one
+    of 'mean', 'cls', 'last', 'latent_attention' or None (got 'max')``; ``where`` names the function called.
+    """
+    if isinstance(name_or_path, ModelConfig):
+        if not overrides:
+            return name_or_path
+        data = {**name_or_path.model_dump(exclude_unset=True), **overrides}
+    else:
+        data = {"name": name_or_path, **overrides}
+    return validate(ModelConfig, data, style="keyword", where=where)

@@ -27,7 +27,7 @@ from sentence_transformers import SentenceTransformer
 
 from embedkit.errors import ModelError
 from embedkit.models.bidirectional import check_bidirectional_supported, is_decoder_type
-from embedkit.models.config import ModelConfig
+from embedkit.models.config import ModelConfig, model_config
 from embedkit.models.pooling import LatentAttentionPooling, Pooling
 from embedkit.models.prompts import build_prompts
 
@@ -361,7 +361,7 @@ def check_model(name_or_path: str | ModelConfig = "minilm", *, base_model: str |
 
         >>> check_model("runs/lora/final")                                              # doctest: +SKIP
     """
-    cfg = name_or_path if isinstance(name_or_path, ModelConfig) else ModelConfig(name=name_or_path, **overrides)
+    cfg = model_config(name_or_path, where="check_model", **overrides)
     _inspect(cfg, base_model)
 
 
@@ -384,6 +384,7 @@ def load_model(name_or_path: str | ModelConfig = "minilm", *, base_model: str | 
         sentence-transformers model is expected.
 
     Raises:
+        ConfigError: an unknown keyword or a bad value (``pooling="max"``), naming the keyword and what it allows.
         ModelError: missing folder, corrupt config, pickle weights without a safetensors counterpart, weights that
             do not match config.json, an adapter whose base is missing, unverified bidirectional architecture.
 
@@ -391,7 +392,7 @@ def load_model(name_or_path: str | ModelConfig = "minilm", *, base_model: str | 
 
         >>> model = load_model("runs/lora/final")   # base pipeline + adapter/, merged on load   # doctest: +SKIP
     """
-    cfg = name_or_path if isinstance(name_or_path, ModelConfig) else ModelConfig(name=name_or_path, **overrides)
+    cfg = model_config(name_or_path, **overrides)  # bad keywords: one-line ConfigError naming them
     found = _inspect(cfg, base_model)
     folder, decoder, bidirectional = found.folder, found.decoder, found.bidirectional
 

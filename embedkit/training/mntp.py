@@ -59,38 +59,35 @@ logger = logging.getLogger(__name__)
 class MNTPConfig(BaseModel):
     """Settings of one MNTP run (validated before any model is loaded).
 
-    Attributes:
-        model: a decoder folder or alias (``smollm2``).
-        data: training pairs (any format ``embedkit train`` reads, or ``sample:NAME``); their queries, positives
-            and negatives, de-duplicated, are the texts.
-        steps: optimizer steps. 1,000 is LLM2Vec's count (at batch 32, 1-8B models) and the best measured here:
-            on SmolLM2-135M (batch 16) 120 / 360 / 1,000 steps took the bidirectional model from 7 nDCG@10 points
-            below the causal one to 3 below, level, and 6 above (BENCHMARKS.md "Decoder LLM").
-        lr: 2e-4, the rate of those measurements.
-        mask_prob: share of tokens masked per text (LLM2Vec: 0.2 for Llama-2 and S-LLaMA).
-        mask_token: the existing token that stands in for a mask when the tokenizer has none.
-        eval_texts: texts held out to measure the loss before and after (0: none).
-        objective: ``mntp`` (bidirectional, masked tokens; saves ``is_causal: false``) or ``clm``, the control:
-            causal attention, every next token predicted, a causal model saved. ``mask_prob`` and ``mask_token``
-            belong to MNTP and are refused with ``clm``.
+    Each field's ``description`` is its documentation; ``embedkit mntp --help`` shows it, with the default (the
+    flags are derived from this model). Why the defaults: 1,000 steps is LLM2Vec's count (at batch 32, 1-8B
+    models) and the best measured here -- on SmolLM2-135M (batch 16) 120 / 360 / 1,000 steps took the
+    bidirectional model from 7 nDCG@10 points below the causal one to 3 below, level, and 6 above (BENCHMARKS.md
+    "Decoder LLM"), at ``lr`` 2e-4; ``mask_prob`` 0.2 is LLM2Vec's for Llama-2 and S-LLaMA. ``mask_prob`` and
+    ``mask_token`` belong to MNTP and are refused with ``objective: clm``.
     """
 
     model_config = ConfigDict(extra="forbid")
-    model: str = "smollm2"
-    data: str
-    steps: int = Field(1000, ge=1)
-    batch_size: int = Field(16, ge=1)
-    lr: float = Field(2e-4, gt=0)
-    warmup_ratio: float = Field(0.05, ge=0, lt=1)
-    mask_prob: float = Field(0.2, gt=0, lt=1)
-    mask_token: str = "_"
-    max_seq_length: int = Field(128, ge=8)
+    model: str = Field("smollm2", description="decoder folder or alias")
+    data: str = Field(description="training pairs (jsonl/csv/parquet/BEIR, or sample:NAME): their queries, "
+                                  "positives and negatives, de-duplicated, are the texts")
+    steps: int = Field(1000, ge=1, description="optimizer steps (~70 min for a 135M model on a 2-core CPU at "
+                                               "batch 16 x 64 tokens, minutes on a GPU)")
+    batch_size: int = Field(16, ge=1, description="texts per optimizer step")
+    lr: float = Field(2e-4, gt=0, description="learning rate")
+    warmup_ratio: float = Field(0.05, ge=0, lt=1, description="share of the steps spent in linear warm-up")
+    mask_prob: float = Field(0.2, gt=0, lt=1, description="share of tokens masked per text (mntp only)")
+    mask_token: str = Field("_", description="existing token that stands in for a mask when the tokenizer has "
+                                             "none (mntp only)")
+    max_seq_length: int = Field(128, ge=8, description="truncate texts to this many tokens")
     lora: LoraConfig = Field(default_factory=LoraConfig)
-    eval_texts: int = Field(128, ge=0)
-    seed: int = 42
-    dtype: Literal["float32", "bfloat16", "float16"] = "float32"
-    bf16: bool = False
-    objective: Literal["mntp", "clm"] = "mntp"
+    eval_texts: int = Field(128, ge=0, description="held-out texts for the before/after loss (0: none)")
+    seed: int = Field(42, description="seed of the held-out split, the masking and the LoRA initialisation")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    bf16: bool = Field(False, description="bf16 mixed precision (GPU)")
+    objective: Literal["mntp", "clm"] = Field(
+        "mntp", description="mntp: masked next-token prediction, bidirectional; clm: the control -- ordinary "
+                            "next-token prediction on the same texts, the model stays causal")
 
     @model_validator(mode="after")
     def _masking_is_mntp_only(self) -> MNTPConfig:
