@@ -6,20 +6,24 @@ tasks nDCG@10 / Recall@10 / MRR@10 side by side.
 
 Example:
     >>> from embedkit.evaluation.report import write_report
-    >>> write_report(results, "eval-out")      # doctest: +SKIP  (results from embedkit.evaluation.evaluate)
+    >>> import embedkit
+    >>> results = embedkit.evaluate(["minilm", "runs/mine/final"], beir=["sample:manpages"])  # doctest: +SKIP
+    >>> write_report(results, "eval-out")                                                  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from embedkit.evaluation.results import EvalResults
 
-__all__ = ["render_markdown", "write_chart", "write_report"]
+__all__ = ["build_chart", "delta_points", "fitted_limits", "render_markdown", "write_chart", "write_report"]
 
 REPORT_NAME = "REPORT.md"
 CHART_NAME = "comparison.png"
@@ -28,12 +32,6 @@ SUMMARY_NAME = "summary.json"
 
 def _fmt(x: float | None, digits: int = 4) -> str:
     return "n/a" if x is None else f"{x:.{digits}f}"
-
-
-def _delta(x: float | None, base: float | None) -> str:
-    if x is None or base is None:
-        return "n/a"
-    return f"{x - base:+.4f}"
 
 
 def _cell(text: str) -> str:
@@ -48,7 +46,8 @@ def render_markdown(results: EvalResults, chart: str | None = CHART_NAME) -> str
         "# Evaluation report",
         "",
         f"Created {results.created} by embedkit; scores computed by {results.scorer} (split `{results.split}`). "
-        f"Deltas are against the first checkpoint, `{base}`.",
+        f"Δ columns are differences against the first checkpoint, `{base}`, in points (hundredths of the score: "
+        "+2.20 means 0.0220 higher).",
         "",
         "## Checkpoints",
         "",
@@ -59,27 +58,27 @@ def render_markdown(results: EvalResults, chart: str | None = CHART_NAME) -> str
         lines.append(f"| {i} | {_cell(c.label)} | `{_cell(c.source)}` | `{c.model_name}` | `{c.revision}` |")
     lines += ["", "## Main scores", ""]
     header = "| task | type | metric | " + " | ".join(_cell(lab) for lab in labels)
-    header += "".join(f" | Δ {_cell(lab)}" for lab in labels[1:]) + " |"
+    header += "".join(f" | Δ {_cell(lab)} (pts)" for lab in labels[1:]) + " |"
     lines += [header, "|" + "---|" * (3 + len(labels) + len(labels) - 1)]
     for t in results.tasks:
         name = t["name"]
         vals = [results.scores[lab][name].main_score for lab in labels]
         row = f"| {_cell(name)} | {t['type']} | {t['main_score']} | " + " | ".join(_fmt(v) for v in vals)
-        row += "".join(f" | {_delta(v, vals[0])}" for v in vals[1:]) + " |"
+        row += "".join(f" | {delta_points(v, vals[0])}" for v in vals[1:]) + " |"
         lines.append(row)
 
     retrieval = [t for t in results.tasks if any(results.scores[lab][t["name"]].metrics.get("ndcg@10") is not None
                                                  for lab in labels)]
     if retrieval:
         lines += ["", "## Retrieval (@10)", "",
-                  "| task | checkpoint | nDCG@10 | Recall@10 | MRR@10 | Δ nDCG@10 |", "|---|---|---|---|---|---|"]
+                  "| task | checkpoint | nDCG@10 | Recall@10 | MRR@10 | Δ nDCG@10 (pts) |", "|---|---|---|---|---|---|"]
         for t in retrieval:
             base_ndcg = results.scores[base][t["name"]].metrics.get("ndcg@10")
             for lab in labels:
                 m = results.scores[lab][t["name"]].metrics
                 lines.append(f"| {_cell(t['name'])} | {_cell(lab)} | {_fmt(m.get('ndcg@10'))} | "
                              f"{_fmt(m.get('recall@10'))} | {_fmt(m.get('mrr@10'))} | "
-                             f"{_delta(m.get('ndcg@10'), base_ndcg) if lab != base else '--'} |")
+                             f"{delta_points(m.get('ndcg@10'), base_ndcg) if lab != base else '--'} |")
     sts = [t for t in results.tasks if any("cosine_spearman" in results.scores[lab][t["name"]].metrics
                                            for lab in labels)]
     if sts:
@@ -99,40 +98,80 @@ def render_markdown(results: EvalResults, chart: str | None = CHART_NAME) -> str
     return "\n".join(lines)
 
 
-def write_chart(results: EvalResults, path: str | os.PathLike) -> None:
-    """Grouped bar chart (PNG) of the main score of every checkpoint on every task.
+def delta_points(x: float | None, base: float | None) -> str:
+    """The difference ``x - base`` in points (hundredths of the score, as the README's tables): ``+2.20``.
 
-    Uses matplotlib's object API with the Agg canvas, so it never touches a display or the global backend.
+    Example:
+        >>> delta_points(0.874, 0.852), delta_points(0.85, 0.852), delta_points(None, 0.852)
+        ('+2.20', '-0.20', 'n/a')
     """
+    if x is None or base is None:
+        return "n/a"
+    return f"{(x - base) * 100:+.2f}"
+
+
+def fitted_limits(values: Sequence[float | None]) -> tuple[float, float]:
+    """y-axis limits around ``values`` (not from 0): scores of 0.852 / 0.874 / 0.888 must not look equal.
+
+    The data spans the middle of the axis, with room above for the value labels. A single value (or equal ones)
+    gets a window of +-1 point.
+
+    Example:
+        >>> lo, hi = fitted_limits([0.852, 0.874, 0.888])
+        >>> 0.80 < lo < 0.852 and 0.888 < hi < 0.95
+        True
+    """
+    finite = [float(v) for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return 0.0, 1.0
+    lo, hi = min(finite), max(finite)
+    pad = max((hi - lo) * 0.35, 0.01)
+    return lo - pad, hi + pad * 1.4
+
+
+def build_chart(results: EvalResults) -> Any:
+    """The ``matplotlib.figure.Figure`` of ``comparison.png``: one panel per task, one bar per checkpoint, each
+    panel's y-axis fitted to its scores, bars labelled with the score and the Δ against the first checkpoint in
+    points. Built with matplotlib's object API and the Agg canvas (no display, no global backend change)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     labels = [c.label for c in results.checkpoints]
     tasks = [t["name"] for t in results.tasks]
     n_ck = len(labels)
-    width = 0.8 / n_ck
-    fig = Figure(figsize=(max(6.5, 1.2 + len(tasks) * (0.5 + 0.45 * n_ck)), 4.2), dpi=110)
+    fig = Figure(figsize=(max(4.0, 0.9 + 0.75 * n_ck) * len(tasks), 4.0), dpi=110)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for i, lab in enumerate(labels):
-        xs = [j + (i - (n_ck - 1) / 2) * width for j in range(len(tasks))]
-        ys = [results.scores[lab][t].main_score or 0.0 for t in tasks]
-        bars = ax.bar(xs, ys, width=width * 0.95, label=lab)
-        for bar, t in zip(bars, tasks):
-            v = results.scores[lab][t].main_score
-            ax.annotate("n/a" if v is None else f"{v:.3f}", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                        ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
-    ax.set_xticks(range(len(tasks)))
-    ax.set_xticklabels([f"{t}\n({results.scores[labels[0]][t].main_metric})" for t in tasks], fontsize=8)
-    lo = min([0.0] + [results.scores[lab][t].main_score or 0.0 for lab in labels for t in tasks])
-    ax.set_ylim(lo * 1.1, 1.08)
-    ax.set_ylabel("main score")
-    ax.set_title("Main score per task and checkpoint")
-    ax.axhline(0, color="black", linewidth=0.6)
-    # below the axes: long checkpoint labels must not squeeze the plot (bbox_inches="tight" keeps them in the PNG)
-    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1 if n_ck > 3 else n_ck)
-    ax.grid(axis="y", alpha=0.3)
-    fig.savefig(str(path), format="png", bbox_inches="tight")
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    colors = [f"C{i % 10}" for i in range(n_ck)]
+    for ax, task in zip(axes, tasks):
+        vals = [results.scores[lab][task].main_score for lab in labels]
+        lo, hi = fitted_limits(vals)
+        xs = list(range(n_ck))
+        # bars start at the axis floor: a bar's visible height is its score's distance from the floor
+        bars = ax.bar(xs, [(v if v is not None else lo) - lo for v in vals], bottom=lo, width=0.7, color=colors)
+        for i, (bar, v) in enumerate(zip(bars, vals)):
+            text = "n/a" if v is None else f"{v:.3f}"
+            if i > 0 and v is not None:
+                text += f"\n{delta_points(v, vals[0])}"
+            ax.annotate(text, (bar.get_x() + bar.get_width() / 2, v if v is not None else lo), ha="center",
+                        va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points")
+        ax.set_ylim(lo, hi)
+        ax.set_xticks(xs)
+        ax.set_xticklabels([str(i + 1) for i in xs], fontsize=8)
+        ax.set_title(f"{task} ({results.scores[labels[0]][task].main_metric})", fontsize=9)
+        ax.grid(axis="y", alpha=0.3)
+    axes[0].set_ylabel("main score (axis fitted, not from 0)")
+    handles = [axes[0].patches[i] for i in range(n_ck)] if axes[0].patches else []
+    fig.legend(handles, [f"{i + 1}: {lab}" + (" (base)" if i == 0 else "") for i, lab in enumerate(labels)],
+               fontsize=8, loc="lower center", ncol=min(n_ck, 3), bbox_to_anchor=(0.5, -0.02))
+    fig.suptitle(f"Main score per task; Δ in points vs {labels[0]}", fontsize=10)
+    fig.tight_layout(rect=(0, 0.06 + 0.04 * ((n_ck - 1) // 3), 1, 1))
+    return fig
+
+
+def write_chart(results: EvalResults, path: str | os.PathLike) -> None:
+    """Write :func:`build_chart` as a PNG."""
+    build_chart(results).savefig(str(path), format="png", bbox_inches="tight")
 
 
 def write_report(results: EvalResults, folder: str | os.PathLike) -> None:

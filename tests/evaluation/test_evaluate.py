@@ -82,12 +82,12 @@ def test_report_summary_and_chart(run):
     assert set(table) == {"mp_small", "pairs"}
     first, second = (c.label for c in res.checkpoints)
     for task, cells in table.items():
-        # | task | type | metric | first | second | delta |
+        # | task | type | metric | first | second | delta (points) |
         s1 = summary["scores"][first][task]["main_score"]
         s2 = summary["scores"][second][task]["main_score"]
         assert float(cells[3]) == pytest.approx(s1, abs=5e-5)
         assert float(cells[4]) == pytest.approx(s2, abs=5e-5)
-        assert float(cells[5]) == pytest.approx(s2 - s1, abs=1e-4)
+        assert re.fullmatch(r"[+-]\d+\.\d{2}", cells[5]) and float(cells[5]) == pytest.approx((s2 - s1) * 100, abs=1e-2)
     retrieval = report.split("## Retrieval (@10)", 1)[1].split("\n## ", 1)[0]
     rows = [r for r in retrieval.splitlines() if r.startswith("| mp_small")]
     assert len(rows) == 2
