@@ -578,6 +578,7 @@ def _run_stages(out: Path, stages: list, datas: list, *, multi: bool, resume: bo
     results: list[StageResult] = []
     logs: list[Any] = []  # the plot's rows: the stages so far
     prev_model: str | None = None
+    stage_resume = resume
     for i, ((name, r), data) in enumerate(zip(stages, datas)):
         stage_dir = out / "stages" / f"{i + 1:02d}-{name}" if multi else out
         if multi and resume and is_complete(stage_dir / "final"):
@@ -588,8 +589,10 @@ def _run_stages(out: Path, stages: list, datas: list, *, multi: bool, resume: bo
             if earlier is not None:
                 logs.append(earlier)
             continue
-        res = run_stage(r, stage_dir, data, model_name=prev_model, resume=resume, stage=name if multi else "",
+        res = run_stage(r, stage_dir, data, model_name=prev_model, resume=stage_resume, stage=name if multi else "",
                         callbacks=callbacks, scorer=scorer, plot=out / TRAINING_PLOT, previous_logs=list(logs))
+        if isinstance(stage_resume, str):  # a checkpoint path belongs to the stage it resumed; later stages
+            stage_resume = True            # continue from their own checkpoints (none yet: from the start)
         results.append(res)
         if res.log is not None:
             logs.append(res.log)

@@ -264,3 +264,32 @@ def test_miner_model_mines_with_another_encoder_than_the_one_trained(write_recip
     assert trained["hidden_size"] != 384  # ... while the tiny BERT is what was trained
     lines = (tmp_path / "run" / "mined" / "debian.jsonl").read_text().splitlines()
     assert len(lines) == 48 and all(len(json.loads(x)["negatives"]) == 1 for x in lines)
+
+
+class CrashAt(TrainerCallback):
+    """Raise at ``step`` of the stage whose folder name holds ``stage`` (what a crash mid-stage looks like)."""
+
+    def __init__(self, stage: str, step: int) -> None:
+        self.stage, self.step = stage, step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.stage in args.output_dir and state.global_step == self.step:
+            raise RuntimeError("simulated crash")
+
+
+def test_resume_from_a_checkpoint_path_applies_to_its_own_stage_only(write_recipe, tmp_path: Path) -> None:
+    stages = [{"name": "one", "training": {"max_steps": 2}},
+              {"name": "two", "training": {"max_steps": 1, "warmup_ratio": 0.0}}]
+    recipe = load_recipe(write_recipe(stages=stages, output={"save_steps": 1}))
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_recipe(recipe, out, callbacks=[CrashAt("01-one", 2)])
+    ckpt = out / "stages" / "01-one" / "checkpoints" / "checkpoint-1"
+    assert is_complete(ckpt)
+    res = run_recipe(recipe, out, resume=str(ckpt))
+    assert [s.global_step for s in res.stages] == [2, 1]
+    # stage two starts from stage one's final model and trains its own step; it must not resume from stage one's
+    # checkpoint (whose step 1 would already be stage two's last)
+    two = out / "stages" / "02-two" / "final"
+    assert _max_diff(_weights(two), _weights(ckpt)) > 1e-6
+    assert _max_diff(_weights(two), _weights(out / "stages" / "01-one" / "final")) > 1e-6
