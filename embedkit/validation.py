@@ -410,7 +410,8 @@ _TRUE_WORDS = ("true", "yes", "on", "1")
 _FALSE_WORDS = ("false", "no", "off", "0")
 
 
-def _flag_fields(model: type[BaseModel], exclude: set[str], path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+def _flag_fields(model: type[BaseModel], exclude: set[str],
+                 path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
     """``[(path, FieldInfo)]`` of every scalar setting, nested models flattened (``("lora", "r")``)."""
     out = []
     for name, field in model.model_fields.items():
@@ -538,7 +539,8 @@ def add_model_flags(
         if field.annotation is bool:
             if default:
                 parser.add_argument(f"--no-{dest.replace('_', '-')}", *extra, dest=dest, action="store_false",
-                                    default=argparse.SUPPRESS, help=f"turn off (on by default): {help_text}" if help_text else None)
+                                    default=argparse.SUPPRESS,
+                                    help=f"turn off (on by default): {help_text}" if help_text else None)
             else:
                 parser.add_argument(flag, *extra, dest=dest, action="store_true", default=argparse.SUPPRESS,
                                     help=help_text or None)
@@ -603,7 +605,3 @@ def model_from_args(
         data.setdefault(key, value)
     return validate(model, data, style="flag", where=where)
 
-
-def describe(model: type[BaseModel]) -> Callable[[str], str]:
-    """``describe(Model)("field")``: the field's description (for help texts of options that wrap a setting)."""
-    return lambda name: model.model_fields[name].description or ""

@@ -366,7 +366,8 @@ def test_build_loss_from_config() -> None:
     [
         (lambda: InfoNCELoss(temperature=0.0),
          "invalid value for 'losses.infonce.temperature': must be > 0.0 (got 0.0)"),
-        (lambda: InfoNCELoss(focal_gamma=-1), "invalid value for 'losses.infonce.focal_gamma': must be >= 0.0 (got -1)"),
+        (lambda: InfoNCELoss(focal_gamma=-1),
+         "invalid value for 'losses.infonce.focal_gamma': must be >= 0.0 (got -1)"),
         (lambda: HardNegativeMixing(alpha_max=0.7),
          "invalid value for 'losses.infonce.mixing.alpha_max': must be <= 0.5 (got 0.7)"),
         (lambda: FalseNegativeMasking(margin=3.0),

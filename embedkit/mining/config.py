@@ -76,8 +76,9 @@ class MiningConfig(BaseModel):
 
 
 def make_config(config: MiningConfig | dict[str, Any] | None = None, **overrides: Any) -> MiningConfig:
-    """Build a :class:`MiningConfig` (``overrides`` win), refusing bad values with one-line :class:`~embedkit.errors.ConfigError` s
-    that name the keyword (``mining.num_negatives: invalid value for keyword 'num_negatives': must be >= 1``)."""
+    """Build a :class:`MiningConfig` (``overrides`` win), refusing bad values with one-line
+    :class:`~embedkit.errors.ConfigError` s that name the keyword:
+    ``mining.num_negatives: invalid value for keyword 'num_negatives': must be >= 1 (got 0)``."""
     if isinstance(config, MiningConfig):
         if not overrides:
             return config
