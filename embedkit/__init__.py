@@ -11,13 +11,13 @@ Example:
 
 from __future__ import annotations
 
-import importlib
 import sys
 import types
 from typing import Any
 
 # the error classes are plain Python (no third-party import): bound eagerly so ``except embedkit.InputError`` works
 from embedkit.errors import ConfigError, EmbedkitError, InputError, ModelError, OutputError
+from embedkit.utils.lazy import lazy_exports
 
 __version__ = "0.1.0"
 
@@ -37,19 +37,8 @@ _LAZY: dict[str, tuple[str, str]] = {
 _SHADOWING = frozenset({"encode"})
 
 
-def __getattr__(name: str) -> Any:
-    """Import a public name's module the first time the name is used."""
-    if name not in _LAZY:
-        raise AttributeError(f"module 'embedkit' has no attribute {name!r}")
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    if name != "soup":  # ``embedkit.soup`` is also the subpackage that ``import embedkit.soup.x`` walks through
-        globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+# ``embedkit.soup`` is also the subpackage that ``import embedkit.soup.x`` walks through: never bound as the function
+__getattr__, __dir__, _ = lazy_exports(__name__, _LAZY, uncached={"soup"})
 
 
 class _Package(types.ModuleType):

@@ -95,7 +95,7 @@ def run_anchor(queries, docs, args, out: Path) -> float:
 
 def run_embedkit(queries, docs, args, out: Path) -> float:
     from embedkit.data.schema import Pair
-    from embedkit.losses.config import build_loss
+    from embedkit.losses.build import build_loss
     from embedkit.models import load_model
     from embedkit.training.collator import DatasetSpec, PairCollator, PairDataset
     from embedkit.training.config import parse_recipe

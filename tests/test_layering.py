@@ -141,15 +141,7 @@ def test_imports_point_down_the_layers() -> None:
 
 #: circles known and scheduled to go (issue 28), each with the change that removes it. The test fails when one is
 #: gone, so the entry cannot outlive the circle: delete it then.
-KNOWN_CYCLES: dict[tuple[str, ...], str] = {
-    ("embedkit.models.loading", "embedkit.models.lora"):
-        "lora.py imports loading.ALIASES / refuse_pickle_weights back: move them (with PICKLE_SUFFIXES) to a module "
-        "below both",
-    ("embedkit.losses.config", "embedkit.losses.infonce", "embedkit.losses.listwise", "embedkit.losses.masking",
-     "embedkit.losses.mixing"):
-        "config.build_loss imports the loss classes, which import their settings models from config: move build_loss "
-        "(and the CombinedLoss assembly) out of config.py, e.g. into losses/build.py",
-}
+KNOWN_CYCLES: dict[tuple[str, ...], str] = {}
 
 
 def test_no_import_cycles() -> None:

@@ -204,7 +204,7 @@ def test_no_shipped_recipe_trains_on_its_eval_folder(path: Path) -> None:
     """Stricter than the check recipes get: no shipped data set is the eval folder at all, whatever the split."""
     import os
 
-    from embedkit.training.config import resolve_data_path
+    from embedkit.data.samples import resolve_data_path
 
     for _, r in load_recipe(path).stage_recipes():
         if r.eval.beir is None:

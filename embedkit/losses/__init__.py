@@ -13,8 +13,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embedkit.utils.lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "EmbeddingBatch": "embedkit.losses.base",
@@ -30,7 +29,7 @@ _LAZY: dict[str, str] = {
     "LossConfig": "embedkit.losses.config",
     "MaskingConfig": "embedkit.losses.config",
     "MixingConfig": "embedkit.losses.config",
-    "build_loss": "embedkit.losses.config",
+    "build_loss": "embedkit.losses.build",
     "InfoNCELoss": "embedkit.losses.infonce",
     "ListwiseDistillationLoss": "embedkit.losses.listwise",
     "FalseNegativeMasking": "embedkit.losses.masking",
@@ -39,17 +38,4 @@ _LAZY: dict[str, str] = {
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'embedkit.losses' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-__all__ = sorted(_LAZY)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

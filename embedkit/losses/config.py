@@ -1,28 +1,25 @@
-"""Validated loss settings (the ``losses:`` section of a training recipe) and :func:`build_loss`.
+"""Validated loss settings (the ``losses:`` section of a training recipe).
 
 These models are the only statement of the losses' bounds and defaults: the loss classes validate their
 arguments through them too (:func:`loss_settings`), so a bad value reads the same -- naming the recipe key, e.g.
 ``losses.infonce.masking.margin`` -- whether it came from a recipe or from Python. This module needs only pydantic
-(the loss classes, and torch, load when :func:`build_loss` runs).
+(the loss classes, and torch, load when :func:`embedkit.losses.build.build_loss` turns settings into modules).
 
 Example:
-    >>> from embedkit.losses.config import LossConfig, build_loss
+    >>> from embedkit.losses.config import LossConfig
     >>> cfg = LossConfig.model_validate({"infonce": {"temperature": 0.02, "masking": {"margin": 0.1}},
     ...                                  "listwise": {"weight": 0.5}})
-    >>> type(build_loss(cfg)).__name__
-    'CombinedLoss'
+    >>> cfg.needs_teacher_scores
+    True
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from embedkit.validation import validate
-
-if TYPE_CHECKING:
-    from embedkit.losses.base import EmbeddingLoss
 
 _M = TypeVar("_M", bound=BaseModel)
 
@@ -105,37 +102,3 @@ class LossConfig(BaseModel):
     @property
     def needs_teacher_scores(self) -> bool:
         return self.listwise is not None and self.listwise.weight > 0
-
-
-def build_loss(cfg: LossConfig | dict) -> EmbeddingLoss:
-    """The loss module a :class:`LossConfig` describes (a single loss when only one is set)."""
-    from embedkit.losses.combined import CombinedLoss
-    from embedkit.losses.infonce import InfoNCELoss
-    from embedkit.losses.listwise import ListwiseDistillationLoss
-    from embedkit.losses.masking import FalseNegativeMasking
-    from embedkit.losses.mixing import HardNegativeMixing
-
-    if isinstance(cfg, dict):
-        cfg = validate(LossConfig, cfg, prefix="losses.")
-    parts: dict[str, tuple[EmbeddingLoss, float]] = {}
-    if cfg.infonce is not None:
-        c = cfg.infonce
-        parts["infonce"] = (
-            InfoNCELoss(
-                temperature=c.temperature,
-                symmetric=c.symmetric,
-                use_hard_negatives=c.use_hard_negatives,
-                focal_gamma=c.focal_gamma,
-                mixing=HardNegativeMixing(**c.mixing.model_dump()) if c.mixing else None,
-                masking=FalseNegativeMasking(**c.masking.model_dump()) if c.masking else None,
-            ),
-            c.weight,
-        )
-    if cfg.listwise is not None:
-        c2 = cfg.listwise
-        parts["listwise"] = (ListwiseDistillationLoss(c2.temperature, c2.teacher_temperature), c2.weight)
-    if len(parts) == 1:
-        ((loss, weight),) = parts.values()
-        if weight == 1.0:
-            return loss
-    return CombinedLoss(parts)

@@ -290,7 +290,7 @@ def mine_hard_negatives(
 
 def default_cache_dir() -> Path:
     """``$EMBEDKIT_CACHE/embeddings`` (``~/.cache/embedkit/embeddings``); a temp folder if home is read-only."""
-    from embedkit.models.loading import cache_dir
+    from embedkit.models.folders import cache_dir
 
     root = cache_dir() / "embeddings"
     try:

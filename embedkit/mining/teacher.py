@@ -61,7 +61,7 @@ class Teacher:
             if not folder.is_dir() or not (folder / "config.json").exists():
                 raise ModelError(f"teacher '{path}' is not a CrossEncoder folder (no config.json)",
                                  where="--teacher", hint="pass a folder saved with CrossEncoder.save(path)")
-            from embedkit.models.loading import refuse_pickle_weights
+            from embedkit.models.folders import refuse_pickle_weights
 
             refuse_pickle_weights(folder, where="--teacher")
             if not any(folder.rglob("*.safetensors")):

@@ -11,8 +11,7 @@ Example:
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from embedkit.utils.lazy import lazy_exports
 
 _LAZY: dict[str, str] = {
     "LatentAttentionConfig": "embedkit.models.config",
@@ -20,23 +19,10 @@ _LAZY: dict[str, str] = {
     "ModelConfig": "embedkit.models.config",
     "PromptConfig": "embedkit.models.config",
     "load_model": "embedkit.models.loading",
-    "resolve_model_path": "embedkit.models.loading",
+    "resolve_model_path": "embedkit.models.folders",
     "LatentAttentionPooling": "embedkit.models.pooling",
     "Pooling": "embedkit.models.pooling",
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _LAZY.get(name)
-    if module is None:
-        raise AttributeError(f"module 'embedkit.models' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
-
-
-__all__ = sorted(_LAZY)
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY)

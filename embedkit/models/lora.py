@@ -153,7 +153,7 @@ def _read_adapter_config(path: Path) -> dict[str, Any]:
 
 def _resolve_base(name: str, adapter_dir: Path, where: Path) -> str:
     """An adapter's base: an existing folder (as written, or relative to the adapter), or an embedkit alias."""
-    from embedkit.models.loading import ALIASES
+    from embedkit.models.folders import ALIASES
 
     for cand in (Path(name).expanduser(), adapter_dir / name):
         if cand.is_dir():
@@ -218,7 +218,7 @@ def find_adapter(folder: str | os.PathLike, *, base: str | None = None) -> Adapt
 
 def check_adapter_weights(adapter: AdapterFolder) -> Path:
     """The adapter's safetensors weights file; pickle-only (``adapter_model.bin``) or missing weights are refused."""
-    from embedkit.models.loading import refuse_pickle_weights
+    from embedkit.models.folders import refuse_pickle_weights
 
     refuse_pickle_weights(adapter.path, where=adapter.path)
     weights = adapter.path / ADAPTER_WEIGHTS

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from embedkit.errors import InputError, ModelError
-from embedkit.models.loading import EXPORT_DIRS, PICKLE_SUFFIXES, SHAPE_CONFIG_KEYS, refuse_pickle_weights
+from embedkit.models.folders import EXPORT_DIRS, PICKLE_SUFFIXES, SHAPE_CONFIG_KEYS, refuse_pickle_weights
 
 __all__ = ["EXPORT_DIRS", "PICKLE_SUFFIXES", "Checkpoint", "TensorSpec", "check_compatible", "check_same_layout",
            "inspect_checkpoint", "read_header"]
@@ -178,7 +178,7 @@ def inspect_checkpoint(path: str | os.PathLike, *, allow_lora: bool = True) -> C
         ModelError: pickle weights (without safetensors beside them) or missing weights, an unreadable config,
             an adapter whose base is missing.
     """
-    from embedkit.models.loading import ALIASES, resolve_model_path
+    from embedkit.models.folders import ALIASES, resolve_model_path
     from embedkit.models.lora import check_adapter_weights, find_adapter
 
     p = Path(path).expanduser()

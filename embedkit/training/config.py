@@ -41,8 +41,6 @@ from embedkit.mining.config import MiningConfig
 from embedkit.models.config import ModelConfig
 from embedkit.validation import Locator, split_key, validate
 
-# ``resolve_data_path`` lives with the data (embedkit.data.samples); training/runner.py still imports it from here
-
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)

@@ -154,7 +154,7 @@ def _load_lm(config: MNTPConfig) -> tuple[Any, Any, str]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     from embedkit.models.bidirectional import check_bidirectional_supported, is_decoder_type
-    from embedkit.models.loading import check_weights_match_config, refuse_pickle_weights, resolve_model_path
+    from embedkit.models.folders import check_weights_match_config, refuse_pickle_weights, resolve_model_path
     from embedkit.models.lora import find_adapter
 
     if find_adapter(config.model) is not None:

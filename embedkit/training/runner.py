@@ -191,7 +191,7 @@ def load_eval_data(recipe: Recipe) -> Any:
     if recipe.eval.beir is None:
         return None
     from embedkit.data.beir import load_beir
-    from embedkit.training.config import resolve_data_path
+    from embedkit.data.samples import resolve_data_path
 
     e = recipe.eval
     data = load_beir(resolve_data_path(e.beir), split=e.split)
@@ -390,7 +390,7 @@ def run_stage(
     (``OUT/training.png``, after the rows of ``previous_logs``)."""
     from transformers import set_seed
 
-    from embedkit.losses.config import build_loss
+    from embedkit.losses.build import build_loss
     from embedkit.models import load_model
     from embedkit.training.collator import DatasetSpec, PairCollator, PairDataset
     from embedkit.training.plots import TRAINING_LOG, TRAINING_PLOT, TrainingPlotCallback

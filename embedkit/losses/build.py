@@ -1,0 +1,49 @@
+"""Turn the ``losses:`` settings (:class:`~embedkit.losses.config.LossConfig`) into the loss module training runs.
+
+Above both the settings and the loss classes (which validate their own arguments through the settings models),
+so neither imports the other back.
+
+Example:
+    >>> from embedkit.losses.build import build_loss
+    >>> type(build_loss({"infonce": {"temperature": 0.02}, "listwise": {"weight": 0.5}})).__name__
+    'CombinedLoss'
+"""
+
+from __future__ import annotations
+
+from embedkit.losses.base import EmbeddingLoss
+from embedkit.losses.combined import CombinedLoss
+from embedkit.losses.config import LossConfig
+from embedkit.losses.infonce import InfoNCELoss
+from embedkit.losses.listwise import ListwiseDistillationLoss
+from embedkit.losses.masking import FalseNegativeMasking
+from embedkit.losses.mixing import HardNegativeMixing
+from embedkit.validation import validate
+
+
+def build_loss(cfg: LossConfig | dict) -> EmbeddingLoss:
+    """The loss module a :class:`LossConfig` describes (a single loss when only one is set)."""
+    if isinstance(cfg, dict):
+        cfg = validate(LossConfig, cfg, prefix="losses.")
+    parts: dict[str, tuple[EmbeddingLoss, float]] = {}
+    if cfg.infonce is not None:
+        c = cfg.infonce
+        parts["infonce"] = (
+            InfoNCELoss(
+                temperature=c.temperature,
+                symmetric=c.symmetric,
+                use_hard_negatives=c.use_hard_negatives,
+                focal_gamma=c.focal_gamma,
+                mixing=HardNegativeMixing(**c.mixing.model_dump()) if c.mixing else None,
+                masking=FalseNegativeMasking(**c.masking.model_dump()) if c.masking else None,
+            ),
+            c.weight,
+        )
+    if cfg.listwise is not None:
+        c2 = cfg.listwise
+        parts["listwise"] = (ListwiseDistillationLoss(c2.temperature, c2.teacher_temperature), c2.weight)
+    if len(parts) == 1:
+        ((loss, weight),) = parts.values()
+        if weight == 1.0:
+            return loss
+    return CombinedLoss(parts)
