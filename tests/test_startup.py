@@ -141,9 +141,8 @@ def test_listing_the_recipes_imports_nothing_heavy() -> None:
     assert "minilm-cpu" in proc.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="embedkit/losses/__init__.py, embedkit/mining/__init__.py and "
-                   "losses/config.py import torch / sentence-transformers eagerly; training/config.py reaches them")
 def test_train_dry_run_does_not_import_torch(tmp_path: Path) -> None:
+    """Validating a recipe and reading its data needs no model library: the dry run answers in well under 5 s."""
     proc = _python(f"""
         import json, sys
         from embedkit.cli import main
