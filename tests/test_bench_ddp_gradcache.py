@@ -19,7 +19,7 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "eval" / "bench_ddp_gradcache.py"
-DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "BENCHMARKS.md", ROOT / "eval" / "results" / "gradcache.md"]
+DOCS = sorted((ROOT / "docs").glob("*.md")) + [ROOT / "BENCHMARKS.md"] + sorted((ROOT / "eval" / "results").glob("*/README.md"))
 
 
 def _bench():

@@ -32,7 +32,7 @@ that halves the extra cost; its memory is still one chunk's graph). And rows are
 (the embeddings and gradients are mapped back to the original rows, so the loss and the gradient do not change):
 a batch of mixed-length documents then costs fewer padded tokens than the plain full-batch step, which pads every
 row to the batch's longest. ``sort_by_length=False, trim_padding=False, reuse_chunk_graph=False`` gives the textbook algorithm. Measured
-figures: ``eval/results/gradcache.md``.
+figures: ``eval/results/gradcache/README.md``.
 
 The model is called as ``model(features)["sentence_embedding"]`` (a ``SentenceTransformer``, possibly wrapped in
 DDP, with LoRA or latent-attention pooling); ``features`` are tokenizer dicts. Every tensor value whose first
