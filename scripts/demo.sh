@@ -1,9 +1,21 @@
 #!/usr/bin/env bash
-# The README's main job: set up (if needed), then fine-tune all-MiniLM-L6-v2 on the bundled Debian pairs and print
-# base vs sentence-transformers fine-tune vs embedkit on held-out packages (see BENCHMARKS.md for timings).
-# Extra arguments go to eval/quality.py (e.g. --steps 300 for the full comparison).
+# The README's demo: the commands a user types. Fine-tune all-MiniLM-L6-v2 with the bundled minilm-cpu recipe on the
+# bundled Debian pairs, then score the base and the fine-tuned model on held-out packages (REPORT.md + plot).
+# A short run that fits in minutes on a laptop CPU; drop the --set training.max_steps option for the full recipe.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
-exec .venv/bin/python eval/quality.py --quick -o runs/demo "$@"
+export PATH="$PWD/.venv/bin:$PATH"
+OUT="${1:-runs/demo}"
+STEPS="${DEMO_STEPS:-20}"
+
+run() { echo "+ $*" >&2; "$@"; }
+
+# 1. train: mines one hard negative per query, then trains (the recipe's eval is left to step 2)
+run embedkit train minilm-cpu -o "$OUT/model" --overwrite \
+  --set training.max_steps="$STEPS" --set output.save_steps="$STEPS" --set eval.beir=null
+# 2. evaluate base vs fine-tuned on the held-out Debian packages (400 queries, 11,000 documents)
+run embedkit eval minilm "$OUT/model/final" --beir embedkit/datasets/debian/beir --labels base fine-tuned \
+  -o "$OUT/eval" --overwrite
+echo "report: $OUT/eval/REPORT.md   plot: $OUT/eval/comparison.png" >&2

@@ -191,3 +191,34 @@ def test_recipe_comments_are_short_and_narrate_nothing(name: str) -> None:
     for text in comments:
         for pattern, what in _NARRATION:
             assert not pattern.search(text), f"{name}.yaml narrates {what}: {text!r}"
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# scripts/demo.sh: the commands a user types, and they are valid as written
+
+
+def _demo_commands(out: str, steps: str) -> list[list[str]]:
+    import shlex
+
+    text = (REPO / "scripts" / "demo.sh").read_text().replace("\\\n", " ")
+    cmds = []
+    for line in text.splitlines():
+        words = shlex.split(line, comments=True)
+        if words[:2] == ["run", "embedkit"]:
+            cmds.append([w.replace("$OUT", out).replace("$STEPS", steps) for w in words[2:]])
+    return cmds
+
+
+def test_demo_trains_the_bundled_recipe_then_evaluates_base_vs_trained(capsys, monkeypatch, tmp_path: Path) -> None:
+    cmds = _demo_commands(str(tmp_path / "demo"), "3")
+    assert [c[:2] for c in cmds] == [["train", "minilm-cpu"], ["eval", "minilm"]]
+    train, evaluate = cmds
+    monkeypatch.chdir(REPO)  # the demo runs in the checkout
+    assert main([*train, "--dry-run"]) == 0, capsys.readouterr().err
+    assert "recipe OK" in capsys.readouterr().err
+    from embedkit.cli import build_parser
+
+    args = build_parser().parse_args(evaluate)
+    assert args.checkpoints == ["minilm", str(tmp_path / "demo" / "model" / "final")]
+    assert all((REPO / b / "qrels" / "test.tsv").is_file() for b in args.beir)
+    assert "quality.py" not in (REPO / "scripts" / "demo.sh").read_text()
