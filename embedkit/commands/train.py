@@ -84,7 +84,9 @@ def _run(args: argparse.Namespace) -> int:
                       file=sys.stderr)
         print(f"recipe OK; would write to {out}", file=sys.stderr)
         return 0
-    result = run_recipe(recipe, out, resume=args.resume, overwrite=args.overwrite)
+    from embedkit.evaluation.scoring import score_beir  # commands sit above evaluation: the scorer is passed down
+
+    result = run_recipe(recipe, out, resume=args.resume, overwrite=args.overwrite, scorer=score_beir)
     msg = f"trained {result.stages[-1].global_step} steps; model in {result.final_dir}"
     if result.metrics:
         msg += "; " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if "ndcg" in k)
