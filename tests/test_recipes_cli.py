@@ -220,5 +220,7 @@ def test_demo_trains_the_bundled_recipe_then_evaluates_base_vs_trained(capsys, m
 
     args = build_parser().parse_args(evaluate)
     assert args.checkpoints == ["minilm", str(tmp_path / "demo" / "model" / "final")]
-    assert all((REPO / b / "qrels" / "test.tsv").is_file() for b in args.beir)
+    from embedkit.data.samples import resolve_data_path
+
+    assert all((REPO / resolve_data_path(b) / "qrels" / "test.tsv").is_file() for b in args.beir)
     assert "quality.py" not in (REPO / "scripts" / "demo.sh").read_text()

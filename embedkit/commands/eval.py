@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tasks", nargs="+", default=[], metavar="TASK",
                    help="MTEB task names (need the Hugging Face hub or its local cache)")
     p.add_argument("--beir", nargs="+", default=[], metavar="DIR",
-                   help="local BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv)")
+                   help="local BEIR folders (corpus.jsonl, queries.jsonl, qrels/<split>.tsv) or sample:NAME (e.g. sample:debian-beir)")
     p.add_argument("--sts", nargs="+", default=[], metavar="FILE",
                    help="local STS files (.jsonl/.tsv/.csv with sentence1, sentence2, score)")
     p.add_argument("--manpages", action="store_true", help="add the packaged Linux man-pages retrieval sample")
@@ -40,6 +40,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", nargs="+", metavar="NAME", help="report names for the checkpoints (one each)")
     p.add_argument("--split", default="test", help="qrels split of the BEIR folders (default: test)")
     p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-queries", type=int, metavar="N",
+                   help="score the BEIR folders on N sampled queries (their relevant documents kept)")
+    p.add_argument("--max-corpus", type=int, metavar="N",
+                   help="with --max-queries: fill the corpus with sampled distractors up to N documents")
     p.add_argument("--base-model", help="base model for LoRA adapter folders (default: from adapter_config.json)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model folders' own code to run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -74,6 +78,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         base_model=args.base_model,
         trust_remote_code=args.trust_remote_code,
         show_progress_bar=not args.no_progress,
+        max_queries=args.max_queries,
+        max_corpus=args.max_corpus,
     )
     labels = [c.label for c in results.checkpoints]
     width = max(len(t["name"]) for t in results.tasks)

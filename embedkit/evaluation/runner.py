@@ -110,7 +110,10 @@ def _revision(source: str, index: int) -> str:
 
 # ------------------------------------------------------------------------------------------------------- tasks
 def _build_tasks(tasks: Sequence[str] | str | None, beir: Sequence[str | os.PathLike] | str | os.PathLike | None,
-                 sts: Sequence[str | os.PathLike] | str | os.PathLike | None, split: str) -> list[Any]:
+                 sts: Sequence[str | os.PathLike] | str | os.PathLike | None, split: str,
+                 max_queries: int | None = None, max_corpus: int | None = None) -> list[Any]:
+    from embedkit.data.beir import load_beir
+    from embedkit.data.samples import SAMPLE_PREFIX, resolve_data_path
     from embedkit.evaluation.tasks import beir_task, hub_tasks, sts_task
 
     def as_list(x: Any) -> list[Any]:
@@ -137,10 +140,17 @@ def _build_tasks(tasks: Sequence[str] | str | None, beir: Sequence[str | os.Path
         return name
 
     # local data first: it is validated instantly and its errors are the most likely ones
-    for folder in beir_dirs:
-        task = beir_task(folder, split=split)
+    for raw in beir_dirs:
+        folder = resolve_data_path(raw)  # sample:NAME -> the packaged folder, named after the sample
+        text = os.fspath(raw)
+        name = text[len(SAMPLE_PREFIX):] if text.startswith(SAMPLE_PREFIX) else None
+        source: Any = folder
+        if max_queries is not None or max_corpus is not None:  # a deterministic subset: relevant documents kept
+            source = load_beir(folder, split=split).subset(max_queries, max_corpus)
+            name = name or Path(folder).name
+        task = beir_task(source, split=split, name=name)
         if task.metadata.name in used:
-            task = beir_task(folder, split=split, name=unique_name(task.metadata.name))
+            task = beir_task(source, split=split, name=unique_name(task.metadata.name))
         else:
             used.add(task.metadata.name)
         out.append(task)
@@ -231,6 +241,8 @@ def evaluate(
     base_model: str | None = None,
     trust_remote_code: bool = False,
     show_progress_bar: bool = True,
+    max_queries: int | None = None,
+    max_corpus: int | None = None,
 ) -> EvalResults:
     """Evaluate checkpoints on MTEB hub tasks and/or local BEIR folders and STS files, with mteb's scoring.
 
@@ -238,7 +250,7 @@ def evaluate(
         checkpoints: model folders, aliases (``"minilm"``), LoRA adapter folders, or loaded ``SentenceTransformer``
             objects; the first one is the baseline for deltas in the report.
         tasks: MTEB task names (need the Hugging Face hub, or its cache with ``HF_HUB_OFFLINE=1``).
-        beir: local BEIR folders (each becomes a retrieval task named after the folder).
+        beir: local BEIR folders or ``sample:NAME`` (each becomes a retrieval task named after the folder/sample).
         sts: local STS pair files (``.jsonl``/``.tsv``/``.csv`` with sentence1, sentence2, score).
         output_dir: where to write mteb results + ``REPORT.md`` + ``comparison.png`` + ``summary.json``
             (atomically); ``None`` keeps results in memory only.
@@ -249,6 +261,9 @@ def evaluate(
         base_model: base model for LoRA adapter folders whose ``base_model_name_or_path`` moved.
         trust_remote_code: allow model folders' own code (off by default).
         show_progress_bar: mteb's encoding progress bars and a per-checkpoint line on stderr.
+        max_queries / max_corpus: evaluate the BEIR folders on a deterministic subset (a seeded sample of queries,
+            every document judged for them, then seeded distractors up to ``max_corpus``) -- minutes instead of tens
+            of minutes on a CPU; ``None`` keeps everything.
 
     Returns:
         :class:`EvalResults` (also written to ``output_dir/summary.json``).
@@ -271,6 +286,9 @@ def evaluate(
                           hint="give one label per checkpoint")
     if batch_size < 1:
         raise ConfigError(f"batch_size must be >= 1 (got {batch_size})", where="batch_size")
+    for key, value in (("max_queries", max_queries), ("max_corpus", max_corpus)):
+        if value is not None and value < 1:
+            raise ConfigError(f"{key} must be >= 1 (got {value})", where=key, hint="give a positive count, or none")
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
         check_writable_parent(out)
@@ -281,7 +299,7 @@ def evaluate(
         if not isinstance(c, SentenceTransformer):
             check_model(str(c), base_model=base_model, trust_remote_code=trust_remote_code)
 
-    task_objs = _build_tasks(tasks, beir, sts, split)
+    task_objs = _build_tasks(tasks, beir, sts, split, max_queries, max_corpus)
     task_infos = [_task_info(t) for t in task_objs]
     sources = [_source(c) for c in ckpts]
     run_key = _run_key(sources, task_infos)

@@ -216,3 +216,22 @@ def test_python_api_checks_every_checkpoint_before_loading_any(tmp_path, small_b
     with pytest.raises(ModelError, match="pickle"):
         embedkit.evaluate([tiny_bert, str(bad)], beir=[str(small_beir)], output_dir=tmp_path / "out")
     assert loaded == [] and not (tmp_path / "out").exists()
+
+
+def test_eval_a_packaged_sample_on_a_subset(tmp_path, capsys, tiny_bert):
+    """``--beir sample:NAME`` names the task after the sample; --max-queries/--max-corpus score a fixed subset."""
+    out = tmp_path / "out"
+    code, lines = _run_cli(capsys, ["eval", tiny_bert, "--beir", "sample:debian-beir", "--max-queries", "15",
+                                    "--max-corpus", "120", "-o", str(out), "--no-progress"])
+    assert code == 0, lines
+    summary = json.loads((out / "summary.json").read_text())
+    (task,) = summary["tasks"]
+    assert task["name"] == "debian-beir", task
+    from embedkit.evaluation.runner import _build_tasks
+
+    (sub,) = _build_tasks(None, ["sample:debian-beir"], None, "test", 15, 120)
+    assert "15 queries, 120 documents" in sub.metadata.description, sub.metadata.description
+    assert sub.metadata.revision == task["revision"]  # the subset the CLI scored
+    code, lines = _run_cli(capsys, ["eval", tiny_bert, "--beir", "sample:debian-beir", "--max-queries", "0",
+                                    "-o", str(tmp_path / "o2")])
+    assert code == 2 and "max_queries" in lines[0] and not (tmp_path / "o2").exists()
