@@ -224,3 +224,11 @@ def test_demo_trains_the_bundled_recipe_then_evaluates_base_vs_trained(capsys, m
 
     assert all((REPO / resolve_data_path(b) / "qrels" / "test.tsv").is_file() for b in args.beir)
     assert "quality.py" not in (REPO / "scripts" / "demo.sh").read_text()
+
+
+def test_dry_run_creates_no_folder(capsys, monkeypatch, tmp_path: Path) -> None:
+    """``--dry-run`` checks that the output could be written, without making ``runs/`` (or anything else)."""
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", "minilm-cpu", "--pairs", "sample:debian-train", "-o", "runs/x/y", "--dry-run"]) == 0
+    assert "recipe OK" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -46,7 +46,7 @@ from embedkit.training.model_card import DataStats, write_card
 
 if TYPE_CHECKING:  # the trainer module imports torch: not needed by --dry-run
     from embedkit.training.trainer import Scorer
-from embedkit.utils.io import atomic_dir, atomic_file, check_writable_parent
+from embedkit.utils.io import atomic_dir, atomic_file, check_parent_creatable
 
 logger = logging.getLogger(__name__)
 
@@ -289,7 +289,7 @@ def check_resume_recipe(saved_text: str, recipe: Recipe, where: str) -> None:
 
 def prepare_output(out: Path, *, resume: bool | str, overwrite: bool) -> None:
     """Check the output folder's state before any work (nothing is created here)."""
-    check_writable_parent(out)
+    check_parent_creatable(out, where="-o")
     exists = out.exists() and any(out.iterdir()) if out.is_dir() else out.exists()
     if resume:
         if not out.is_dir() or not (out / "recipe.yaml").is_file():

@@ -51,6 +51,16 @@ def check_output_file(path: str | os.PathLike, *, where: str = "--output") -> Pa
     if path.is_dir():
         raise OutputError(f"output {path} is a folder", where=where,
                           hint="give a file path (e.g. inside that folder), or remove the folder")
+    return check_parent_creatable(path, where=where)
+
+
+def check_parent_creatable(path: str | os.PathLike, *, where: str | None = None) -> Path:
+    """Refuse, without creating anything, a path whose parent folders could not be created or written.
+
+    The checking half of :func:`check_writable_parent`, for dry runs and up-front checks: the folders are made only
+    when the output is written. Example: ``check_parent_creatable("runs/new/out")`` creates no ``runs/``.
+    """
+    path = Path(path)
     parent = path.parent if str(path.parent) else Path(".")
     existing = _nearest_existing(parent)
     if not existing.is_dir():
