@@ -125,6 +125,21 @@ def test_pairs_keeps_the_recipes_mining_and_the_exact_path(tmp_path: Path) -> No
     assert recipe.losses == shipped.losses and recipe.training == shipped.training
 
 
+def test_pairs_skips_the_bundled_eval_set_unless_asked(capsys) -> None:
+    """Scores on the recipe's bundled Debian set say nothing about the user's pairs: off, with a note; on again
+    when the user names an eval set."""
+    from embedkit.commands.train import _pairs_set
+    from embedkit.training.config import load_recipe
+
+    args = argparse.Namespace(recipe="minilm-cpu", pairs="my.jsonl", sets=[])
+    assert load_recipe(resolve_recipe("minilm-cpu"), sets=_pairs_set(args)).eval.beir is None
+    assert main(["train", "minilm-cpu", "--pairs", "sample:debian-train", "--dry-run"]) == 0
+    assert "--pairs skipped the recipe's bundled eval set" in capsys.readouterr().err
+    mine = ["eval.beir=sample:manpages"]
+    args = argparse.Namespace(recipe="minilm-cpu", pairs="my.jsonl", sets=mine)
+    assert load_recipe(resolve_recipe("minilm-cpu"), sets=_pairs_set(args) + mine).eval.beir == "sample:manpages"
+
+
 def test_pairs_errors_name_the_option(capsys, monkeypatch, tmp_path: Path) -> None:
     monkeypatch.chdir(tmp_path)
     assert main(["train", "minilm-cpu", "--pairs", "missing.jsonl", "--dry-run", "-o", "o"]) == 2

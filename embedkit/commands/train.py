@@ -38,8 +38,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="a bundled recipe name (e.g. minilm-cpu; see 'embedkit recipes') or a recipe YAML file")
     p.add_argument("--pairs", metavar="FILE",
                    help="train on these pairs (JSONL/CSV/Parquet file, BEIR folder or sample:NAME) instead of "
-                        "the recipe's data set; the recipe's mining and losses stay. Short for "
-                        "--set data.datasets.0.path=FILE; refused on recipes with several data sets or stages")
+                        "the recipe's data set; the recipe's mining and losses stay, its bundled eval set is "
+                        "skipped (--set eval.beir=DIR scores yours). Short for --set data.datasets.0.path=FILE; "
+                        "refused on recipes with several data sets or stages")
     p.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                    help="override a recipe key, e.g. --set training.lr=1e-5 (repeatable)")
     p.add_argument("-o", "--output-dir", help="output folder (default: the recipe's output.dir)")
@@ -70,7 +71,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.resume and args.overwrite:
         raise ConfigError("--resume and --overwrite contradict each other", where="--resume",
                           hint="use --resume to continue a run, --overwrite to start it again")
-    recipe = load_recipe(resolve_recipe(args.recipe), sets=_pairs_set(args) + list(args.sets))
+    pairs_sets = _pairs_set(args)
+    recipe = load_recipe(resolve_recipe(args.recipe), sets=pairs_sets + list(args.sets))
+    note = ("note: --pairs skipped the recipe's bundled eval set (it scores the recipe's own data); score your "
+            "held-out data with --set eval.beir=DIR or embedkit eval") if _SKIP_EVAL in pairs_sets else ""
     from embedkit.training.runner import load_data, prepare_output, resolve_output_dir, run_recipe
 
     out = resolve_output_dir(recipe, args.output_dir)
@@ -82,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
             for s in data.stats:
                 print(f"{name or 'train'}: {s.name}: {s.pairs} pairs ({s.with_negatives} with negatives)",
                       file=sys.stderr)
-        print(f"recipe OK; would write to {out}", file=sys.stderr)
+        print(f"recipe OK; would write to {out}" + (f"; {note}" if note else ""), file=sys.stderr)
         return 0
     from embedkit.evaluation.scoring import score_beir  # commands sit above evaluation: the scorer is passed down
 
@@ -90,7 +94,7 @@ def _run(args: argparse.Namespace) -> int:
     msg = f"trained {result.stages[-1].global_step} steps; model in {result.final_dir}"
     if result.metrics:
         msg += "; " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if "ndcg" in k)
-    print(msg, file=sys.stderr)
+    print(msg + (f"; {note}" if note else ""), file=sys.stderr)
     return 0
 
 
@@ -121,4 +125,15 @@ def _pairs_set(args: argparse.Namespace) -> list[str]:
                  "=FILE), or copy the recipe (embedkit recipes NAME > mine.yaml) and edit its paths",
         )
     # JSON quoting is YAML: the path reaches the recipe as the exact string typed, whatever characters it holds
-    return [f"{key}={json.dumps(args.pairs)}"]
+    sets = [f"{key}={json.dumps(args.pairs)}"]
+    # the recipe's bundled eval set measures its own bundled data, not the user's: scored only when asked for
+    evaluation = data.get("eval")
+    beir = evaluation.get("beir") if isinstance(evaluation, dict) else None
+    user_eval = any(s.split("=", 1)[0].strip().startswith("eval.") for s in args.sets)
+    if isinstance(beir, str) and beir.startswith("sample:") and not user_eval:
+        sets.append(_SKIP_EVAL)
+    return sets
+
+
+#: what ``--pairs`` adds when the recipe scores a bundled sample (said once the recipe is valid)
+_SKIP_EVAL = "eval.beir=null"
