@@ -17,6 +17,8 @@ from embedkit.losses import (
     HardNegativeMixing,
     InfoNCELoss,
     ListwiseDistillationLoss,
+    MarginMSELoss,
+    build_loss,
     hash_texts,
     make_batch,
 )
@@ -117,6 +119,38 @@ def test_gradcache_equals_uncached_with_dropout(dropout_model, name: str) -> Non
     if "masked_false_negatives" in s_ref:
         assert s_ref["masked_false_negatives"] == s_gc["masked_false_negatives"] == 1.0  # the planted duplicate
         assert s_gc["mixed_negatives"] > 0
+
+
+#: teacher scores per row (positive, negative, negative): with teacher_mask_ratio 0.8 each row's first negative
+#: scores above 0.8 x its positive and is masked, its second is kept -- B masked candidates in all
+DISTILL_TEACHER = [0.9, 0.8, 0.1, 0.7, 0.65, 0.3, 0.95, 0.9, 0.5, 0.6, 0.55, 0.2, 0.8, 0.75, 0.05, 0.85, 0.7, 0.6]
+
+
+def distill_build(q: torch.Tensor, d: torch.Tensor):
+    return make_batch(q, d, K, doc_hash=hash_texts(DOCS), teacher_scores=torch.tensor(DISTILL_TEACHER))
+
+
+DISTILL_LOSSES = {
+    "infonce_teacher_mask": lambda: InfoNCELoss(temperature=0.05, teacher_mask_ratio=0.8, symmetric=True),
+    "margin_mse": lambda: MarginMSELoss(scale=2.0),
+    "tamber_listwise_plus_masked_infonce": lambda: build_loss(
+        {"listwise": {"weight": 1.0, "temperature": 0.05, "teacher_temperature": 0.3},
+         "infonce": {"weight": 0.1, "teacher_mask_ratio": 0.8}, "margin_mse": {"weight": 0.5}}),
+}
+
+
+@pytest.mark.parametrize("name", list(DISTILL_LOSSES))
+def test_gradcache_equals_uncached_for_distillation_losses(dropout_model, monkeypatch: pytest.MonkeyPatch,
+                                                           name: str) -> None:
+    monkeypatch.setitem(globals(), "build", distill_build)  # run_both builds its batches with the module's build
+    g_ref, g_gc, s_ref, s_gc = run_both(dropout_model, DISTILL_LOSSES[name]())
+    assert max_diff(g_ref, g_gc) <= TOL
+    assert max(g.abs().max().item() for g in g_ref.values()) > 1e-3
+    assert s_ref.keys() == s_gc.keys()
+    if name != "margin_mse":  # the planted teacher false negatives are masked alike in both runs
+        assert s_ref["teacher_masked_negatives"] == s_gc["teacher_masked_negatives"] == B
+    if name != "infonce_teacher_mask":  # every (query, negative) triple has a teacher margin
+        assert s_ref["pairs"] == s_gc["pairs"] == B * (K - 1)
 
 
 def test_textbook_chunking_without_sorting_or_trimming(dropout_model) -> None:

@@ -1,4 +1,5 @@
-"""Losses on embeddings: InfoNCE (in-batch + hard negatives, masking, mixing, focal), listwise distillation, sums.
+"""Losses on embeddings: InfoNCE (in-batch + hard negatives, masking, mixing, focal), listwise and margin-MSE
+distillation, sums.
 
 Every loss takes an :class:`EmbeddingBatch` and returns ``(loss, stats)``; see :mod:`embedkit.losses.base` for the
 batch layout and ``docs/losses.md`` for the recipes. Names are imported on first use: the settings
@@ -27,11 +28,13 @@ _LAZY: dict[str, str] = {
     "InfoNCEConfig": "embedkit.losses.config",
     "ListwiseConfig": "embedkit.losses.config",
     "LossConfig": "embedkit.losses.config",
+    "MarginMSEConfig": "embedkit.losses.config",
     "MaskingConfig": "embedkit.losses.config",
     "MixingConfig": "embedkit.losses.config",
     "build_loss": "embedkit.losses.build",
     "InfoNCELoss": "embedkit.losses.infonce",
     "ListwiseDistillationLoss": "embedkit.losses.listwise",
+    "MarginMSELoss": "embedkit.losses.margin_mse",
     "FalseNegativeMasking": "embedkit.losses.masking",
     "HardNegativeMixing": "embedkit.losses.mixing",
     "MixResult": "embedkit.losses.mixing",

@@ -7,6 +7,10 @@ Example:
     >>> from embedkit.losses.build import build_loss
     >>> type(build_loss({"infonce": {"temperature": 0.02}, "listwise": {"weight": 0.5}})).__name__
     'CombinedLoss'
+    >>> tamber = build_loss({"listwise": {"weight": 1.0, "temperature": 0.05, "teacher_temperature": 0.3},
+    ...                      "infonce": {"weight": 0.1, "teacher_mask_ratio": 0.9}})
+    >>> tamber.weights, tamber.losses["infonce"].teacher_mask_ratio
+    ({'infonce': 0.1, 'listwise': 1.0}, 0.9)
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from embedkit.losses.combined import CombinedLoss
 from embedkit.losses.config import LossConfig
 from embedkit.losses.infonce import InfoNCELoss
 from embedkit.losses.listwise import ListwiseDistillationLoss
+from embedkit.losses.margin_mse import MarginMSELoss
 from embedkit.losses.masking import FalseNegativeMasking
 from embedkit.losses.mixing import HardNegativeMixing
 from embedkit.validation import validate
@@ -36,12 +41,15 @@ def build_loss(cfg: LossConfig | dict) -> EmbeddingLoss:
                 focal_gamma=c.focal_gamma,
                 mixing=HardNegativeMixing(**c.mixing.model_dump()) if c.mixing else None,
                 masking=FalseNegativeMasking(**c.masking.model_dump()) if c.masking else None,
+                teacher_mask_ratio=c.teacher_mask_ratio,
             ),
             c.weight,
         )
     if cfg.listwise is not None:
         c2 = cfg.listwise
         parts["listwise"] = (ListwiseDistillationLoss(c2.temperature, c2.teacher_temperature), c2.weight)
+    if cfg.margin_mse is not None:
+        parts["margin_mse"] = (MarginMSELoss(scale=cfg.margin_mse.scale), cfg.margin_mse.weight)
     if len(parts) == 1:
         ((loss, weight),) = parts.values()
         if weight == 1.0:

@@ -11,6 +11,9 @@ Example:
     ...                                  "listwise": {"weight": 0.5}})
     >>> cfg.needs_teacher_scores
     True
+    >>> LossConfig.model_validate({"listwise": {}, "infonce": {"weight": 0.1, "teacher_mask_ratio": 0.9},
+    ...                            "margin_mse": {"weight": 0.5}}).teacher_score_keys()
+    ['losses.infonce.teacher_mask_ratio', 'losses.listwise', 'losses.margin_mse']
 """
 
 from __future__ import annotations
@@ -75,15 +78,36 @@ class InfoNCEConfig(BaseModel):
     focal_gamma: float = Field(0.0, ge=0.0)
     mixing: MixingConfig | None = None
     masking: MaskingConfig | None = None
+    # teacher-aware masking (Tamber et al. 2025): a row's own candidate whose teacher score is above this fraction of
+    # its positive's teacher score leaves the contrastive denominator; same bounds as masking.ratio
+    teacher_mask_ratio: float | None = Field(None, gt=0.0, le=2.0)
 
 
 class ListwiseConfig(BaseModel):
-    """:class:`ListwiseDistillationLoss` settings plus its weight."""
+    """:class:`ListwiseDistillationLoss` settings plus its weight.
+
+    ``teacher_temperature`` defaults to 0.3 (Tamber et al. 2025): the teachers embedkit loads score in ``(0, 1)``
+    (a one-label ``CrossEncoder`` applies a sigmoid in ``predict``; a bi-encoder teacher gives cosines), and at 1.0
+    such scores make an almost flat teacher distribution (the best and worst candidate differ by at most ``e``).
+    """
 
     model_config = ConfigDict(extra="forbid")
     weight: float = Field(1.0, ge=0.0)
     temperature: float = Field(0.05, gt=0.0)
-    teacher_temperature: float = Field(1.0, gt=0.0)
+    teacher_temperature: float = Field(0.3, gt=0.0)
+
+
+class MarginMSEConfig(BaseModel):
+    """:class:`MarginMSELoss` settings plus its weight.
+
+    ``scale`` multiplies the student's cosines before the margins are taken, to bring them to the teacher's units:
+    1.0 for the teachers embedkit loads (sigmoid cross-encoder scores in ``(0, 1)``, or cosines); for a teacher
+    whose scores are raw logits (a spread of ~10-20) use about half that spread, e.g. 10.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(1.0, ge=0.0)
+    scale: float = Field(1.0, gt=0.0)
 
 
 class LossConfig(BaseModel):
@@ -92,13 +116,26 @@ class LossConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     infonce: InfoNCEConfig | None = Field(default_factory=InfoNCEConfig)
     listwise: ListwiseConfig | None = None
+    margin_mse: MarginMSEConfig | None = None
 
     @model_validator(mode="after")
     def _one_loss(self) -> LossConfig:
-        if self.infonce is None and self.listwise is None:
-            raise ValueError("at least one of 'infonce' or 'listwise' must be set")
+        if self.infonce is None and self.listwise is None and self.margin_mse is None:
+            raise ValueError("at least one of 'infonce', 'listwise' or 'margin_mse' must be set")
         return self
+
+    def teacher_score_keys(self, prefix: str = "losses.") -> list[str]:
+        """The recipe keys of the settings that need teacher scores in the data (empty: none do)."""
+        keys = []
+        if self.infonce is not None and self.infonce.weight > 0 and self.infonce.teacher_mask_ratio is not None:
+            keys.append(prefix + "infonce.teacher_mask_ratio")
+        if self.listwise is not None and self.listwise.weight > 0:
+            keys.append(prefix + "listwise")
+        if self.margin_mse is not None and self.margin_mse.weight > 0:
+            keys.append(prefix + "margin_mse")
+        return keys
 
     @property
     def needs_teacher_scores(self) -> bool:
-        return self.listwise is not None and self.listwise.weight > 0
+        """Whether a setting needs teacher scores (:meth:`teacher_score_keys` names them)."""
+        return bool(self.teacher_score_keys())

@@ -16,6 +16,13 @@ focal weight; skipped when ``in_batch_negatives`` is off since a row has a singl
 
 Masked entries (padding, :class:`~embedkit.losses.masking.FalseNegativeMasking`) get score ``-inf``.
 
+**Teacher-aware masking** (``teacher_mask_ratio=r``; Tamber et al. 2025, who add ``0.1 x`` this loss to listwise
+distillation): a row's own candidate whose *teacher* score exceeds ``r`` times the teacher's score of that row's
+positive -- ``t_n > t_p - (1 - r) * |t_p|``, the TopK-PercPos form, equal to ``r * t_p`` for the positive scores
+embedkit's teachers give -- is taken out of the denominator, since the teacher judges it about as relevant as the
+positive. Only the row's own listed candidates have teacher scores (another row's documents, and ``NaN`` scores,
+are never masked by this rule). The count per step is ``stats["teacher_masked_negatives"]``.
+
 Example:
     >>> import torch, torch.nn.functional as F
     >>> from embedkit.losses import InfoNCELoss, FalseNegativeMasking, HardNegativeMixing, make_batch
@@ -33,6 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from embedkit.errors import ConfigError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
 from embedkit.losses.config import InfoNCEConfig, loss_settings
 from embedkit.losses.masking import FalseNegativeMasking
@@ -51,6 +59,8 @@ class InfoNCELoss(EmbeddingLoss):
         focal_gamma: hardness weighting exponent (0 = off).
         mixing: online hard-negative mixing, or ``None``.
         masking: false-negative masking, or ``None``.
+        teacher_mask_ratio: mask a row's candidates that the teacher scores above this fraction of the row's
+            positive (``None`` = off; needs ``teacher_scores`` in the batch).
     """
 
     def __init__(
@@ -61,21 +71,39 @@ class InfoNCELoss(EmbeddingLoss):
         focal_gamma: float = 0.0,
         mixing: HardNegativeMixing | None = None,
         masking: FalseNegativeMasking | None = None,
+        teacher_mask_ratio: float | None = None,
     ) -> None:
         super().__init__()
         cfg = loss_settings(InfoNCEConfig, "losses.infonce", temperature=temperature, symmetric=symmetric,
-                            use_hard_negatives=use_hard_negatives, focal_gamma=focal_gamma)
+                            use_hard_negatives=use_hard_negatives, focal_gamma=focal_gamma,
+                            teacher_mask_ratio=teacher_mask_ratio)
         self.temperature = cfg.temperature
         self.symmetric = cfg.symmetric
         self.use_hard_negatives = cfg.use_hard_negatives
         self.focal_gamma = cfg.focal_gamma
         self.mixing = mixing
         self.masking = masking
+        self.teacher_mask_ratio = cfg.teacher_mask_ratio
 
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, symmetric={self.symmetric}, "
                 f"use_hard_negatives={self.use_hard_negatives}, focal_gamma={self.focal_gamma}, "
-                f"masking={self.masking!r}")
+                f"masking={self.masking!r}, teacher_mask_ratio={self.teacher_mask_ratio}")
+
+    @torch.no_grad()
+    def teacher_mask(self, batch: EmbeddingBatch, width: int) -> Tensor:
+        """``(b, width)`` bool: the local rows' own candidates the teacher rule masks (never the positive)."""
+        if batch.teacher_scores is None:
+            raise ConfigError(
+                "teacher-aware masking needs teacher scores in the batch", where="losses.infonce.teacher_mask_ratio",
+                hint="mine negatives with a teacher (positive_scores / negative_scores) or unset teacher_mask_ratio",
+            )
+        assert self.teacher_mask_ratio is not None
+        t = batch.teacher_scores[batch.rows, :width].float().to(batch.q.device)
+        pos = t[:, :1]
+        out = t > pos - (1.0 - self.teacher_mask_ratio) * pos.abs()  # NaN on either side compares False
+        out[:, 0] = False
+        return out & batch.valid_mask()[batch.rows, :width]
 
     def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, float]]:
         rows = batch.rows
@@ -112,6 +140,16 @@ class InfoNCELoss(EmbeddingLoss):
             masked = self.masking.find(scores, labels, cand_valid, col_hash, pos_hash)
             keep = cand_valid & ~masked
             stats["masked_false_negatives"] = float(masked.sum().item())
+        if self.teacher_mask_ratio is not None:
+            own = self.teacher_mask(batch, width)  # (b, width): the row's own slots
+            if batch.in_batch_negatives:  # the row's own slots are columns row * width + j
+                by_teacher = torch.zeros_like(keep)
+                cols = (row_ids.unsqueeze(1) * width + torch.arange(width, device=dev)).reshape(b, width)
+                by_teacher.scatter_(1, cols, own)
+            else:
+                by_teacher = own
+            stats["teacher_masked_negatives"] = float((by_teacher & keep).sum().item())
+            keep = keep & ~by_teacher
 
         logits = scores.masked_fill(~keep, NEG_INF)
         if self.mixing is not None:
