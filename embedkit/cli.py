@@ -22,7 +22,7 @@ import os
 import sys
 import traceback
 
-COMMANDS = ("train", "recipes", "mntp", "mine", "eval", "soup", "encode")
+COMMANDS = ("train", "recipes", "mntp", "mine", "teacher", "eval", "soup", "encode")
 
 
 class _Parser(argparse.ArgumentParser):
