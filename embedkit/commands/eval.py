@@ -11,6 +11,12 @@ Examples::
     embedkit eval minilm runs/ckpt-500 --beir data/heldout_beir -o eval-out
     embedkit eval runs/final --sts data/sts_dev.tsv --tasks STSBenchmark -o eval-out --overwrite
     embedkit eval minilm --manpages -o eval-out          # the packaged Linux man-pages sample
+    embedkit eval minilm --beir sample:debian-beir --rerank teachers/ce --rerank-top-k 20 -o eval-out
+
+``--rerank TEACHER`` (a CrossEncoder folder, e.g. from ``embedkit teacher``) also scores the teacher as a reranker
+of the first checkpoint's top ``--rerank-top-k`` on each BEIR folder (:func:`embedkit.evaluation.rerank.rerank_beir`,
+the same query/corpus subset as the rest of the run): nDCG@10 of the bi-encoder vs the rerank, printed and written
+to ``OUT/rerank.json``.
 """
 
 from __future__ import annotations
@@ -47,6 +53,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-model", help="base model for LoRA adapter folders (default: from adapter_config.json)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model folders' own code to run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--rerank", metavar="TEACHER",
+                   help="CrossEncoder folder: also rerank the first checkpoint's top-k on each BEIR folder and "
+                        "report nDCG@10 of bi-encoder vs rerank (OUT/rerank.json)")
+    p.add_argument("--rerank-top-k", type=int, default=20, metavar="K",
+                   help="candidates per query the --rerank teacher rescores (default: 20)")
     p.set_defaults(func=run)
 
 
@@ -65,6 +76,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from embedkit.evaluation.samples import manpages_path
 
         beir.append(str(manpages_path()))
+    teacher = _rerank_teacher(args, beir) if args.rerank else None  # every check before the evaluation runs
     results = evaluate(
         args.checkpoints,
         tasks=args.tasks,
@@ -88,4 +100,54 @@ def _evaluate(args: argparse.Namespace) -> int:
         vals = [results.scores[lab][t["name"]].main_score for lab in labels]
         print(f"{t['name'].ljust(width)}  " + "  ".join(("n/a" if v is None else f"{v:.4f}").rjust(14) for v in vals))
     print(f"wrote {args.output}/REPORT.md, summary.json, comparison.png and mteb results", file=sys.stderr)
+    if teacher is not None:
+        # local BEIR tasks come first in the report, in --beir order: the rerank rows carry the same names
+        _rerank(args, beir, teacher, results.checkpoints[0].label, [t["name"] for t in results.tasks[:len(beir)]])
     return 0
+
+
+def _rerank_teacher(args: argparse.Namespace, beir: list[str]):  # -> embedkit.mining.teacher.Teacher
+    """Check the --rerank options and load the teacher, before any checkpoint is evaluated."""
+    from embedkit.errors import ConfigError, ModelError
+
+    if args.rerank_top_k < 1:
+        raise ConfigError(f"invalid value: must be >= 1 (got {args.rerank_top_k})", where="--rerank-top-k",
+                          hint="rerank e.g. the top 20 candidates")
+    if not beir:
+        raise ConfigError("--rerank needs a BEIR folder to rerank on", where="--rerank",
+                          hint="add --beir DIR (or sample:debian-beir) or --manpages")
+    from embedkit.mining.teacher import Teacher
+
+    try:
+        return Teacher.load(args.rerank, "cross", batch_size=args.batch_size)
+    except ModelError as exc:
+        raise ModelError(exc.message, where="--rerank", hint=exc.hint) from None
+
+
+def _rerank(args: argparse.Namespace, beir: list[str], teacher, label: str, names: list[str]) -> None:
+    import json
+    from pathlib import Path
+
+    from embedkit.data.beir import load_beir
+    from embedkit.data.samples import resolve_data_path
+    from embedkit.evaluation.rerank import rerank_beir
+    from embedkit.evaluation.runner import load_checkpoint
+    from embedkit.utils.io import atomic_file
+
+    model = load_checkpoint(args.checkpoints[0], base_model=args.base_model, trust_remote_code=args.trust_remote_code)
+    rows = []
+    for folder, name in zip(beir, names):
+        data = load_beir(resolve_data_path(folder), split=args.split)
+        if args.max_queries is not None or args.max_corpus is not None:  # the subset the mteb run scored
+            data = data.subset(args.max_queries, args.max_corpus)
+        res = rerank_beir(model, teacher, data, top_k=args.rerank_top_k, batch_size=args.batch_size,
+                          show_progress_bar=None if not args.no_progress else False)
+        rows.append({**res.to_json(), "task": name, "source": str(folder),
+                     "bi_encoder_checkpoint": label, "teacher": args.rerank})
+    print(f"rerank of {label}'s top {args.rerank_top_k} by {args.rerank}:")
+    for r in rows:
+        b, t = r["bi_encoder"]["ndcg@10"], r["rerank"]["ndcg@10"]
+        print(f"  {r['task']}: nDCG@10 bi-encoder {b:.4f}  rerank {t:.4f}  ({100 * (t - b):+.2f} points)")
+    with atomic_file(Path(args.output) / "rerank.json") as tmp:
+        Path(tmp).write_text(json.dumps(rows, indent=1), encoding="utf-8")
+    print(f"wrote {args.output}/rerank.json", file=sys.stderr)
