@@ -1,0 +1,101 @@
+"""Bad-input catalogue: ``embedkit teacher`` (pairs, settings, the encoder it starts from, its output folder) and
+``embedkit eval --rerank`` (the teacher folder and its options).
+
+Each case: exit 2, one line naming what and where, a fix, no traceback, nothing left behind (the harness checks
+it: tests/bad_input_harness.py). Every check runs before a model is trained or a checkpoint evaluated.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from bad_input_harness import (
+    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _good_pairs, _pairs, _w, check_case,
+)
+
+
+def _mined(t: Path) -> str:
+    """Pairs that carry negatives, as embedkit mine writes them."""
+    rows = [{"query": f"query number {i}", "positive": f"document number {i} text",
+             "negatives": [f"document number {(i + 1) % 8} text"]} for i in range(8)]
+    return _pairs(t, "".join(json.dumps(r) + "\n" for r in rows), "mined.jsonl")
+
+
+def _teacher(t: Path, model: str, pairs: str, *extra: str) -> list[str]:
+    return ["teacher", "--pairs", pairs, "--model", model, "--steps", "1", "--batch-size", "2",
+            "--max-seq-length", "32", "-o", str(t / "out"), *extra]
+
+
+def _pickled(t: Path, folder: str) -> str:
+    """``folder`` with its safetensors weights replaced by a (harmless) pickle file."""
+    out = t / ("pickled-" + Path(folder).name)
+    shutil.copytree(folder, out)
+    for f in out.rglob("*.safetensors"):
+        f.unlink()
+    (out / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
+    return str(out)
+
+
+def _rerank(t: Path, b: str, teacher: str, *extra: str) -> list[str]:
+    beir = _beir(t, corpus=GOOD_CORPUS, queries=GOOD_QUERIES, qrels=GOOD_QRELS)
+    return ["eval", b, "--beir", beir, "--rerank", teacher, "--no-progress", "-o", str(t / "out"), *extra]
+
+
+CASES: list[Case] = [
+    # ---- inputs
+    Case("teacher: pairs without negatives name the mine command", lambda t, m, b: _teacher(t, b, _good_pairs(t)),
+         ("good.jsonl", "has negatives", "embedkit mine --pairs")),
+    Case("teacher: malformed JSON line in the pairs", lambda t, m, b: _teacher(
+        t, b, _pairs(t, '{"query": "q", "positive": "d", "negatives": ["n"]}\n{oops\n')),
+         ("pairs.jsonl:2", "invalid JSON")),
+    Case("teacher: unknown --loss", lambda t, m, b: _teacher(t, b, _mined(t), "--loss", "triplet"),
+         ("--loss", "triplet")),
+    Case("teacher: --steps 0", lambda t, m, b: _teacher(t, b, _mined(t), "--steps", "0"),
+         ("--steps", ">= 1")),
+    Case("teacher: --lr infinity", lambda t, m, b: _teacher(t, b, _mined(t), "--lr", "inf"),
+         ("--lr", "finite")),
+    Case("teacher: --warmup-ratio 1", lambda t, m, b: _teacher(t, b, _mined(t), "--warmup-ratio", "1"),
+         ("--warmup-ratio", "< 1")),
+    Case("eval: --rerank without a BEIR folder", lambda t, m, b: [
+        "eval", b, "--sts", str(_w(t / "sts.jsonl", '{"sentence1": "a", "sentence2": "b", "score": 1}\n')),
+        "--rerank", b, "-o", str(t / "out")],
+         ("--rerank", "BEIR folder")),
+    Case("eval: --rerank-top-k 0", lambda t, m, b: _rerank(t, b, b, "--rerank-top-k", "0"),
+         ("--rerank-top-k", ">= 1")),
+    # ---- models
+    Case("teacher: missing encoder folder", lambda t, m, b: _teacher(t, str(t / "noencoder"), _mined(t)),
+         ("--model", "noencoder", "not found"), category="models"),
+    Case("teacher: encoder folder that is no model", lambda t, m, b: _teacher(
+        t, str(_w(t / "emptydir" / "notes.txt", "x").parent), _mined(t)),
+         ("emptydir", "not a model folder"), category="models"),
+    Case("eval: --rerank folder that is no CrossEncoder", lambda t, m, b: _rerank(
+        t, b, str(_w(t / "noce" / "notes.txt", "x").parent)),
+         ("--rerank", "noce", "not a CrossEncoder folder"), category="models"),
+    # ---- outputs
+    Case("teacher: output folder already exists", lambda t, m, b: _teacher(t, b, _mined(t))[:-1] + [
+        str(_w(t / "prev" / "config.json", "{}").parent)],
+         ("prev", "already exists", "--overwrite"), category="outputs"),
+    Case("teacher: output path is a file", lambda t, m, b: _teacher(t, b, _mined(t))[:-1] + [
+        str(_w(t / "afile", "x"))],
+         ("afile", "is a file"), category="outputs"),
+    Case("teacher: output parent is a file", lambda t, m, b: _teacher(t, b, _mined(t))[:-1] + [
+        str(_w(t / "plainfile", "x") / "ce")],
+         ("cannot create output folder", "plainfile"), "plainfile/ce", category="outputs"),
+    Case("teacher: a bad pairs file leaves no output parent behind", lambda t, m, b: _teacher(
+        t, b, _pairs(t, '{"query": "q"}\n'))[:-1] + [str(t / "made" / "sub" / "ce")],
+         ("pairs.jsonl:1",), "made", category="outputs"),
+    # ---- unsafe files
+    Case("teacher: pickle-only encoder", lambda t, m, b: _teacher(t, _pickled(t, b), _mined(t)),
+         ("pytorch_model.bin", "pickle"), category="unsafe files"),
+    Case("eval: pickle-only --rerank teacher", lambda t, m, b: _rerank(t, b, _pickled(t, b)),
+         ("--rerank", "pickle"), category="unsafe files"),
+]
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.name for c in CASES])
+def test_bad_input(case: Case, tmp_path: Path, minilm_path: str, tiny_bert: str, capsys) -> None:
+    check_case(case, tmp_path, minilm_path, tiny_bert, capsys)
