@@ -31,6 +31,8 @@ class MiningConfig(BaseModel):
     most similar non-positive document). The score filters compare a candidate with ``min_pos``, the lowest
     positive score of its query: TopK-PercPos drops it above ``min_pos - (1 - ratio) * |min_pos|`` (equal to
     ``ratio * min_pos`` for positive scores), TopK-MarginPos above ``min_pos - margin``.
+    ``teacher_max_score_ratio`` applies the TopK-PercPos rule to the *teacher's* scores (positive-aware filtering
+    with a cross-encoder, as NV-Retriever / Tamber et al. do); it needs ``teacher``.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -44,6 +46,11 @@ class MiningConfig(BaseModel):
                     "(none disables)")
     max_score_margin: float | None = Field(
         None, ge=0, description="TopK-MarginPos: drop candidates scoring above (lowest positive score - MARGIN)")
+    teacher_max_score_ratio: float | None = Field(
+        None, gt=0, le=1,
+        description="teacher false-negative filter: drop candidates the teacher (--teacher) scores above RATIO x its "
+                    "score of the query's lowest positive, and mine further down the list instead (none disables; "
+                    "needs a teacher)")
     drop_duplicates: bool = Field(
         True, description="drop candidates whose normalised text (casefolded, whitespace collapsed) equals a positive")
     sampling: Literal["top", "random"] = Field(

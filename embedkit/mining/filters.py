@@ -13,6 +13,14 @@ For each query, in this order (each candidate is counted by the first rule that 
 
 then ``top`` keeps the best ``num_negatives`` survivors and ``random`` samples them (seeded) among all survivors.
 
+With a teacher, :func:`filter_by_teacher` adds a last rule on the survivors:
+
+6. ``teacher_max_score_ratio``: teacher score ``> tmin_pos - (1 - ratio) * |tmin_pos|``, ``tmin_pos`` the
+   teacher's lowest score of the query's positives -- the TopK-PercPos rule on the teacher's judgement, which
+   catches unlabelled positives the retriever cannot tell apart. Candidates are scored lazily, in the order the
+   selection would take them, so the teacher scores about ``num_negatives`` (plus those it drops) per query
+   rather than the whole window.
+
 Example:
     >>> import numpy as np
     >>> from embedkit.mining.filters import select_negatives
@@ -26,7 +34,7 @@ Example:
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -34,7 +42,10 @@ import numpy as np
 
 from embedkit.data.normalize import normalize_text
 
-__all__ = ["Selection", "normalize_text", "select_negatives"]
+__all__ = ["Selection", "TeacherSelection", "filter_by_teacher", "normalize_text", "select_negatives"]
+
+#: ``score_fn([(query index, corpus id), ...])`` -> the teacher's score of each pair, in order
+ScoreFn = Callable[[list[tuple[int, int]]], Sequence[float]]
 
 @dataclass
 class Selection:
@@ -119,3 +130,84 @@ def select_negatives(
         out_scores.append(row_scores[cand].astype(float).tolist())
     removed = Counter({k: v for k, v in removed.items() if v})
     return Selection(negatives=out_ids, scores=out_scores, removed=removed, candidates=int((ids >= 0).sum()))
+
+
+@dataclass
+class TeacherSelection:
+    """Negatives that pass the teacher filter (corpus ids, best retrieval rank first) and every teacher score taken.
+
+    Attributes:
+        negatives: per query, up to ``num_negatives`` corpus ids.
+        scores: ``{(query index, corpus id): teacher score}`` for every positive and every candidate scored
+            (the miner stores them as ``positive_scores`` / ``negative_scores`` without scoring again).
+        removed: candidates the rule dropped.
+    """
+
+    negatives: list[list[int]]
+    scores: dict[tuple[int, int], float]
+    removed: int = 0
+
+
+def filter_by_teacher(
+    ranked: Sequence[Sequence[int]],
+    *,
+    positives: Sequence[set[int]],
+    score_fn: ScoreFn,
+    num_negatives: int,
+    max_score_ratio: float,
+    sampling: Literal["top", "random"] = "top",
+    seed: int = 0,
+) -> TeacherSelection:
+    """Rule 6 above: pick ``num_negatives`` per query from ``ranked`` (each query's survivors of rules 1-5, best
+    retrieval rank first), skipping candidates the teacher scores above ``max_score_ratio`` of its lowest positive.
+
+    ``top`` walks each list in rank order; ``random`` walks a seeded permutation of it (a uniform sample of the
+    candidates that pass) and returns the picks in rank order. ``score_fn`` is called once per round with the pairs
+    still needed, batched over all queries: the positives and the first ``num_negatives`` candidates, then as many
+    further candidates as each query is still short.
+
+    Example:
+        >>> table = {(0, 0): 0.9, (0, 1): 0.88, (0, 2): 0.2, (0, 3): 0.1}
+        >>> sel = filter_by_teacher([[1, 2, 3]], positives=[{0}], score_fn=lambda pairs: [table[p] for p in pairs],
+        ...                         num_negatives=2, max_score_ratio=0.9)
+        >>> sel.negatives, sel.removed
+        ([[2, 3]], 1)
+    """
+    rng = np.random.default_rng(seed)
+    orders: list[list[int]] = []
+    for row in ranked:
+        pos = list(range(len(row)))
+        orders.append([pos[i] for i in rng.permutation(len(pos))] if sampling == "random" else pos)
+    scores: dict[tuple[int, int], float] = {}
+
+    def take(pairs: list[tuple[int, int]]) -> None:
+        new = list(dict.fromkeys(p for p in pairs if p not in scores))
+        if new:
+            got = list(score_fn(new))
+            if len(got) != len(new):
+                raise ValueError(f"score_fn returned {len(got)} scores for {len(new)} pairs")
+            scores.update(zip(new, (float(x) for x in got)))
+
+    first = [(q, d) for q, pos in enumerate(positives) for d in sorted(pos)]
+    take(first + [(q, ranked[q][i]) for q in range(len(ranked)) for i in orders[q][:num_negatives]])
+    tmin = np.array([min((scores[(q, d)] for d in pos), default=np.inf) for q, pos in enumerate(positives)])
+    thr = score_threshold(tmin, max_score_ratio, None)
+    chosen: list[list[int]] = [[] for _ in ranked]
+    next_i = [0] * len(ranked)
+    removed = 0
+    while True:
+        wanted = []
+        for q in range(len(ranked)):
+            short = num_negatives - len(chosen[q])
+            wanted.extend((q, i) for i in orders[q][next_i[q]:next_i[q] + short])
+            next_i[q] += max(short, 0)
+        if not wanted:
+            break
+        take([(q, ranked[q][i]) for q, i in wanted])
+        for q, i in wanted:
+            if scores[(q, ranked[q][i])] > thr[q]:
+                removed += 1
+            else:
+                chosen[q].append(i)
+    return TeacherSelection(negatives=[[ranked[q][i] for i in sorted(c)] for q, c in enumerate(chosen)],
+                            scores=scores, removed=removed)

@@ -38,7 +38,7 @@ from embedkit.errors import ConfigError, InputError
 from embedkit.mining.cache import EmbeddingCache, model_fingerprint
 from embedkit.mining.config import MiningConfig, make_config
 from embedkit.mining.distributed import rank_world
-from embedkit.mining.filters import normalize_text, select_negatives
+from embedkit.mining.filters import filter_by_teacher, normalize_text, select_negatives
 from embedkit.mining.index import build_index, search
 from embedkit.utils.io import check_writable_parent
 
@@ -167,7 +167,8 @@ def mine_hard_negatives(
             given negatives of the pairs.
         cache_dir: embedding cache folder (recommended; needed under ``torchrun``).
         teacher / teacher_type: a CrossEncoder (``"cross"``) or bi-encoder (``"bi"``) folder whose scores are
-            stored as ``positive_scores`` / ``negative_scores``.
+            stored as ``positive_scores`` / ``negative_scores``; with ``teacher_max_score_ratio`` set it also drops
+            candidates it judges as relevant as the positive (:func:`~embedkit.mining.filters.filter_by_teacher`).
         output: write the pairs here as JSONL, atomically (only rank 0 writes).
         encode_fn: replace :func:`embedkit.encode` (same signature) -- for instrumentation.
         shard_size: texts per cache shard (the unit of resumption and of the work split between ranks).
@@ -181,6 +182,10 @@ def mine_hard_negatives(
         check_writable_parent(output)
     if teacher_type not in ("cross", "bi"):
         raise ConfigError(f"unknown teacher type '{teacher_type}'", where="--teacher-type", hint="use cross or bi")
+    if cfg.teacher_max_score_ratio is not None and teacher is None:
+        raise ConfigError("teacher_max_score_ratio filters on teacher scores but no teacher is given",
+                          where="mining.teacher_max_score_ratio",
+                          hint="give a teacher (--teacher FOLDER, or miner.teacher in a recipe) or unset the ratio")
     if not isinstance(pairs, (PairSet, list, tuple)):
         pairs = load_pairs(pairs, skip_invalid=skip_invalid)
     records = list(pairs)
@@ -253,12 +258,37 @@ def mine_hard_negatives(
     key_of: dict[str, int] = {}
     norm_keys = np.fromiter((key_of.setdefault(normalize_text(t), len(key_of)) for t in corpus_texts),
                             dtype=np.int64, count=len(corpus_texts))
+    by_teacher = tch is not None and cfg.teacher_max_score_ratio is not None
+    # with the teacher filter, keep every survivor of rules 1-5 (rank order): filter_by_teacher picks among them
     sel = select_negatives(cand, scores, positives=positives, min_pos=min_pos, norm_keys=norm_keys,
-                           num_negatives=cfg.num_negatives, range_min=cfg.range_min, range_max=cfg.range_max,
+                           num_negatives=cfg.range_max - cfg.range_min if by_teacher else cfg.num_negatives,
+                           range_min=cfg.range_min, range_max=cfg.range_max,
                            max_score_ratio=cfg.max_score_ratio, max_score_margin=cfg.max_score_margin,
-                           drop_duplicates=cfg.drop_duplicates, sampling=cfg.sampling, seed=cfg.seed)
+                           drop_duplicates=cfg.drop_duplicates, sampling="top" if by_teacher else cfg.sampling,
+                           seed=cfg.seed)
     stats.candidates = sel.candidates
     stats.removed = sel.removed
+    teacher_scores: dict[tuple[int, int], float] | None = None
+    if by_teacher:
+        assert tch is not None and cfg.teacher_max_score_ratio is not None
+        t_teacher = time.perf_counter()
+
+        def score_fn(items: list[tuple[int, int]]) -> list[float]:  # one batched teacher call per round
+            groups: dict[int, list[int]] = {}
+            for qi, d in items:
+                groups.setdefault(qi, []).append(d)
+            got = tch.score_lists([queries[qi] for qi in groups], [[corpus_texts[d] for d in ds]
+                                                                    for ds in groups.values()])
+            table = {(qi, d): s for (qi, ds), row in zip(groups.items(), got) for d, s in zip(ds, row)}
+            return [table[it] for it in items]
+
+        tsel = filter_by_teacher(sel.negatives, positives=positives, score_fn=score_fn,
+                                 num_negatives=cfg.num_negatives, max_score_ratio=cfg.teacher_max_score_ratio,
+                                 sampling=cfg.sampling, seed=cfg.seed)
+        sel.negatives, teacher_scores = tsel.negatives, tsel.scores
+        if tsel.removed:
+            stats.removed["teacher_max_score_ratio"] += tsel.removed
+        stats.seconds["teacher"] = time.perf_counter() - t_teacher
     out: list[Pair] = []
     for p in records:
         negs = sel.negatives[q_index[p.query]]
@@ -268,13 +298,18 @@ def mine_hard_negatives(
             if cfg.drop_incomplete:
                 stats.dropped_incomplete += 1
                 continue
+        pos_s, neg_s = p.positive_scores, None
+        if teacher_scores is not None:  # scored while filtering: no second teacher pass
+            qi = q_index[p.query]
+            pos_s = [teacher_scores[(qi, texts[t])] for t in p.positives]
+            neg_s = [teacher_scores[(qi, i)] for i in negs] or None
         out.append(Pair(query=p.query, positives=list(p.positives), negatives=[corpus_texts[i] for i in negs],
-                        positive_scores=p.positive_scores, negative_scores=None, instruction=p.instruction,
+                        positive_scores=pos_s, negative_scores=neg_s, instruction=p.instruction,
                         dataset=p.dataset, id=p.id))
     stats.negatives_written = sum(len(p.negatives) for p in out)
-    stats.seconds["filter"] = time.perf_counter() - t2
+    stats.seconds["filter"] = time.perf_counter() - t2 - stats.seconds.get("teacher", 0.0)
 
-    if tch is not None:
+    if tch is not None and teacher_scores is None:
         t3 = time.perf_counter()
         scored = tch.score_lists([p.query for p in out], [[*p.positives, *p.negatives] for p in out])
         for p, s in zip(out, scored):

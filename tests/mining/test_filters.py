@@ -174,3 +174,101 @@ def test_miner_and_loss_judge_the_same_pairs_duplicates(tiny_st, table_encoder) 
                                      pos_hash=h[:1])[0, 1])
         assert (miner_dup, loss_dup) == (same, same), (pos, cand)
         assert (normalize_text(pos) == normalize_text(cand)) is same
+
+
+# ------------------------------------------------------------------------------------- teacher false-negative filter
+
+
+class TableTeacher:
+    """A hand-made teacher: ``score_lists`` looks each (query, document) up in a table, and counts what it scored."""
+
+    def __init__(self, table: dict[str, float]) -> None:
+        self.table = table
+        self.scored: list[str] = []
+
+    def score_lists(self, queries, docs):
+        self.scored.extend(d for ds in docs for d in ds)
+        return [[self.table[d] for d in ds] for ds in docs]
+
+
+def test_filter_by_teacher_by_hand() -> None:
+    from embedkit.mining.filters import filter_by_teacher
+
+    # query 0: positive 0 (teacher 0.9, threshold 0.9 x 0.9 = 0.81); candidates 1..5 best first
+    # query 1: positives 6, 7 (lowest teacher score 0.5 -> threshold 0.45); candidates 8, 9
+    table = {(0, 0): 0.9, (0, 1): 0.95, (0, 2): 0.3, (0, 3): 0.85, (0, 4): 0.2, (0, 5): 0.1,
+             (1, 6): 0.8, (1, 7): 0.5, (1, 8): 0.6, (1, 9): 0.4}
+    calls: list[list[tuple[int, int]]] = []
+
+    def score_fn(pairs):
+        calls.append(list(pairs))
+        return [table[p] for p in pairs]
+
+    sel = filter_by_teacher([[1, 2, 3, 4, 5], [8, 9]], positives=[{0}, {6, 7}], score_fn=score_fn,
+                            num_negatives=2, max_score_ratio=0.9)
+    # q0: 1 (0.95) and 3 (0.85) are above 0.81 -> 2, 4; q1: 8 (0.6 > 0.45) dropped -> 9 only (short)
+    assert sel.negatives == [[2, 4], [9]] and sel.removed == 3
+    # scored lazily, batched per round: positives + 2 first candidates, then the replacements; 5 never scored
+    assert calls == [[(0, 0), (1, 6), (1, 7), (0, 1), (0, 2), (1, 8), (1, 9)], [(0, 3)], [(0, 4)]]
+    assert (0, 5) not in sel.scores and sel.scores[(0, 2)] == 0.3
+    # random sampling walks a seeded permutation and returns the picks best first, never a dropped candidate
+    for seed in range(5):
+        rnd = filter_by_teacher([[1, 2, 3, 4, 5]], positives=[{0}], score_fn=lambda ps: [table[p] for p in ps],
+                                num_negatives=2, max_score_ratio=0.9, sampling="random", seed=seed)
+        assert len(rnd.negatives[0]) == 2 and set(rnd.negatives[0]) <= {2, 4, 5}
+        assert rnd.negatives[0] == sorted(rnd.negatives[0])
+
+
+def test_miner_drops_the_planted_teacher_false_negative(tiny_st, table_encoder, monkeypatch) -> None:
+    from embedkit.mining import teacher as teacher_mod
+
+    scores = {POS: 0.80, "ls -l shows the files of a folder": 0.70,  # a false negative only the teacher sees
+              "cp copies files": 0.65, "mv moves files": 0.60, "rm removes files": 0.50, "du shows disk usage": 0.40}
+    teacher = TableTeacher({POS: 0.9, "ls -l shows the files of a folder": 0.88, "cp copies files": 0.2,
+                            "mv moves files": 0.1, "rm removes files": 0.3, "du shows disk usage": 0.05})
+    monkeypatch.setattr(teacher_mod.Teacher, "load", classmethod(lambda cls, *a, **k: teacher))
+    pair = Pair(query=Q, positives=[POS])
+    result, _ = _mine(tiny_st, table_encoder, scores, [pair], num_negatives=3, teacher="hand-made",
+                      teacher_max_score_ratio=0.9)
+    p = result.pairs[0]
+    assert p.negatives == ["cp copies files", "mv moves files", "rm removes files"]
+    assert result.stats.removed["teacher_max_score_ratio"] == 1
+    assert "removed (teacher_max_score_ratio): 1" in result.stats.summary()
+    # the scores taken while filtering are the ones stored, and nothing is scored twice
+    assert p.positive_scores == [0.9] and p.negative_scores == [0.2, 0.1, 0.3]
+    assert sorted(teacher.scored) == sorted(set(teacher.scored)) and "du shows disk usage" not in teacher.scored
+    # without the filter the planted false negative is mined (so the test above can fail)
+    teacher.scored.clear()
+    loose, _ = _mine(tiny_st, table_encoder, scores, [pair], num_negatives=3, teacher="hand-made")
+    assert loose.pairs[0].negatives[0] == "ls -l shows the files of a folder"
+    assert loose.pairs[0].negative_scores == [0.88, 0.2, 0.1]
+    assert "teacher_max_score_ratio" not in loose.stats.removed
+
+
+def test_teacher_filter_without_a_teacher_is_a_config_error(tiny_st, table_encoder) -> None:
+    with pytest.raises(ConfigError, match=r"^mining\.teacher_max_score_ratio: .*no teacher is given"):
+        _mine(tiny_st, table_encoder, {POS: 0.8, "x": 0.1}, [Pair(query=Q, positives=[POS])], num_negatives=1,
+              teacher_max_score_ratio=0.9)
+    with pytest.raises(ConfigError, match=r"teacher_max_score_ratio.*must be <= 1"):
+        _mine(tiny_st, table_encoder, {POS: 0.8, "x": 0.1}, [Pair(query=Q, positives=[POS])], num_negatives=1,
+              teacher_max_score_ratio=1.5)
+
+
+def test_teacher_filter_through_a_real_teacher_folder(tiny_bert, tiny_st, debian_pairs) -> None:
+    """End to end through Teacher.load: a bi-encoder teacher that is the mining model itself filters exactly like
+    TopK-PercPos on the retrieval scores, and the stored scores are the teacher's."""
+    pairs = debian_pairs[:12]
+    ratio = 0.9
+    result = mine_hard_negatives(pairs, tiny_st, num_negatives=3, max_score_ratio=None, teacher=tiny_bert,
+                                 teacher_type="bi", teacher_max_score_ratio=ratio, show_progress_bar=False)
+    same = mine_hard_negatives(pairs, tiny_st, num_negatives=3, max_score_ratio=ratio, show_progress_bar=False)
+    dropped = result.stats.removed["teacher_max_score_ratio"]
+    assert dropped > 0 and dropped <= same.stats.removed["max_score_ratio"]  # scored lazily: not the whole window
+    assert [p.negatives for p in result.pairs] == [p.negatives for p in same.pairs]
+    q = tiny_st.encode([p.query for p in result.pairs], normalize_embeddings=True)
+    for i, p in enumerate(result.pairs):
+        assert len(p.negative_scores or []) == len(p.negatives)
+        thr = float(score_threshold(np.array([min(p.positive_scores)]), ratio, None)[0])
+        assert all(s <= thr + 1e-6 for s in p.negative_scores or [])
+        d = tiny_st.encode([*p.positives, *p.negatives], normalize_embeddings=True)
+        np.testing.assert_allclose([*p.positive_scores, *(p.negative_scores or [])], d @ q[i], atol=1e-4)
