@@ -72,6 +72,9 @@ CASES: list[Case] = [
     Case("teacher: encoder folder that is no model", lambda t, m, b: _teacher(
         t, str(_w(t / "emptydir" / "notes.txt", "x").parent), _mined(t)),
          ("emptydir", "not a model folder"), category="models"),
+    Case("teacher: --max-seq-length beyond the encoder's positions", lambda t, m, b: _teacher(
+        t, b, _mined(t), "--max-seq-length", "4096"),
+         ("--max-seq-length", "4096", "128 positions"), category="models"),
     Case("eval: --rerank folder that is no CrossEncoder", lambda t, m, b: _rerank(
         t, b, str(_w(t / "noce" / "notes.txt", "x").parent)),
          ("--rerank", "noce", "not a CrossEncoder folder"), category="models"),

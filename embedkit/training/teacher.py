@@ -185,6 +185,14 @@ def _load_cross_encoder(cfg: TeacherConfig) -> tuple[Any, str]:
         path = resolve_model_path(cfg.model)
     except ModelError as exc:
         raise ModelError(exc.message, where=exc.where or "--model", hint=exc.hint) from None
+    # the encoder's positions bound the pair length (else an index error deep inside the first step); the config
+    # is the one loading reads (a sentence-transformers folder's Transformer module, or the folder itself)
+    from embedkit.models.folders import _hf_config_path, _read_json
+
+    limit = _read_json(_hf_config_path(Path(path))).get("max_position_embeddings")
+    if isinstance(limit, int) and cfg.max_seq_length > limit:
+        raise ModelError(f"{cfg.max_seq_length} exceeds the {limit} positions of '{cfg.model}'",
+                         where="--max-seq-length", hint=f"use at most {limit}")
     from sentence_transformers import CrossEncoder
 
     try:
