@@ -1,4 +1,4 @@
-"""``embedkit`` command line: ``train | recipes | mntp | mine | eval | soup | encode``.
+"""``embedkit`` command line: ``train | recipes | teacher | mntp | mine | eval | soup | encode``.
 
 Each sub-command lives in ``embedkit/commands/<name>.py`` with ``register(subparsers)`` and ``run(args) -> int``.
 User errors (:class:`embedkit.errors.EmbedkitError`) print one line ``embedkit: error: ...`` and exit 2; no

@@ -458,6 +458,8 @@ def _parser_for(ann: Any) -> tuple[dict[str, Any], str]:
     else:
         base = None
 
+    allowed = [str(v) for v in literals] + (["true", "false"] if base is bool else []) + (["none"] if nullable else [])
+
     def convert(text: str) -> Any:
         low = text.lower()
         if nullable and low in _NONE_WORDS:
@@ -470,9 +472,8 @@ def _parser_for(ann: Any) -> tuple[dict[str, Any], str]:
                 return True
             if low in _FALSE_WORDS:
                 return False
-            raise ValueError(text)
-        if base is None:
-            raise ValueError(text)
+        if base is None or base is bool:  # a closed set of words: say which ones
+            raise argparse.ArgumentTypeError(f"invalid value {text!r} (choose from {', '.join(allowed)})")
         return base(text)
 
     convert.__name__ = getattr(base, "__name__", "value") if base is not None else "choice"

@@ -11,12 +11,14 @@ import pytest
 from embedkit.cli import build_parser, main
 from embedkit.mining.config import MiningConfig
 from embedkit.training.mntp import MNTPConfig
+from embedkit.training.teacher import TeacherConfig
 from embedkit.validation import model_from_args
 
 #: command -> (settings model, settings with no flag, the arguments a run needs besides the settings)
 COMMANDS = {
     "mine": (MiningConfig, (), ["--pairs", "p.jsonl", "-o", "o.jsonl"]),
     "mntp": (MNTPConfig, ("lora.merge_on_save",), ["-o", "out", "--data", "p.jsonl"]),
+    "teacher": (TeacherConfig, (), ["--pairs", "p.jsonl", "-o", "out"]),
 }
 
 
@@ -104,3 +106,13 @@ def test_bad_flag_values_are_one_line_errors_naming_the_flag(argv, expected, tmp
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and err.startswith("embedkit: error: ") and expected in err, err
     assert not out.exists()
+
+
+@pytest.mark.parametrize("argv, words", [
+    (["mine", "--pairs", "p.jsonl", "-o", "o.jsonl", "--sampling", "best"], ("'best'", "top, random")),
+    (["teacher", "--pairs", "p.jsonl", "-o", "out", "--loss", "triplet"], ("'triplet'", "bce, listnet, lambda")),
+])
+def test_a_bad_choice_lists_the_allowed_values(argv: list[str], words: tuple[str, ...], capsys) -> None:
+    assert main(argv) == 2
+    (line,) = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert all(w in line for w in words), line

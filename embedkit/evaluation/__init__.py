@@ -25,6 +25,7 @@ _LAZY = {
     "BeirScoreFn": "embedkit.evaluation.scoring",
     "retrieval_metrics": "embedkit.evaluation.scoring",
     "evaluate": "embedkit.evaluation.runner",
+    "rerank_beir": "embedkit.evaluation.rerank",
     "EvalResults": "embedkit.evaluation.results",
     "RetrievalEvalCallback": "embedkit.evaluation.callback",
     "manpages_path": "embedkit.evaluation.samples",

@@ -453,13 +453,21 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
                     where=where(f"data.datasets.{j}.path", "eval.beir"),
                     hint="train on other data (or on another qrels split of that folder) and keep eval.beir held out",
                 )
-    losses = r.losses
-    if losses.listwise is not None and r.miner is not None and r.miner.teacher is None:
+    needs_teacher = r.losses.teacher_score_keys(prefix="losses.")
+    if needs_teacher and r.miner is not None and r.miner.teacher is None:
+        key = needs_teacher[0]
         raise ConfigError(
-            f"'{pre}losses.listwise' needs teacher scores but '{pre}miner.teacher' is not set (mined negatives carry "
+            f"'{pre}{key}' needs teacher scores but '{pre}miner.teacher' is not set (mined negatives carry "
             "no scores)",
-            where=where("losses.listwise", "miner"),
-            hint=f"set {pre}miner.teacher to a scoring model, or remove {pre}losses.listwise",
+            where=where(key, "miner"),
+            hint=f"set {pre}miner.teacher to a scoring model, or remove {pre}{key}",
+        )
+    if r.miner is not None and r.miner.teacher is None and r.miner.teacher_max_score_ratio is not None:
+        raise ConfigError(
+            f"'{pre}miner.teacher_max_score_ratio' filters negatives by teacher score but '{pre}miner.teacher' is "
+            "not set",
+            where=where("miner.teacher_max_score_ratio", "miner"),
+            hint=f"set {pre}miner.teacher to a scoring model, or remove {pre}miner.teacher_max_score_ratio",
         )
     t = r.training
     if t.gradcache_chunk_size is not None and t.gradcache_chunk_size > t.batch_size:

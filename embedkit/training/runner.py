@@ -116,10 +116,11 @@ def load_data(recipe: Recipe, *, stage_prefix: str = "") -> LoadedData:
     if recipe.losses.needs_teacher_scores and recipe.miner is None:
         missing = [s.name for s in stats if s.with_teacher_scores == 0]
         if missing:
+            key = recipe.losses.teacher_score_keys(prefix=f"{stage_prefix}losses.")[0]
             raise ConfigError(
-                f"'{stage_prefix}losses.listwise' needs teacher scores but data set '{missing[0]}' has none and "
+                f"'{key}' needs teacher scores but data set '{missing[0]}' has none and "
                 f"'{stage_prefix}miner.teacher' is not set",
-                where=f"{stage_prefix}losses.listwise",
+                where=key,
                 hint="add positive_scores/negative_scores to the data, or a miner with a teacher",
             )
     return LoadedData(all_pairs, stats)
@@ -353,7 +354,7 @@ def _training_args(recipe: Recipe, checkpoints: Path, report_to: list[str] | Non
 
 def _loss_summary(recipe: Recipe) -> str:
     parts = []
-    for name in ("infonce", "listwise"):
+    for name in type(recipe.losses).model_fields:  # every loss the recipe sets, new ones included
         cfg = getattr(recipe.losses, name)
         if cfg is not None:
             parts.append(f"- **{name}**: `{cfg.model_dump_json()}`")

@@ -16,3 +16,13 @@ def test_cli_train_scores_the_recipes_eval_set(write_recipe, tmp_path: Path, cap
     assert code == 0, err
     assert "base_ndcg@10=" in err and ", ndcg@10=" in err, err
     assert (out / "final" / "modules.json").is_file() and (out / "training.png").is_file()
+
+
+def test_the_model_card_names_every_loss_the_recipe_sets() -> None:
+    from embedkit.training.config import parse_recipe
+    from embedkit.training.runner import _loss_summary
+
+    recipe = parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}]},
+                           "losses": {"infonce": {"weight": 0.1}, "listwise": {}, "margin_mse": {"scale": 2.0}}})
+    summary = _loss_summary(recipe)
+    assert "**infonce**" in summary and "**listwise**" in summary and "**margin_mse**" in summary, summary
