@@ -114,8 +114,7 @@ def rerank_beir(
         split: qrels split when ``beir`` is a path.
         show_progress_bar: encoding progress (default: for more than 1000 texts).
     """
-    from embedkit.encode import encode
-    from embedkit.evaluation.scoring import rank_documents, retrieval_metrics
+    from embedkit.evaluation.scoring import retrieval_metrics, retrieve
 
     _check_top_k(top_k)
     if isinstance(beir, BeirData):
@@ -125,16 +124,8 @@ def rerank_beir(
 
         data = load_beir(resolve_data_path(beir), split=split)
     ks = sorted({int(k) for k in k_values})
-    qids = list(data.queries)
-    doc_ids = list(data.corpus)
-    q_emb = encode(model, [data.queries[q] for q in qids], role="query", batch_size=batch_size,
-                   show_progress_bar=show_progress_bar, output="torch")
-    d_emb = encode(model, [data.doc_text(d) for d in doc_ids], role="document", batch_size=batch_size,
-                   show_progress_bar=show_progress_bar, output="torch")
-    sim = getattr(model, "similarity_fn_name", None) or "cosine"
-    ranked = rank_documents(q_emb, d_emb, doc_ids, max(top_k, ks[-1]), similarity="dot" if sim == "dot" else "cosine")
-    bi_run = dict(zip(qids, ranked))
+    bi_run = retrieve(model, data, max(top_k, ks[-1]), batch_size=batch_size, show_progress_bar=show_progress_bar)
     re_run = rerank_run(data, bi_run, teacher.score_lists, top_k=top_k)
     return RerankScores(bi_encoder=retrieval_metrics(data.qrels, bi_run, ks),
-                        rerank=retrieval_metrics(data.qrels, re_run, ks), top_k=top_k, num_queries=len(qids),
-                        num_documents=len(doc_ids), name=data.name, runs={"bi_encoder": bi_run, "rerank": re_run})
+                        rerank=retrieval_metrics(data.qrels, re_run, ks), top_k=top_k, num_queries=len(data.queries),
+                        num_documents=len(data.corpus), name=data.name, runs={"bi_encoder": bi_run, "rerank": re_run})

@@ -160,10 +160,20 @@ def score_beir(
     Returns:
         ``ndcg@k``, ``recall@k``, ``mrr@k`` and ``precision@k`` for each ``k`` (floats in [0, 1]).
     """
-    from embedkit.encode import encode
-
     data = beir if isinstance(beir, BeirData) else load_beir(beir, split=split)
     ks = _check_k(k_values)
+    run = retrieve(model, data, ks[-1], batch_size=batch_size, show_progress_bar=show_progress_bar)
+    return retrieval_metrics(data.qrels, run, ks)
+
+
+def retrieve(model: SentenceTransformer, data: BeirData, top_k: int, *, batch_size: int = 32,
+             show_progress_bar: bool | None = None) -> dict[str, list[str]]:
+    """``{query id: the top_k document ids}`` by exact search with ``model`` (its own similarity function).
+
+    The one retrieval step of :func:`score_beir` and of reranking (:mod:`embedkit.evaluation.rerank`).
+    """
+    from embedkit.encode import encode
+
     qids = list(data.queries)
     doc_ids = list(data.corpus)
     q_emb = encode(model, [data.queries[q] for q in qids], role="query", batch_size=batch_size,
@@ -171,8 +181,8 @@ def score_beir(
     d_emb = encode(model, [data.doc_text(d) for d in doc_ids], role="document", batch_size=batch_size,
                    show_progress_bar=show_progress_bar, output="torch")
     sim = getattr(model, "similarity_fn_name", None) or "cosine"
-    ranked = rank_documents(q_emb, d_emb, doc_ids, ks[-1], similarity="dot" if sim == "dot" else "cosine")
-    return retrieval_metrics(data.qrels, dict(zip(qids, ranked)), ks)
+    ranked = rank_documents(q_emb, d_emb, doc_ids, top_k, similarity="dot" if sim == "dot" else "cosine")
+    return dict(zip(qids, ranked))
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from embedkit.data.normalize import normalize_text
-from embedkit.errors import InputError
+from embedkit.errors import ConfigError, InputError
 
 __all__ = ["EmbeddingBatch", "EmbeddingLoss", "hash_texts", "make_batch", "normalize_text", "stack_docs"]
 
@@ -93,6 +93,20 @@ class EmbeddingBatch:
         if self.doc_mask is None:
             return torch.ones(self.docs.shape[:2], dtype=torch.bool, device=self.docs.device)
         return self.doc_mask
+
+    def teacher_rows(self, key: str, what: str) -> tuple[Tensor, Tensor, Tensor]:
+        """``(q, docs, teacher)`` of the local rows in float32, for a distillation loss at recipe key ``key``.
+
+        Raises a one-line :class:`~embedkit.errors.ConfigError` naming ``key`` when the batch has no teacher scores.
+        """
+        if self.teacher_scores is None:
+            raise ConfigError(
+                f"{what} needs teacher scores in the batch", where=key,
+                hint=f"mine negatives with a teacher (positive_scores / negative_scores) or remove {key}",
+            )
+        rows = self.rows
+        q = self.q[rows].float()
+        return q, self.docs[rows].float(), self.teacher_scores[rows].float().to(q.device)
 
     def with_local_rows(self, rows: slice | None) -> EmbeddingBatch:
         """A shallow copy whose loss is computed for ``rows`` only."""

@@ -32,7 +32,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from embedkit.errors import ConfigError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
 from embedkit.losses.config import ListwiseConfig, loss_settings
 
@@ -58,15 +57,8 @@ class ListwiseDistillationLoss(EmbeddingLoss):
         return f"temperature={self.temperature}, teacher_temperature={self.teacher_temperature}"
 
     def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, float]]:
-        if batch.teacher_scores is None:
-            raise ConfigError(
-                "listwise distillation needs teacher scores in the batch", where="losses.listwise",
-                hint="mine negatives with a teacher (positive_scores / negative_scores) or remove the listwise loss",
-            )
+        qi, docs, teacher = batch.teacher_rows("losses.listwise", "listwise distillation")
         rows = batch.rows
-        qi = batch.q[rows].float()
-        docs = batch.docs[rows].float()
-        teacher = batch.teacher_scores[rows].float().to(qi.device)
         keep = batch.valid_mask()[rows] & torch.isfinite(teacher)
         student = torch.einsum("bd,bkd->bk", qi, docs) / self.temperature
         log_ps = F.log_softmax(student.masked_fill(~keep, float("-inf")), dim=1)

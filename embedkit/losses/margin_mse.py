@@ -30,7 +30,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from embedkit.errors import ConfigError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
 from embedkit.losses.config import MarginMSEConfig, loss_settings
 
@@ -52,15 +51,8 @@ class MarginMSELoss(EmbeddingLoss):
         return f"scale={self.scale}"
 
     def forward(self, batch: EmbeddingBatch) -> tuple[Tensor, dict[str, float]]:
-        if batch.teacher_scores is None:
-            raise ConfigError(
-                "margin-MSE distillation needs teacher scores in the batch", where="losses.margin_mse",
-                hint="mine negatives with a teacher (positive_scores / negative_scores) or remove losses.margin_mse",
-            )
+        qi, docs, teacher = batch.teacher_rows("losses.margin_mse", "margin-MSE distillation")
         rows = batch.rows
-        qi = batch.q[rows].float()
-        docs = batch.docs[rows].float()
-        teacher = batch.teacher_scores[rows].float().to(qi.device)
         student = torch.einsum("bd,bkd->bk", qi, docs) * self.scale
         known = torch.isfinite(teacher) & batch.valid_mask()[rows]
         use = known[:, 1:] & known[:, :1]  # (b, N): negatives with a score, in rows whose positive has one
