@@ -120,8 +120,10 @@ class LossConfig(BaseModel):
 
     @model_validator(mode="after")
     def _one_loss(self) -> LossConfig:
-        if self.infonce is None and self.listwise is None and self.margin_mse is None:
-            raise ValueError("at least one of 'infonce', 'listwise' or 'margin_mse' must be set")
+        names = list(type(self).model_fields)
+        if all(getattr(self, name) is None for name in names):
+            quoted = [repr(n) for n in names]
+            raise ValueError(f"at least one of {', '.join(quoted[:-1])} or {quoted[-1]} must be set")
         return self
 
     def teacher_score_keys(self, prefix: str = "losses.") -> list[str]:
