@@ -126,19 +126,21 @@ def test_margin_mse_equals_hand_computation_with_ragged_rows_and_unknown_scores(
     teacher = torch.tensor([0.9, 0.3, NAN, 0.8, 0.6, NAN, 0.5, 0.1, 0.7])
     scale = 2.0
     loss, stats = MarginMSELoss(scale=scale)(make_batch(q, d, counts, teacher_scores=teacher))
-    terms = []
+    row_means = []
     start = 0
     for i, n in enumerate(counts):
         tp = float(teacher[start])
+        terms = []
         for j in range(1, n):
             tn = float(teacher[start + j])
             if math.isnan(tp) or math.isnan(tn):
                 continue
             sm = scale * (dot(q[i], d[start]) - dot(q[i], d[start + j]))
             terms.append((sm - (tp - tn)) ** 2)
+        row_means.append(sum(terms) / len(terms) if terms else 0.0)  # a row without scored pairs adds 0
         start += n
-    assert len(terms) == 2 and stats["pairs"] == 2
-    assert loss.item() == pytest.approx(sum(terms) / len(terms), rel=1e-5)
+    assert stats["pairs"] == 2
+    assert loss.item() == pytest.approx(sum(row_means) / len(counts), rel=1e-5)
 
 
 def test_margin_mse_is_zero_when_scaled_student_margins_match_and_grads_are_finite() -> None:
@@ -188,13 +190,32 @@ def test_listwise_defaults_are_tamber_et_al() -> None:
     assert (cfg.temperature, cfg.teacher_temperature) == (0.05, 0.3)
 
 
-def test_listwise_rows_without_teacher_scores_do_not_dilute_the_mean() -> None:
+def test_listwise_rows_without_teacher_scores_add_zero_to_the_row_mean() -> None:
     q, d = unit(2, 8, seed=16), unit(6, 8, seed=17)
     teacher = torch.tensor([0.9, 0.2, 0.1, NAN, NAN, NAN])  # row 1 (another data set's pair) has no scores
     both, stats = ListwiseDistillationLoss(0.05, 0.3)(make_batch(q, d, 3, teacher_scores=teacher))
     alone, _ = ListwiseDistillationLoss(0.05, 0.3)(make_batch(q[:1], d[:3], 3, teacher_scores=teacher[:3]))
-    assert both.item() == pytest.approx(alone.item(), rel=1e-6) and alone.item() > 0
+    assert both.item() == pytest.approx(alone.item() / 2, rel=1e-6) and alone.item() > 0
     assert stats["distilled_rows"] == 1
+
+
+@pytest.mark.parametrize("make_loss", [
+    lambda: ListwiseDistillationLoss(0.05, 0.3),
+    lambda: MarginMSELoss(scale=2.0),
+    lambda: InfoNCELoss(temperature=0.05, teacher_mask_ratio=0.9),
+], ids=["listwise", "margin_mse", "infonce-teacher-mask"])
+def test_the_loss_splits_exactly_over_ranks(make_loss) -> None:
+    """Cross-device training computes each rank's rows (``local_rows``) and weights the rank by its share of the
+    rows; that equals the one-process loss only for a plain mean over rows. Ragged rows, unknown scores and a row
+    without any teacher score make a per-rank mean over "scored rows" or "pairs" differ."""
+    counts = [3, 1, 2, 3, 2]
+    q, d = unit(5, 8, seed=20), unit(sum(counts), 8, seed=21)
+    teacher = torch.tensor([0.9, 0.3, 0.5, NAN, 0.8, 0.2, 0.7, NAN, 0.1, 0.95, 0.4])
+    full = make_batch(q, d, counts, teacher_scores=teacher)
+    whole, _ = make_loss()(full)
+    parts = [make_loss()(full.with_local_rows(rows))[0] * ((rows.stop - rows.start) / 5)
+             for rows in (slice(0, 3), slice(3, 5))]
+    assert float(sum(parts)) == pytest.approx(whole.item(), rel=1e-5)
 
 
 # ------------------------------------------------------------------------------------------------ configs, errors

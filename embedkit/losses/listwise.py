@@ -6,8 +6,10 @@ teacher score)::
     p_t = softmax(t_i / teacher_temperature),  p_s = softmax(s_i / temperature)
     loss = mean_i KL(p_t || p_s) = mean_i sum_j p_t[j] * (log p_t[j] - log p_s[j])
 
-The mean runs over the rows with at least two teacher-scored slots: a row without teacher scores (a pair of another
-data set in a mixed batch) or with only one has no ranking to distil and would only dilute the others.
+The mean runs over every row this process computes: a row without a ranking to distil (no teacher scores, or only
+one scored slot) adds 0. A mean over the scored rows only would not split over ranks: the trainer weights each
+rank's loss by its share of the rows so that DDP's gradient average equals the single-process batch, and that
+needs a plain mean over the local rows (``distilled_rows`` in the stats counts the rows with a ranking).
 
 ``t`` are the teacher scores the miner stored (``Pair.positive_scores`` / ``negative_scores``), ``s`` the student's
 cosines. Padding slots and slots with an unknown (``NaN``) teacher score are left out of both softmaxes, so ragged
@@ -71,8 +73,8 @@ class ListwiseDistillationLoss(EmbeddingLoss):
         # 0 * (-inf) would be NaN: only kept slots contribute
         kl_terms = torch.where(keep, pt * (log_pt - log_ps), torch.zeros_like(pt))
         kl = kl_terms.sum(dim=1)
-        ranked = keep.sum(dim=1) >= 2  # rows with a ranking to distil
-        loss = kl[ranked].mean() if bool(ranked.any()) else student.sum() * 0.0
+        ranked = keep.sum(dim=1) >= 2  # rows with a ranking to distil (the others add 0: see the module docstring)
+        loss = kl.mean() if kl.numel() else student.sum() * 0.0
         with torch.no_grad():
             hit = student.masked_fill(~keep, float("-inf")).argmax(1) == log_pt.argmax(1)
             agree = hit[ranked].float().mean() if bool(ranked.any()) else torch.tensor(0.0)

@@ -59,7 +59,10 @@ class MarginMSELoss(EmbeddingLoss):
         t = torch.where(known, teacher, torch.zeros_like(teacher))  # no NaN reaches the graph
         diff = (student[:, :1] - student[:, 1:]) - (t[:, :1] - t[:, 1:])
         n = int(use.sum().item())
-        loss = diff[use].pow(2).mean() if n else student.sum() * 0.0
+        # per row: the mean over its scored negatives (0 without any); then the mean over every local row, so the
+        # loss splits exactly over ranks (the trainer weights each rank by its share of the rows)
+        per_row = torch.where(use, diff, torch.zeros_like(diff)).pow(2).sum(1) / use.sum(1).clamp(min=1)
+        loss = per_row.mean() if per_row.numel() else student.sum() * 0.0
         with torch.no_grad():
             agree = ((student[:, :1] > student[:, 1:]) == (t[:, :1] > t[:, 1:]))[use].float().mean() if n \
                 else torch.tensor(0.0)
