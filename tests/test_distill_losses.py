@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-import torch.nn.functional as F
 
 from embedkit.errors import ConfigError
 from embedkit.losses import (
@@ -23,18 +22,7 @@ from embedkit.losses import (
 NAN = float("nan")
 
 
-def unit(*shape: int, seed: int = 0) -> torch.Tensor:
-    g = torch.Generator().manual_seed(seed)
-    return F.normalize(torch.randn(*shape, generator=g), dim=-1)
-
-
-def dot(a: torch.Tensor, b: torch.Tensor) -> float:
-    return float(sum(float(x) * float(y) for x, y in zip(a, b)))
-
-
-def hand_nll(scores: list[float], label: int, t: float) -> float:
-    exps = [math.exp(s / t) for s in scores]
-    return -math.log(exps[label] / sum(exps))
+from test_losses import dot, hand_nll, unit  # noqa: E402  (the hand-computation helpers of the loss tests)
 
 
 def recipe(losses: dict):

@@ -10,7 +10,6 @@ import math
 from pathlib import Path
 
 import pytest
-from transformers import TrainerCallback
 
 from embedkit.errors import ConfigError
 from embedkit.training.config import load_recipe
@@ -22,14 +21,7 @@ HAS_TENSORBOARD = importlib.util.find_spec("tensorboard") is not None or importl
     "tensorboardX") is not None
 
 
-class StopAt(TrainerCallback):
-    def __init__(self, step: int) -> None:
-        self.step = step
-
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step == self.step:
-            control.should_training_stop = True
-        return control
+from test_training_resume import StopAt  # noqa: E402  (stop after N steps, as a crash would)
 
 
 def _eval_section() -> dict:
