@@ -156,3 +156,13 @@ def legacy_st_folder(t: Path, tiny: str, *, name: str = "pytorch_model.bin", pay
         {"idx": 0, "name": "0", "path": "0_Transformer", "type": "sentence_transformers.models.Transformer"},
         {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]))
     return str(out)
+
+
+def pickled_copy(tmp: Path, folder: str) -> str:
+    """``folder`` with its safetensors weights replaced by a (harmless) pickle file, as legacy checkpoints have."""
+    out = tmp / ("pickled-" + Path(folder).name)
+    shutil.copytree(folder, out)
+    for f in out.rglob("*.safetensors"):
+        f.unlink()
+    (out / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
+    return str(out)

@@ -17,7 +17,7 @@ import pytest
 
 from bad_input_harness import (  # noqa: F401  (helpers used by the cases)
     CATEGORIES, GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _bad_soup_member, _beir, _encode, _good_pairs, _gpt2, _mine,
-    _pairs, _recipe, _w, check_case,
+    _pairs, _recipe, _w, check_case, pickled_copy,
 )
 
 def _tiny_llama(tmp: Path, tiny: str) -> str:
@@ -29,18 +29,6 @@ def _tiny_llama(tmp: Path, tiny: str) -> str:
     LlamaModel(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                            num_attention_heads=2, num_key_value_heads=1, pad_token_id=tok.pad_token_id)).save_pretrained(out)
     tok.save_pretrained(out)
-    return str(out)
-
-
-def _pickled_copy(tmp: Path, folder: str) -> str:
-    """``folder`` with its safetensors weights replaced by a (harmless) pickle file, as legacy checkpoints have."""
-    import shutil
-
-    out = tmp / ("pickled-" + Path(folder).name)
-    shutil.copytree(folder, out)
-    for f in out.rglob("*.safetensors"):
-        f.unlink()
-    (out / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
     return str(out)
 
 
@@ -145,14 +133,14 @@ CASES: list[Case] = [
          ("pkl",), category="unsafe files"),
     # ---- loaders outside load_model: the same pickle / adapter checks
     Case("mntp: pickle-only decoder", lambda t, m, b: [
-        "mntp", "--model", _pickled_copy(t, _tiny_llama(t, b)), "--data", _good_pairs(t), "--batch-size", "2", "-o", str(t / "out")],
+        "mntp", "--model", pickled_copy(t, _tiny_llama(t, b)), "--data", _good_pairs(t), "--batch-size", "2", "-o", str(t / "out")],
          ("pytorch_model.bin", "pickle"), category="unsafe files"),
     Case("mntp: LoRA adapter folder instead of a causal LM", lambda t, m, b: [
         "mntp", "--model", str(_w(t / "adapter" / "adapter_config.json", '{"peft_type": "LORA"}').parent),
         "--data", _good_pairs(t), "--batch-size", "2", "-o", str(t / "out")],
          ("LoRA adapter", "base model"), category="models"),
     Case("mine: pickle-only cross-encoder teacher", lambda t, m, b: _mine(
-        t, b, _good_pairs(t), "--teacher", _pickled_copy(t, b), "--no-cache"),
+        t, b, _good_pairs(t), "--teacher", pickled_copy(t, b), "--no-cache"),
          ("--teacher", "pickle"), category="unsafe files"),
     Case("soup: greedy without held-out data", lambda t, m, b: ["soup", b, b, "--method", "greedy", "-o", str(t / "out")],
          ("greedy", "--eval")),

@@ -8,13 +8,12 @@ it: tests/bad_input_harness.py). Every check runs before a model is trained or a
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 
 from bad_input_harness import (
-    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _good_pairs, _pairs, _w, check_case,
+    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _good_pairs, _pairs, _w, check_case, pickled_copy,
 )
 
 
@@ -28,16 +27,6 @@ def _mined(t: Path) -> str:
 def _teacher(t: Path, model: str, pairs: str, *extra: str) -> list[str]:
     return ["teacher", "--pairs", pairs, "--model", model, "--steps", "1", "--batch-size", "2",
             "--max-seq-length", "32", "-o", str(t / "out"), *extra]
-
-
-def _pickled(t: Path, folder: str) -> str:
-    """``folder`` with its safetensors weights replaced by a (harmless) pickle file."""
-    out = t / ("pickled-" + Path(folder).name)
-    shutil.copytree(folder, out)
-    for f in out.rglob("*.safetensors"):
-        f.unlink()
-    (out / "pytorch_model.bin").write_bytes(b"\x80\x04N.")
-    return str(out)
 
 
 def _rerank(t: Path, b: str, teacher: str, *extra: str) -> list[str]:
@@ -92,9 +81,9 @@ CASES: list[Case] = [
         t, b, _pairs(t, '{"query": "q"}\n'))[:-1] + [str(t / "made" / "sub" / "ce")],
          ("pairs.jsonl:1",), "made", category="outputs"),
     # ---- unsafe files
-    Case("teacher: pickle-only encoder", lambda t, m, b: _teacher(t, _pickled(t, b), _mined(t)),
+    Case("teacher: pickle-only encoder", lambda t, m, b: _teacher(t, pickled_copy(t, b), _mined(t)),
          ("pytorch_model.bin", "pickle"), category="unsafe files"),
-    Case("eval: pickle-only --rerank teacher", lambda t, m, b: _rerank(t, b, _pickled(t, b)),
+    Case("eval: pickle-only --rerank teacher", lambda t, m, b: _rerank(t, b, pickled_copy(t, b)),
          ("--rerank", "pickle"), category="unsafe files"),
 ]
 

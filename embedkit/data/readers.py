@@ -373,6 +373,17 @@ def _is_beir(path: Path) -> bool:
         (path / n).is_file() for n in ("corpus.jsonl", "corpus.jsonl.gz"))
 
 
+#: file suffix (after an optional ``.gz``) -> reader; shared by pairs and text files (:mod:`embedkit.data.texts`)
+_FILE_FORMATS = ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"), (".tsv", "csv"),
+                 (".parquet", "parquet"))
+
+
+def _file_format(path: Path) -> str | None:
+    """The reader of a file by its suffix (``"jsonl"``, ``"csv"``, ``"parquet"``), or ``None`` for any other."""
+    name = path.name.lower().removesuffix(".gz")
+    return next((fmt for suffix, fmt in _FILE_FORMATS if name.endswith(suffix)), None)
+
+
 def _format_of(path: Path) -> str:
     if path.is_dir():
         if _is_beir(path):
@@ -381,11 +392,9 @@ def _format_of(path: Path) -> str:
             return "hf"
         raise InputError(f"{path} is a folder but neither a BEIR folder nor a saved HF dataset", where=str(path),
                          hint="give corpus.jsonl + queries.jsonl + qrels/, or a Dataset.save_to_disk folder")
-    name = path.name.lower().removesuffix(".gz")
-    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"),
-                        (".tsv", "csv"), (".parquet", "parquet")):
-        if name.endswith(suffix):
-            return fmt
+    fmt = _file_format(path)
+    if fmt is not None:
+        return fmt
     raise InputError(f"unknown pairs format '{path.name}'", where=str(path),
                      hint="use .jsonl, .csv, .tsv, .parquet (optionally .gz), a BEIR folder or a saved HF dataset")
 

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from embedkit.data.readers import (
-    _Invalid, _iter_csv, _iter_hf_dataset, _iter_jsonl, _iter_parquet, _iter_text_lines,
+    _file_format, _Invalid, _iter_csv, _iter_hf_dataset, _iter_jsonl, _iter_parquet, _iter_text_lines,
 )
 from embedkit.errors import InputError
 
@@ -63,12 +63,7 @@ def _format_of(path: Path) -> str:
             return "hf"
         raise InputError(f"{path} is a folder, not a file of texts", where=str(path),
                          hint="give a .jsonl/.csv/.tsv/.parquet/.txt file (optionally .gz) or a saved HF dataset")
-    name = path.name.lower().removesuffix(".gz")
-    for suffix, fmt in ((".jsonl", "jsonl"), (".ndjson", "jsonl"), (".json", "jsonl"), (".csv", "csv"),
-                        (".tsv", "csv"), (".parquet", "parquet")):
-        if name.endswith(suffix):
-            return fmt
-    return "lines"
+    return _file_format(path) or "lines"
 
 
 def _iter_table(path: Path, text_field: str) -> Iterator[_Rec]:
