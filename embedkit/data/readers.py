@@ -18,6 +18,8 @@ Record schema (JSONL object, CSV row, Parquet / dataset row):
 ``instruction``        optional string (task instruction for the query)
 ``dataset`` / ``task``  optional data set name (for task-homogeneous batches); default: the ``dataset`` argument
 ``id``                 optional unique id (string or integer)
+``query_type``         optional string: how a synthetic query was made (``embedkit synth``)
+``doc_id``             optional string: the corpus document a synthetic query came from
 =====================  ===================================================================================
 
 In CSV files list-valued fields are JSON arrays inside the cell (``"[""a"", ""b""]"``). ``.gz`` files are read
@@ -213,7 +215,8 @@ def pair_from_record(obj: Any, *, dataset: str | None = None) -> Pair:
         if not rid.strip():
             raise _Invalid("empty 'id'", "field 'id' is empty", "give a non-empty id or drop the field")
     return Pair(query=query, positives=positives, negatives=negatives, positive_scores=pos_scores,
-                negative_scores=neg_scores, instruction=instruction, dataset=name, id=rid)
+                negative_scores=neg_scores, instruction=instruction, dataset=name, id=rid,
+                query_type=_optional_str(obj, "query_type"), doc_id=_optional_str(obj, "doc_id"))
 
 
 # --------------------------------------------------------------------------------------------------------------

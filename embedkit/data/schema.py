@@ -29,6 +29,9 @@ class Pair:
         instruction: optional task instruction prepended to the query (E5 / NV-Embed style).
         dataset: name of the dataset the pair comes from (task-homogeneous batching).
         id: optional stable id of the query.
+        query_type: how the query was made, for synthetic pairs (``question``, ``keyword``, ``title``, ``claim``,
+            ``crop``; ``embedkit synth``), so results can be broken down by type.
+        doc_id: id of the corpus document the query was generated from (synthetic pairs).
     """
 
     query: str
@@ -39,6 +42,8 @@ class Pair:
     instruction: str | None = None
     dataset: str = "default"
     id: str | None = None
+    query_type: str | None = None
+    doc_id: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """A JSON-serialisable dict without empty optional fields (the JSONL format the readers accept)."""
