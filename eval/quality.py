@@ -102,10 +102,46 @@ def log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def eval_split(max_queries: int | None, max_corpus: int | None, seed: int):
+#: ``--dataset``: the packaged Debian sample (train pairs + held-out families), or the man pages split by page name
+DATASETS = ("debian", "manpages")
+#: the man-pages share of page names whose pages train (the rest are the held-out test queries)
+MANPAGES_TRAIN_SHARE = 0.6
+
+
+def manpages_split() -> tuple[list[Any], Any]:
+    """The packaged man pages as (training pairs, held-out BEIR split), split by page **name**.
+
+    Both sections of one name (``printf.1`` and ``printf.3``) fall on the same side, so no near-duplicate page
+    leaks from training into the test queries; the side is a hash of the name (no seed: every run, every machine
+    gets the same split). Test queries retrieve from the whole corpus (training pages included), as the Debian split
+    does."""
+    import hashlib
+
+    from embedkit.data.beir import BeirData, load_beir
+    from embedkit.data.samples import sample_path
+    from embedkit.data.schema import Pair
+
+    full = load_beir(sample_path("manpages"))
+
+    def trains(qid: str) -> bool:
+        name = qid.removeprefix("q-").rsplit(".", 1)[0]
+        return hashlib.sha1(name.encode()).digest()[0] < MANPAGES_TRAIN_SHARE * 256
+
+    pairs = [Pair(query=full.queries[q], positives=[full.corpus[d]["text"] for d in sorted(rel) if rel[d] > 0],
+                  id=q, dataset="manpages")
+             for q, rel in sorted(full.qrels.items()) if trains(q)]
+    test = {q: rel for q, rel in full.qrels.items() if not trains(q)}
+    held_out = BeirData(corpus=full.corpus, queries={q: full.queries[q] for q in test}, qrels=test,
+                        name="manpages-heldout", split="test", source=full.source)
+    return pairs, held_out
+
+
+def eval_split(max_queries: int | None, max_corpus: int | None, seed: int, dataset: str = "debian"):
     from embedkit.data.beir import load_beir
     from embedkit.data.samples import sample_path
 
+    if dataset == "manpages":
+        return manpages_split()[1].subset(max_queries, max_corpus, seed=seed)
     return load_beir(sample_path("debian-beir")).subset(max_queries, max_corpus, seed=seed)
 
 
@@ -116,7 +152,7 @@ def score(model: Any, beir: Any) -> dict[str, float]:
     return {m: float(s[m]) for m in METRICS}
 
 
-def train_pairs(max_pairs: int | None, path: Path | None = None, seed: int = 42):
+def train_pairs(max_pairs: int | None, path: Path | None = None, seed: int = 42, dataset: str = "debian"):
     """The packaged sample's first ``max_pairs`` pairs, or a seeded random ``max_pairs`` of a larger ``path``.
 
     ``path`` is for budgets beyond the 4,000 packaged pairs, e.g. the full train split of
@@ -129,7 +165,7 @@ def train_pairs(max_pairs: int | None, path: Path | None = None, seed: int = 42)
     from embedkit.data.samples import sample_path
 
     if path is None:
-        pairs = list(load_pairs(sample_path("debian-train")))
+        pairs = manpages_split()[0] if dataset == "manpages" else list(load_pairs(sample_path("debian-train")))
         return pairs[:max_pairs] if max_pairs else pairs
     pairs = list(load_pairs(path))
     random.Random(seed).shuffle(pairs)
@@ -295,9 +331,14 @@ def anchor_settings(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
             "steps": args.steps, "warmup_ratio": t.warmup_ratio, "weight_decay": t.weight_decay, "seed": args.seed}
 
 
-def anchor_finetune(args: argparse.Namespace, recipe: Any, pairs: list, out: Path):
+def anchor_finetune(args: argparse.Namespace, recipe: Any, pairs: list, out: Path, mined: bool = False):
     """What a user would otherwise do: sentence-transformers' trainer with MultipleNegativesRankingLoss, at the
-    default recipe's settings (:func:`anchor_settings`)."""
+    default recipe's settings (:func:`anchor_settings`).
+
+    ``mined``: the strongest plain sentence-transformers recipe instead -- the same MNRL on (anchor, positive,
+    negative...) rows whose negatives its own ``util.mine_hard_negatives`` mined with the base model, in the default
+    recipe's window (``miner.range_min`` / ``range_max``), number of negatives and TopK-PercPos margin
+    (``relative_margin = 1 - miner.max_score_ratio``)."""
     import torch
     from datasets import Dataset
     from sentence_transformers import SentenceTransformer, SentenceTransformerTrainer
@@ -311,6 +352,8 @@ def anchor_finetune(args: argparse.Namespace, recipe: Any, pairs: list, out: Pat
     model.max_seq_length = s["max_seq_length"]
     clock = TrainClock()
     ds = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.positives[0] for p in pairs]})
+    if mined:
+        ds = st_mined_rows(model, ds, recipe)
     targs = SentenceTransformerTrainingArguments(
         output_dir=str(out / "st-tmp"), per_device_train_batch_size=s["batch_size"], learning_rate=s["lr"],
         max_steps=s["steps"], warmup_steps=s["warmup_ratio"], weight_decay=s["weight_decay"], seed=s["seed"],
@@ -321,6 +364,23 @@ def anchor_finetune(args: argparse.Namespace, recipe: Any, pairs: list, out: Pat
     loss = MultipleNegativesRankingLoss(model, scale=1 / s["temperature"])
     SentenceTransformerTrainer(model=model, args=targs, train_dataset=ds, loss=loss, callbacks=[clock]).train()
     return model, clock
+
+
+def st_mined_settings(recipe: Any) -> dict[str, Any]:
+    """``util.mine_hard_negatives`` arguments equal to the default recipe's miner (window, count, margin)."""
+    m = recipe.miner
+    return {"range_min": m.range_min, "range_max": m.range_max, "num_negatives": m.num_negatives,
+            "relative_margin": round(1 - m.max_score_ratio, 6), "sampling_strategy": "top"}
+
+
+def st_mined_rows(model: Any, ds: Any, recipe: Any) -> Any:
+    """(anchor, positive, negative_1..n) rows mined by sentence-transformers itself (:func:`st_mined_settings`)."""
+    from sentence_transformers import util
+
+    rows = util.mine_hard_negatives(ds, model, **st_mined_settings(recipe), output_format="n-tuple",
+                                    batch_size=64, verbose=False)
+    log(f"sentence-transformers mining: {len(rows)} of {len(ds)} pairs kept a negative")
+    return rows
 
 
 def run_embedkit(arm: Arm, out: Path):
@@ -520,6 +580,8 @@ def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None) 
 
 
 BASE, ANCHOR, EMBEDKIT = "base all-MiniLM-L6-v2", "sentence-transformers MNRL fine-tune", "embedkit default recipe"
+#: the strongest plain sentence-transformers recipe: MNRL on negatives from its own util.mine_hard_negatives
+ANCHOR_MINED = "sentence-transformers MNRL on its own mined negatives"
 
 
 def run_settings(args: argparse.Namespace) -> dict[str, Any]:
@@ -555,7 +617,7 @@ def write_outputs(out: Path, rows: dict[str, dict[str, float]], setups: dict[str
                                                  indent=2))
     (out / "QUALITY.md").write_text(f"# Quality comparison\n\n{data}; {elapsed / 60:.1f} min in all.\n\n"
                                     f"settings: `{json.dumps(settings)}`\n\n{text}\n")
-    task = {"name": "debian-heldout", "type": "Retrieval", "main_score": "ndcg_at_10", "source": beir.source or "",
+    task = {"name": f"{args.dataset}-heldout", "type": "Retrieval", "main_score": "ndcg_at_10", "source": beir.source or "",
             "revision": "sample"}
     checkpoints = [CheckpointInfo(label=name, source=name, model_name=name, revision="-") for name in rows]
     scores = {name: {task["name"]: TaskScore(task["name"], "Retrieval", "ndcg_at_10", r["ndcg@10"],
@@ -641,6 +703,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--decoder-no-masking", action="store_true",
                     help="decoder arms without false-negative masking (an untrained decoder's scores are near chance)")
     ap.add_argument("--skip-anchor", action="store_true")
+    ap.add_argument("--st-mined", action="store_true",
+                    help="also the strongest plain sentence-transformers arm: MNRL on negatives mined by its own "
+                         "util.mine_hard_negatives with the default recipe's window, count and TopK-PercPos margin")
+    ap.add_argument("--dataset", choices=DATASETS, default="debian",
+                    help="debian: the packaged Debian sample; manpages: the packaged man pages, split by page name "
+                         f"({MANPAGES_TRAIN_SHARE:.0%} of names train, the rest are held-out test queries)")
     ap.add_argument("--teacher", type=Path, default=None,
                     help="a local bi-encoder folder (e.g. all-mpnet-base-v2): adds an embedkit arm with listwise "
                          "distillation from its scores of the positive and mined negatives")
@@ -657,6 +725,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.quick:
         args.steps, args.batch_size = 30, 16
         args.max_corpus, args.max_queries = 2000, args.max_queries or 200
+    if args.dataset != "debian" and args.train_pairs is not None:
+        ap.error("--train-pairs extends the Debian sample only; leave it out with --dataset manpages")
     args.decoder_arms = [a.strip() for a in args.decoder_arms.split(",") if a.strip()]
     unknown = [a for a in args.decoder_arms if a not in DECODER_ARMS]
     if unknown or not args.decoder_arms:
@@ -686,8 +756,8 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.time()
-    beir = eval_split(args.max_queries, args.max_corpus, args.seed)
-    pairs = train_pairs(args.max_pairs, args.train_pairs, args.seed)
+    beir = eval_split(args.max_queries, args.max_corpus, args.seed, args.dataset)
+    pairs = train_pairs(args.max_pairs, args.train_pairs, args.seed, args.dataset)
     if args.train_pairs is not None:
         refuse_leaked(pairs, beir.queries.values(), args.train_pairs)
     if len(pairs) < args.max_pairs:
@@ -719,6 +789,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_anchor:
         arm(f"{ANCHOR} (batch {args.anchor_batch_size})", lambda: anchor_finetune(args, shared, pairs, out),
             setup=minilm.record("model, lr, warm-up, weight decay, temperature; sentence-transformers' trainer"))
+    if args.st_mined:
+        arm(f"{ANCHOR_MINED} (batch {args.anchor_batch_size})",
+            lambda: anchor_finetune(args, shared, pairs, out, mined=True),
+            setup=minilm.record("model, lr, warm-up, weight decay, temperature, miner window / count / margin; "
+                                "sentence-transformers' util.mine_hard_negatives and trainer"))
     # every embedkit arm is built (and checked) before the first one trains
     trained: list[tuple[str, Arm, str]] = []
     if not args.skip_embedkit:

@@ -469,3 +469,58 @@ def test_the_anchor_and_the_mntp_stage_take_their_settings_from_the_recipes(qual
     assert (cfg.model, cfg.lr, cfg.max_seq_length, cfg.lora) == (
         "smollm2", decoder.training.lr, 257, decoder.model.lora)
     assert (cfg.steps, cfg.batch_size, cfg.objective, cfg.data) == (120, 16, "clm", str(tmp_path / "train.jsonl"))
+
+
+def test_the_manpages_split_keeps_every_page_name_on_one_side(quality) -> None:
+    pairs, held_out = quality.manpages_split()
+    name = lambda qid: qid.removeprefix("q-").rsplit(".", 1)[0]  # noqa: E731
+    train_names = {name(p.id) for p in pairs}
+    test_names = {name(q) for q in held_out.queries}
+    assert train_names and test_names and not train_names & test_names
+    share = len(pairs) / (len(pairs) + len(held_out.queries))
+    assert 0.5 < share < 0.7, share  # ~MANPAGES_TRAIN_SHARE of the ~1,000 pages
+    # the test queries retrieve from the whole corpus, and every training positive is one of its documents
+    texts = {d["text"] for d in held_out.corpus.values()}
+    assert all(p.positives[0] in texts for p in pairs)
+    assert {p.query for p in pairs}.isdisjoint(held_out.queries.values())
+    # a second call gives the same split (no seed, no order dependence)
+    again, held_again = quality.manpages_split()
+    assert [p.id for p in again] == [p.id for p in pairs] and held_again.qrels == held_out.qrels
+
+
+def test_the_manpages_dataset_refuses_extra_debian_pairs(quality, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit):
+        quality.parse_args(["--dataset", "manpages", "--train-pairs", str(tmp_path / "x.jsonl")])
+    assert "--train-pairs extends the Debian sample only" in capsys.readouterr().err
+
+
+def test_the_st_mined_arm_mines_with_the_default_recipes_window_count_and_margin(quality, tmp_path: Path) -> None:
+    recipe = _benchmark_recipe(quality, tmp_path, [])
+    got = quality.st_mined_settings(recipe)
+    m = recipe.miner
+    assert got == {"range_min": m.range_min, "range_max": m.range_max, "num_negatives": m.num_negatives,
+                   "relative_margin": pytest.approx(1 - m.max_score_ratio), "sampling_strategy": "top"}
+    # a changed recipe is followed, not a copy of today's numbers
+    nudged = _benchmark_recipe(quality, tmp_path, ["--negatives", "3", "--range-min", "2"])
+    assert quality.st_mined_settings(nudged)["num_negatives"] == 3
+    assert quality.st_mined_settings(nudged)["range_min"] == 2
+
+
+@pytest.mark.slow
+def test_st_mined_rows_keep_negatives_below_the_margin(quality, tmp_path: Path, minilm_path) -> None:
+    from datasets import Dataset
+    from sentence_transformers import SentenceTransformer
+
+    pairs = quality.train_pairs(60)
+    recipe = _benchmark_recipe(quality, tmp_path, [])
+    model = SentenceTransformer(minilm_path)
+    ds = Dataset.from_dict({"anchor": [p.query for p in pairs], "positive": [p.positives[0] for p in pairs]})
+    rows = quality.st_mined_rows(model, ds, recipe)
+    assert 0 < len(rows) <= len(ds) and "negative_1" in rows.column_names
+    q = model.encode(rows["anchor"], normalize_embeddings=True)
+    pos = model.encode(rows["positive"], normalize_embeddings=True)
+    neg = model.encode(rows["negative_1"], normalize_embeddings=True)
+    pos_s, neg_s = (q * pos).sum(1), (q * neg).sum(1)
+    ratio = recipe.miner.max_score_ratio
+    assert (neg_s <= pos_s - abs(pos_s) * (1 - ratio) + 1e-4).all()
+    assert all(n != p for n, p in zip(rows["negative_1"], rows["positive"]))
