@@ -37,9 +37,9 @@ def test_every_shipped_recipe_validates(path: Path) -> None:
     assert stages and all(r.data.datasets for _, r in stages)
 
 
-def test_three_recipes_are_shipped() -> None:
+def test_the_recipes_are_shipped() -> None:
     assert {p.name for p in RECIPES} >= {"minilm-cpu.yaml", "smollm2-bidirectional-lora.yaml",
-                                         "nv-embed-two-stage.yaml"}
+                                         "nv-embed-two-stage.yaml", "minilm-distill.yaml"}
 
 
 def test_misspelled_top_level_key_names_line_and_suggestion(tmp_path: Path) -> None:
@@ -88,6 +88,8 @@ def test_scientific_notation_without_dot_is_a_number() -> None:
         ({"losses": {"infonce": {"teacher_mask_ratio": 0.9}}, "miner": {}},
          ("losses.infonce.teacher_mask_ratio", "miner.teacher")),
         ({"miner": {"teacher_max_score_ratio": 0.9}}, ("miner.teacher_max_score_ratio", "miner.teacher")),
+        ({"losses": {"listwise": {}}, "teacher": {}}, ("teacher", "miner")),
+        ({"losses": {"listwise": {}}, "teacher": {}, "miner": {"teacher": "ce"}}, ("teacher", "miner.teacher")),
         ({"eval": {"every_steps": 10}}, ("eval.every_steps", "eval.beir")),
         ({"training": {"gradcache_chunk_size": 4, "gradient_accumulation_steps": 2}},
          ("training.gradcache_chunk_size", "training.gradient_accumulation_steps")),

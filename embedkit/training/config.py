@@ -39,6 +39,7 @@ from embedkit.errors import ConfigError, EmbedkitError
 from embedkit.losses.config import LossConfig
 from embedkit.mining.config import MiningConfig
 from embedkit.models.config import ModelConfig
+from embedkit.training.teacher import TeacherConfig
 from embedkit.validation import Locator, split_key, validate
 
 
@@ -125,6 +126,30 @@ class MinerConfig(MiningConfig):
     cache_dir: str | None = None
 
 
+class RecipeTeacherConfig(TeacherConfig):
+    """The ``teacher:`` section: train a cross-encoder teacher before mining, or reuse one (``path``).
+
+    Why: listwise distillation and Margin-MSE need teacher scores, and no cross-encoder ships offline; this section
+    turns ``embedkit teacher`` + ``embedkit mine --teacher`` + ``embedkit train`` into one resumable run. All of
+    :class:`~embedkit.training.teacher.TeacherConfig`'s keys (``model``, ``loss``, ``steps``, ``batch_size``...)
+    plus:
+
+    Attributes:
+        path: an existing CrossEncoder folder to score with instead of training one (the other keys are then
+            unused). Without it the run trains the teacher into ``<out>/teacher`` on the pairs mined (without
+            teacher scores) into ``<out>/mined/teacher-data/``, then mines again with ``miner.teacher`` set to it.
+
+    Example:
+        >>> r = parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}]}, "miner": {},
+        ...                   "teacher": {"steps": 300}, "losses": {"listwise": {}}})
+        >>> r.teacher.steps, r.teacher.path
+        (300, None)
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    path: str | None = Field(None, min_length=1)
+
+
 class TrainingConfig(_Section):
     """Optimisation schedule (mapped onto ``transformers.TrainingArguments``).
 
@@ -201,6 +226,7 @@ class StageConfig(_Section):
     model: dict[str, Any] | None = None
     data: dict[str, Any] | None = None
     miner: dict[str, Any] | None = None
+    teacher: dict[str, Any] | None = None
     losses: dict[str, Any] | None = None
     training: dict[str, Any] | None = None
     eval: dict[str, Any] | None = None
@@ -212,6 +238,7 @@ class Recipe(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     miner: MinerConfig | None = None
+    teacher: RecipeTeacherConfig | None = None
     losses: LossConfig = Field(default_factory=LossConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -453,16 +480,29 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
                     where=where(f"data.datasets.{j}.path", "eval.beir"),
                     hint="train on other data (or on another qrels split of that folder) and keep eval.beir held out",
                 )
+    if r.teacher is not None and r.miner is None:
+        raise ConfigError(
+            f"'{pre}teacher' needs a '{pre}miner' section: the teacher is trained on mined negatives and scores the "
+            "mined candidates",
+            where=where("teacher", "miner"), hint="add e.g. miner: {num_negatives: 20}")
+    if r.teacher is not None and r.miner is not None and r.miner.teacher is not None:
+        raise ConfigError(
+            f"'{pre}teacher' and '{pre}miner.teacher' both name a teacher",
+            where=where("miner.teacher", "teacher"),
+            hint=f"keep one: {pre}teacher.path to reuse a folder (or a {pre}teacher section to train one), "
+                 f"or {pre}miner.teacher alone")
     needs_teacher = r.losses.teacher_score_keys(prefix="losses.")
-    if needs_teacher and r.miner is not None and r.miner.teacher is None:
+    if needs_teacher and r.miner is not None and r.miner.teacher is None and r.teacher is None:
         key = needs_teacher[0]
         raise ConfigError(
             f"'{pre}{key}' needs teacher scores but '{pre}miner.teacher' is not set (mined negatives carry "
             "no scores)",
             where=where(key, "miner"),
-            hint=f"set {pre}miner.teacher to a scoring model, or remove {pre}{key}",
+            hint=f"add a {pre}teacher section (trains one, or reuses teacher.path), set {pre}miner.teacher to a "
+                 f"scoring model, or remove {pre}{key}",
         )
-    if r.miner is not None and r.miner.teacher is None and r.miner.teacher_max_score_ratio is not None:
+    if (r.miner is not None and r.miner.teacher is None and r.teacher is None
+            and r.miner.teacher_max_score_ratio is not None):
         raise ConfigError(
             f"'{pre}miner.teacher_max_score_ratio' filters negatives by teacher score but '{pre}miner.teacher' is "
             "not set",

@@ -29,6 +29,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import shutil
@@ -148,8 +149,10 @@ def _read_dataset(recipe: Recipe, i: int, key: str) -> Any:
                          hint=exc.hint) from None
 
 
-def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> LoadedData:
-    """Replace each data set's negatives by mined ones (cached as ``stage_dir/mined/NAME.jsonl``)."""
+def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str, *,
+         mined_dir: Path | None = None) -> LoadedData:
+    """Replace each data set's negatives by mined ones (cached as ``stage_dir/mined/NAME.jsonl``, or under
+    ``mined_dir``); a data set whose mined file exists is not mined again."""
     from embedkit.data.readers import load_pairs
     from embedkit.mining import mine_hard_negatives
 
@@ -157,8 +160,9 @@ def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> 
     cfg = recipe.miner
     mining_cfg = cfg.model_dump(exclude={"model", "teacher", "teacher_type", "corpus", "cache_dir"})
     out_pairs = []
-    for pairs, st in zip(data.pairs, data.stats):
-        target = stage_dir / "mined" / f"{st.name}.jsonl"
+    stats = [copy.copy(st) for st in data.stats]
+    for pairs, st in zip(data.pairs, stats):
+        target = (mined_dir or stage_dir / "mined") / f"{st.name}.jsonl"
         if not target.is_file():
             mine_hard_negatives(
                 pairs, cfg.model or model_name, config=mining_cfg, corpus=cfg.corpus,
@@ -180,7 +184,69 @@ def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> 
         st.with_teacher_scores = sum(1 for p in mined if p.positive_scores or p.negative_scores)
         st.mined = True
         out_pairs.append(mined)
-    return LoadedData(out_pairs, data.stats)
+    return LoadedData(out_pairs, stats)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the teacher chain (``teacher:``): mine without scores -> train the teacher -> mine again with it
+
+#: where the chain writes, under the stage folder
+TEACHER_DIR = "teacher"
+TEACHER_DATA_DIR = Path("mined") / "teacher-data"
+
+
+def check_teacher_path(recipe: Recipe) -> None:
+    """A ``teacher.path`` (in any stage) must be a safetensors CrossEncoder folder: one line before any work."""
+    from embedkit.errors import ModelError
+    from embedkit.models.folders import refuse_pickle_weights
+
+    for i, (_, r) in enumerate(recipe.stage_recipes()):
+        if r.teacher is None or r.teacher.path is None:
+            continue
+        key = f"stages.{i}.teacher.path" if recipe.stages is not None else "teacher.path"
+        where = r.where("teacher.path") or key
+        folder = Path(r.teacher.path)
+        if not folder.is_dir() or not (folder / "config.json").is_file():
+            raise ModelError(f"'{key}' ({folder}) is not a CrossEncoder folder (no config.json)", where=where,
+                             hint="pass a folder written by embedkit teacher (or CrossEncoder.save), or drop "
+                                  f"{key} to train one")
+        refuse_pickle_weights(folder, where=where)
+        if not any(folder.rglob("*.safetensors")):
+            raise ModelError(f"'{key}' ({folder}) has no safetensors weights; embedkit loads no pickle",
+                             where=where, hint="re-save it with safe_serialization=True")
+
+
+def teacher_is_complete(folder: Path) -> bool:
+    """Whether ``folder`` is a finished :func:`~embedkit.training.teacher.train_teacher` output (it is written
+    atomically, with ``embedkit_teacher.json`` last-in-folder, so a present file means a complete teacher)."""
+    return (folder / "embedkit_teacher.json").is_file() and (folder / "config.json").is_file()
+
+
+def prepare_teacher(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str) -> Recipe:
+    """Resolve the recipe's ``teacher:`` section into ``miner.teacher`` (the returned recipe), training the
+    teacher into ``stage_dir/teacher`` first unless it is complete there (a resumed run never retrains it).
+
+    The teacher learns from the same miner settings without teacher scores (``stage_dir/mined/teacher-data/``,
+    skipped when present); the embedding cache is shared, so the second mining re-encodes nothing."""
+    assert recipe.teacher is not None and recipe.miner is not None
+    if recipe.teacher.path is not None:
+        path = recipe.teacher.path
+    else:
+        folder = stage_dir / TEACHER_DIR
+        if not teacher_is_complete(folder):
+            plain = recipe.miner.model_copy(update={"teacher": None, "teacher_max_score_ratio": None})
+            first = recipe.model_copy(update={"miner": plain, "teacher": None})
+            mined = mine(first, data, stage_dir, model_name, mined_dir=stage_dir / TEACHER_DATA_DIR)
+            if _is_main():
+                from embedkit.training.teacher import TeacherConfig, train_teacher
+
+                cfg = TeacherConfig.model_validate(recipe.teacher.model_dump(exclude={"path"}))
+                records = [p for pairs in mined.pairs for p in pairs]
+                res = train_teacher(records, folder, cfg, overwrite=folder.exists())
+                logger.warning("teacher: %s -> %s", res.summary(), folder)
+            _barrier()
+        path = str(folder)
+    return recipe.model_copy(update={"miner": recipe.miner.model_copy(update={"teacher": path})})
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -408,6 +474,8 @@ def run_stage(
     _ = args.device  # sets up torch.distributed under torchrun (the barrier after mining needs it)
     set_seed(t.seed)  # new layers (latent attention, LoRA) start identically in a run and its resume
     model = load_model(model_cfg)
+    if recipe.teacher is not None:  # train (or reuse) the teacher; mining below then scores with it
+        recipe = prepare_teacher(recipe, data, stage_dir, model_cfg.name)
     if recipe.miner is not None:  # every rank: the corpus encoding is sharded over ranks, rank 0 searches and writes
         data = mine(recipe, data, stage_dir, model_cfg.name)
 
@@ -535,6 +603,7 @@ def run_recipe(
     """
     check_scorer(recipe, scorer)
     check_report_to(recipe)
+    check_teacher_path(recipe)
     out = resolve_output_dir(recipe, output_dir)
     if _is_main():  # under torchrun only rank 0 judges (and later creates) the output folder
         prepare_output(out, resume=resume, overwrite=overwrite)
