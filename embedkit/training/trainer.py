@@ -27,13 +27,14 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from transformers import Trainer, TrainerCallback, TrainerControl, TrainerState, TrainingArguments
 
-from embedkit.errors import ConfigError, InputError
+from embedkit.errors import ConfigError, InputError, OutputError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss, make_batch
 from embedkit.training.gradcache import GradCache, compute_loss_uncached
 from embedkit.training.checkpoint import (
@@ -101,12 +102,96 @@ def has_lora(model: SentenceTransformer) -> bool:
         return False
 
 
-def save_pipeline(model: SentenceTransformer, path: str | os.PathLike, *, merge_lora: bool = True) -> None:
+def _is_sharded(t: Tensor) -> bool:
+    """True for a parameter that does not hold its full value on this rank: an FSDP2 ``DTensor`` shard, or a
+    DeepSpeed ZeRO-3 partition (an empty placeholder with ``ds_id``)."""
+    return type(t).__name__ == "DTensor" or hasattr(t, "ds_id")
+
+
+def full_state_dict(model: torch.nn.Module) -> dict[str, Tensor] | None:
+    """The consolidated (full, CPU) weights of a model sharded in place with FSDP2 ``fully_shard``, or ``None``.
+
+    Why: a sharded model's parameters are ``DTensor`` shards, so ``model.save(...)`` would write each rank's
+    slice (or fail). This is a **collective**: every rank must call it; with ``cpu_offload`` only rank 0 gets the
+    tensors (the others get ``{}``), which is all the writer needs. Models that are not sharded give ``None``
+    (save them as they are). Under the Trainer's own FSDP / DeepSpeed wrapping use
+    :meth:`EmbeddingTrainer.full_state_dict`, which goes through accelerate.
+
+    Example:
+        >>> state = full_state_dict(model)                              # every rank  # doctest: +SKIP
+        >>> if rank == 0: save_pipeline(model, "out", state_dict=state)               # doctest: +SKIP
+    """
+    if not any(_is_sharded(p) for p in model.parameters()):
+        return None
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+
+
+@contextlib.contextmanager
+def _full_weights(model: torch.nn.Module, state_dict: Mapping[str, Tensor] | None) -> Iterator[None]:
+    """Temporarily give every parameter / buffer of ``model`` its consolidated value from ``state_dict``.
+
+    The sharded objects are put back afterwards (FSDP / DeepSpeed keep their own references to them). A sharded
+    parameter missing from ``state_dict`` is an error: the folder would hold a shard or an empty tensor.
+    """
+    if not state_dict:
+        bad = [n for n, p in model.named_parameters() if _is_sharded(p)]
+        if bad:
+            raise OutputError(
+                f"the model is sharded ({len(bad)} sharded weights, e.g. {bad[0]}) and no consolidated state dict "
+                "was given: the saved folder would hold one rank's shards", where="save",
+                hint="gather the weights first (EmbeddingTrainer.full_state_dict() / full_state_dict(model), on "
+                     "every rank) and pass state_dict=")
+        yield
+        return
+    saved: list[tuple[dict[str, Any], str, Any]] = []
+    missing: list[str] = []
+    try:
+        for prefix, module in model.named_modules():
+            for name, p in list(module._parameters.items()):
+                if p is None:
+                    continue
+                key = f"{prefix}.{name}" if prefix else name
+                if key not in state_dict:
+                    if _is_sharded(p):
+                        missing.append(key)
+                    continue
+                saved.append((module._parameters, name, p))
+                module._parameters[name] = torch.nn.Parameter(
+                    state_dict[key].detach().to("cpu").contiguous(), requires_grad=p.requires_grad)
+            for name, b in list(module._buffers.items()):
+                key = f"{prefix}.{name}" if prefix else name
+                if b is not None and key in state_dict:
+                    saved.append((module._buffers, name, b))
+                    module._buffers[name] = state_dict[key].detach().to("cpu").contiguous()
+        if missing:
+            raise OutputError(
+                f"the consolidated state dict lacks {len(missing)} sharded weights (e.g. {missing[0]})",
+                where="save", hint="DeepSpeed ZeRO-3: set stage3_gather_16bit_weights_on_model_save: true; "
+                                   "save LoRA models merged")
+        yield
+    finally:
+        for store, name, value in reversed(saved):
+            store[name] = value
+
+
+def save_pipeline(model: SentenceTransformer, path: str | os.PathLike, *, merge_lora: bool = True,
+                  state_dict: Mapping[str, Tensor] | None = None) -> None:
     """Write ``model`` as a sentence-transformers folder (loads with ``embedkit.load_model`` / ``SentenceTransformer``).
 
     LoRA models are merged into a copy first (``merge_lora=True``), or keep the adapter next to the base pipeline
     under ``adapter/`` (``merge_lora=False``; :func:`embedkit.load_model` finds ``adapter/`` and merges it on load).
+
+    ``state_dict``: the consolidated weights of a sharded model (FSDP / DeepSpeed ZeRO-3, from
+    :meth:`EmbeddingTrainer.full_state_dict` or :func:`full_state_dict`); they are written instead of the local
+    shards. A sharded model without it is refused (:class:`~embedkit.errors.OutputError`).
     """
+    with _full_weights(model, state_dict):
+        _save_pipeline(model, path, merge_lora=merge_lora)
+
+
+def _save_pipeline(model: SentenceTransformer, path: str | os.PathLike, *, merge_lora: bool) -> None:
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if has_lora(model):
@@ -337,13 +422,39 @@ class EmbeddingTrainer(Trainer):
             rotate(run_dir, self.args.save_total_limit)
         self._barrier()
 
+    def full_state_dict(self) -> dict[str, Tensor] | None:
+        """The consolidated weights when the model is sharded (FSDP / DeepSpeed ZeRO-3), else ``None``.
+
+        A **collective** (call it on every rank), then pass the result to :func:`save_pipeline` on the writer
+        (``args.should_save``). Under the Trainer's FSDP / DeepSpeed it is ``accelerator.get_state_dict`` --
+        what ``Trainer.save_model`` gathers for checkpoints -- so the final folder and the checkpoints hold the
+        same full weights; a model sharded by hand with ``fully_shard`` is gathered by :func:`full_state_dict`.
+
+        Example:
+            >>> state = trainer.full_state_dict()                                          # doctest: +SKIP
+            >>> if trainer.args.should_save:                                               # doctest: +SKIP
+            ...     save_pipeline(trainer.model, "final", state_dict=state)
+        """
+        if getattr(self, "is_fsdp_enabled", False) or getattr(self, "is_deepspeed_enabled", False):
+            target = self.model_wrapped if getattr(self, "is_deepspeed_enabled", False) else self.model
+            return self.accelerator.get_state_dict(target)
+        return full_state_dict(_unwrap(self.model))
+
     def _save(self, output_dir: str | None = None, state_dict: dict | None = None) -> None:  # type: ignore[override]
+        """Write the pipeline; ``state_dict`` is the consolidated weights ``Trainer.save_model`` gathered under FSDP
+        / DeepSpeed (on every rank; only the writer writes). Without it a sharded model is gathered here."""
+        model: SentenceTransformer = _unwrap(self.model)  # type: ignore[assignment]
+        if not state_dict and any(_is_sharded(p) for p in model.parameters()):
+            state_dict = full_state_dict(model)  # a collective: every rank reaches _save under FSDP
+        if not self.args.should_save:
+            return
         out = Path(output_dir or self.args.output_dir)
         out.mkdir(parents=True, exist_ok=True)
-        model: SentenceTransformer = _unwrap(self.model)  # type: ignore[assignment]
-        save_pipeline(model, out, merge_lora=self.merge_lora_on_save)
+        save_pipeline(model, out, merge_lora=self.merge_lora_on_save, state_dict=state_dict)
         if has_lora(model):
-            trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters() if p.requires_grad}
+            with _full_weights(model, state_dict):
+                trainable = {n: p.detach().contiguous().cpu() for n, p in model.named_parameters()
+                             if p.requires_grad}
             save_file(trainable, str(out / TRAINABLE_STATE))
         if self.card_writer is not None:
             self.card_writer(out, self)
