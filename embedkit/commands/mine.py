@@ -9,7 +9,9 @@ Examples::
     embedkit mine --pairs train.jsonl --model minilm -o mined.jsonl --num-negatives 7 --cache-dir .embedkit_cache
     embedkit mine --pairs train.jsonl --corpus corpus.jsonl --index ivf --nprobe 32 -o mined.jsonl
     embedkit mine --pairs train.jsonl -o mined.jsonl --teacher ./my-cross-encoder --teacher-type cross
-    # sharded encoding over 2 processes (CPU: one thread each)
+    # listwise distillation: the teacher's scores of each query's top 20 candidates (cached, resumable)
+    embedkit mine --pairs train.jsonl -o scored.jsonl --teacher ./my-cross-encoder --num-candidates 20
+    # sharded encoding (and teacher scoring) over 2 processes (CPU: one thread each)
     OMP_NUM_THREADS=1 torchrun --nproc_per_node 2 -m embedkit.cli mine --pairs train.jsonl -o mined.jsonl \\
         --cache-dir .embedkit_cache
 """
@@ -37,9 +39,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     on_first_use(p, _add_mining_flags)
     p.add_argument("--teacher", help="CrossEncoder or bi-encoder folder: store positive_scores/negative_scores")
     p.add_argument("--teacher-type", choices=["cross", "bi"], default="cross")
-    p.add_argument("--cache-dir", help="embedding cache folder (default: $EMBEDKIT_CACHE/embeddings)")
-    p.add_argument("--shard-size", type=int, default=4096, help="texts per cache shard (resume / rank unit)")
-    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding cache")
+    p.add_argument("--cache-dir", help="embedding cache folder (default: $EMBEDKIT_CACHE/embeddings); teacher "
+                                      "scores live in its scores/ sub-folder")
+    p.add_argument("--shard-size", type=int, default=4096,
+                   help="texts (teacher: pairs) per cache shard (resume / rank unit)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the embedding and score caches")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.add_argument("--skip-invalid", action="store_true", help="skip (and count) invalid records instead of failing")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model folders' own code to run")
     p.set_defaults(func=run)
@@ -70,10 +75,11 @@ def _mine_to(args: argparse.Namespace, out: Path) -> int:
     from embedkit.data.samples import resolve_data_path
     from embedkit.mining.config import MiningConfig
     from embedkit.mining.distributed import distributed_session
-    from embedkit.mining.miner import default_cache_dir, mine_hard_negatives
+    from embedkit.mining.miner import check_teacher_settings, default_cache_dir, mine_hard_negatives
     from embedkit.validation import model_from_args
 
     cfg = model_from_args(MiningConfig, args, where="mining")
+    check_teacher_settings(cfg, args.teacher, flags=True)  # before the pairs are read or a model loaded
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     with distributed_session() as (rank, _world):
         pairs = load_pairs(resolve_data_path(args.pairs), skip_invalid=args.skip_invalid, split=args.split)
@@ -83,7 +89,8 @@ def _mine_to(args: argparse.Namespace, out: Path) -> int:
         result = mine_hard_negatives(pairs, args.model, config=cfg, corpus=corpus, cache_dir=cache_dir,
                                      teacher=args.teacher, teacher_type=args.teacher_type,
                                      output=out if rank == 0 else None, trust_remote_code=args.trust_remote_code,
-                                     shard_size=args.shard_size)
+                                     shard_size=args.shard_size,
+                                     show_progress_bar=False if args.no_progress else None)
         if rank == 0:
             print(result.stats.summary(), file=sys.stderr)
             print(f"wrote {len(result.pairs)} records to {out}", file=sys.stderr)

@@ -33,6 +33,10 @@ class MiningConfig(BaseModel):
     ``ratio * min_pos`` for positive scores), TopK-MarginPos above ``min_pos - margin``.
     ``teacher_max_score_ratio`` applies the TopK-PercPos rule to the *teacher's* scores (positive-aware filtering
     with a cross-encoder, as NV-Retriever / Tamber et al. do); it needs ``teacher``.
+    ``num_candidates`` (needs ``teacher``) turns each record into the teacher-scored list listwise distillation
+    needs: ``negatives`` holds the mined negatives first, exactly as without it, then the query's other candidates
+    among the top ``num_candidates`` retrieval ranks (positives and their duplicates removed, no score filter: the
+    teacher's score says how relevant they are), best rank first; ``negative_scores`` is aligned with that list.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -51,6 +55,11 @@ class MiningConfig(BaseModel):
         description="teacher false-negative filter: drop candidates the teacher (--teacher) scores above RATIO x its "
                     "score of the query's lowest positive, and mine further down the list instead (none disables; "
                     "needs a teacher)")
+    num_candidates: int | None = Field(
+        None, ge=1,
+        description="listwise distillation: also store the teacher's scores of each query's top N retrieval "
+                    "candidates (positives and their duplicates removed), appended to the negatives; needs a "
+                    "teacher and N >= num_negatives (none: score only the negatives)")
     drop_duplicates: bool = Field(
         True, description="drop candidates whose normalised text (casefolded, whitespace collapsed) equals a positive")
     sampling: Literal["top", "random"] = Field(
@@ -77,6 +86,10 @@ class MiningConfig(BaseModel):
         if self.num_negatives > self.range_max - self.range_min:
             raise ValueError(f"num_negatives ({self.num_negatives}) is larger than the window "
                              f"range_max - range_min = {self.range_max - self.range_min}")
+        if self.num_candidates is not None and self.num_candidates < self.num_negatives:
+            raise ValueError(f"num_candidates ({self.num_candidates}) is smaller than num_negatives "
+                             f"({self.num_negatives}): the scored list starts with the negatives, so it holds at "
+                             "least num_negatives documents")
         if self.nlist is not None and self.nprobe is not None and self.nprobe > self.nlist:
             raise ValueError(f"nprobe ({self.nprobe}) is larger than nlist ({self.nlist})")
         return self

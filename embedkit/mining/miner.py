@@ -66,7 +66,18 @@ class MiningStats:
     encoded: int = 0
     from_cache: int = 0
     encoded_per_rank: list[int] = field(default_factory=list)
+    num_candidates: int | None = None
+    candidates_added: int = 0
+    teacher_scored: int = 0
+    teacher_from_cache: int = 0
+    teacher_scored_per_rank: list[int] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def pairs_per_second(self) -> float:
+        """Teacher throughput: pairs scored (all ranks) per second of the teacher stage (0 if none)."""
+        t = self.seconds.get("teacher", 0.0)
+        return self.teacher_scored / t if t > 0 and self.teacher_scored else 0.0
 
     def summary(self) -> str:
         """A few human lines (the CLI prints them)."""
@@ -82,6 +93,14 @@ class MiningStats:
                      f"(none at all: {self.empty_queries})")
         if self.dropped_incomplete:
             lines.append(f"dropped (fewer than {self.num_negatives} negatives): {self.dropped_incomplete}")
+        if "teacher" in self.seconds:
+            lines.append(f"teacher pairs scored: {self.teacher_scored} ({self.pairs_per_second:.1f} pairs/s), "
+                         f"read from the score cache: {self.teacher_from_cache}"
+                         + (f" (scored per rank: {', '.join(map(str, self.teacher_scored_per_rank))})"
+                            if len(self.teacher_scored_per_rank) > 1 else ""))
+        if self.num_candidates is not None:
+            lines.append(f"candidates appended to the negatives (top {self.num_candidates}, teacher-scored): "
+                         f"{self.candidates_added}")
         if self.seconds:
             lines.append("time: " + ", ".join(f"{k} {v:.1f}s" for k, v in self.seconds.items()))
         return "\n".join(lines)
@@ -128,6 +147,84 @@ def embed_texts(model: SentenceTransformer, texts: Sequence[str], *, role: str |
             stats.from_cache += len(texts) - cache.encoded
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     return emb / np.maximum(norms, 1e-12)
+
+
+def check_teacher_settings(cfg: MiningConfig, teacher: str | os.PathLike | None, *, flags: bool = False) -> None:
+    """Refuse teacher-only settings without a teacher, before any work (``flags``: name the CLI flag)."""
+    for name in ("teacher_max_score_ratio", "num_candidates"):
+        if getattr(cfg, name) is not None and teacher is None:
+            what = ("filters on teacher scores" if name == "teacher_max_score_ratio"
+                    else "stores the teacher's scores of the candidates")
+            raise ConfigError(f"{name} {what} but no teacher is given",
+                              where="--" + name.replace("_", "-") if flags else f"mining.{name}",
+                              hint=f"give a teacher (--teacher FOLDER, or miner.teacher in a recipe) or unset {name}")
+
+
+class _SharedScoring:
+    """Teacher scoring of (query index, corpus id) pairs that every ``torchrun`` rank takes part in.
+
+    Rank 0 decides what to score; each request is broadcast, and every rank scores its slice of the missing shards
+    into the shared score cache (:meth:`TeacherScorer.score`). The other ranks sit in :meth:`serve` until rank 0
+    calls :meth:`close` -- also when it fails, so no rank is left waiting. One process: plain cached scoring.
+    A bi-encoder teacher's cost is encoding, which its embedding cache already shards over the ranks (with a
+    barrier per call), so there every rank runs the whole request in step and only the encoding is split.
+    """
+
+    def __init__(self, scorer: Any, queries: list[str], corpus: list[str]) -> None:
+        self.scorer, self.queries, self.corpus = scorer, queries, corpus
+        self.world = rank_world()[1]
+        self.split = self.world > 1 and getattr(scorer.teacher, "kind", "cross") == "cross"
+        self.known: dict[tuple[int, int], float] = {}
+        self.seconds = 0.0
+
+    def _broadcast(self, obj: Any) -> Any:
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def _run(self, items: list[tuple[int, int]]) -> None:
+        got = self.scorer.score([(self.queries[q], self.corpus[d]) for q, d in items], collective=self.split)
+        self.known.update(zip(items, (float(x) for x in got)))
+
+    def score(self, items: Sequence[tuple[int, int]]) -> list[float]:
+        """Scores of ``items`` (rank 0), each pair scored at most once per run and per cache."""
+        t0 = time.perf_counter()
+        new = list(dict.fromkeys(it for it in items if it not in self.known))
+        if new:
+            if self.world > 1:
+                self._broadcast(np.asarray(new, dtype=np.int64))
+            self._run(new)
+        self.seconds += time.perf_counter() - t0
+        return [self.known[it] for it in items]
+
+    def serve(self) -> None:
+        """Ranks other than 0: score what rank 0 broadcasts until it says stop."""
+        while True:
+            msg = self._broadcast(None)
+            if not isinstance(msg, np.ndarray):
+                if msg == "failed":
+                    raise RuntimeError("rank 0 failed while teacher scoring; see its error")
+                return
+            self._run([(int(q), int(d)) for q, d in msg])
+
+    def close(self, ok: bool) -> None:
+        """Rank 0: release the other ranks (``ok`` False: rank 0 is failing)."""
+        if self.world > 1:
+            self._broadcast("done" if ok else "failed")
+
+    def gather_counts(self, stats: MiningStats) -> None:
+        """Every rank: total the pairs scored / read from the cache into ``stats``."""
+        scored, cached = self.scorer.scored, self.scorer.from_cache
+        if self.split:
+            import torch.distributed as dist
+
+            counts: list[Any] = [None] * self.world
+            dist.all_gather_object(counts, scored)
+            stats.teacher_scored_per_rank = [int(c) for c in counts]
+            scored = sum(stats.teacher_scored_per_rank)
+        stats.teacher_scored, stats.teacher_from_cache = scored, cached
 
 
 def _load_model(model: str | SentenceTransformer, trust_remote_code: bool) -> tuple[SentenceTransformer, str | None]:
@@ -182,10 +279,7 @@ def mine_hard_negatives(
         check_writable_parent(output)
     if teacher_type not in ("cross", "bi"):
         raise ConfigError(f"unknown teacher type '{teacher_type}'", where="--teacher-type", hint="use cross or bi")
-    if cfg.teacher_max_score_ratio is not None and teacher is None:
-        raise ConfigError("teacher_max_score_ratio filters on teacher scores but no teacher is given",
-                          where="mining.teacher_max_score_ratio",
-                          hint="give a teacher (--teacher FOLDER, or miner.teacher in a recipe) or unset the ratio")
+    check_teacher_settings(cfg, teacher)
     if not isinstance(pairs, (PairSet, list, tuple)):
         pairs = load_pairs(pairs, skip_invalid=skip_invalid)
     records = list(pairs)
@@ -205,7 +299,7 @@ def mine_hard_negatives(
         tch = Teacher.load(teacher, teacher_type, batch_size=cfg.batch_size,  # type: ignore[arg-type]
                            embed_fn=teacher_embed, trust_remote_code=trust_remote_code)
     st_model, source = _load_model(model, trust_remote_code)
-    stats = MiningStats(records=len(records), num_negatives=cfg.num_negatives)
+    stats = MiningStats(records=len(records), num_negatives=cfg.num_negatives, num_candidates=cfg.num_candidates)
 
     texts: dict[str, int] = {}
     for p in records:
@@ -238,16 +332,46 @@ def mine_hard_negatives(
         stats.encoded_per_rank = [int(c) for c in counts]
         stats.encoded = sum(stats.encoded_per_rank)
         stats.from_cache = len(corpus_texts) + len(queries) - stats.encoded
-    if rank != 0:
-        return MiningResult(pairs=[], stats=stats)
+    shared = None
+    if tch is not None:
+        from embedkit.mining.scores import TeacherScorer
 
+        shared = _SharedScoring(TeacherScorer(tch, cache_dir, shard_size=shard_size,
+                                              show_progress_bar=show_progress_bar), queries, corpus_texts)
+    if rank != 0:
+        if shared is not None:  # score the slices rank 0 asks for, then report the counts
+            shared.serve()
+            shared.gather_counts(stats)
+        return MiningResult(pairs=[], stats=stats)
+    ok = False
+    try:
+        out = _select_and_score(cfg, stats, records, texts, corpus_texts, queries, q_index, positives, doc_emb,
+                                q_emb, shared, show_progress_bar)
+        ok = True
+    finally:
+        if shared is not None:
+            shared.close(ok)
+    if shared is not None:
+        shared.gather_counts(stats)
+        stats.seconds["teacher"] = shared.seconds
+    if output is not None:
+        write_pairs(out, output)
+    stats.seconds["total"] = time.perf_counter() - t0
+    return MiningResult(pairs=out, stats=stats, corpus=corpus_texts)
+
+
+def _select_and_score(cfg: MiningConfig, stats: MiningStats, records: list[Pair], texts: dict[str, int],
+                      corpus_texts: list[str], queries: list[str], q_index: dict[str, int],
+                      positives: list[set[int]], doc_emb: np.ndarray, q_emb: np.ndarray,
+                      shared: _SharedScoring | None, show_progress_bar: bool | None) -> list[Pair]:
+    """Rank 0: search, select the negatives, add the candidates and the teacher's scores."""
     t1 = time.perf_counter()
     min_pos = np.empty(len(queries), dtype=np.float64)
     for i, pos in enumerate(positives):
         ids = np.fromiter(pos, dtype=np.int64, count=len(pos))
         min_pos[i] = float((doc_emb[ids] @ q_emb[i]).min())
     max_pos = max(len(p) for p in positives)
-    k = min(cfg.range_max + max_pos, len(corpus_texts))
+    k = min(max(cfg.range_max, cfg.num_candidates or 0) + max_pos, len(corpus_texts))
     index = build_index(doc_emb, cfg.index, nlist=cfg.nlist, nprobe=cfg.nprobe, hnsw_m=cfg.hnsw_m,
                         ef_search=cfg.ef_search, use_gpu=cfg.use_gpu, seed=cfg.seed)
     scores, cand = search(index, q_emb, k, ef_search=cfg.ef_search, show_progress_bar=show_progress_bar)
@@ -258,7 +382,7 @@ def mine_hard_negatives(
     key_of: dict[str, int] = {}
     norm_keys = np.fromiter((key_of.setdefault(normalize_text(t), len(key_of)) for t in corpus_texts),
                             dtype=np.int64, count=len(corpus_texts))
-    by_teacher = tch is not None and cfg.teacher_max_score_ratio is not None
+    by_teacher = shared is not None and cfg.teacher_max_score_ratio is not None
     # with the teacher filter, keep every survivor of rules 1-5 (rank order): filter_by_teacher picks among them
     sel = select_negatives(cand, scores, positives=positives, min_pos=min_pos, norm_keys=norm_keys,
                            num_negatives=cfg.range_max - cfg.range_min if by_teacher else cfg.num_negatives,
@@ -268,60 +392,62 @@ def mine_hard_negatives(
                            seed=cfg.seed)
     stats.candidates = sel.candidates
     stats.removed = sel.removed
-    teacher_scores: dict[tuple[int, int], float] | None = None
+    # the listwise candidates: the top num_candidates ranks with the positives (and their duplicates) removed and
+    # no score rule -- the teacher's score, not the retriever's, says how relevant they are
+    candidates: list[list[int]] = [[] for _ in queries]
+    if cfg.num_candidates is not None:
+        candidates = select_negatives(cand, scores, positives=positives, min_pos=min_pos, norm_keys=norm_keys,
+                                      num_negatives=cfg.num_candidates, range_min=0, range_max=cfg.num_candidates,
+                                      max_score_ratio=None, max_score_margin=None,
+                                      drop_duplicates=cfg.drop_duplicates, sampling="top").negatives
+    t_filter = time.perf_counter() - t2
+    if shared is not None:
+        # one batched (and, under torchrun, sharded) request for everything known now: positives, candidates and,
+        # without the teacher filter, the negatives; the filter's later rounds ask only for what is still missing
+        first = [(q, d) for q in range(len(queries)) for d in sorted(positives[q])]
+        first += [(q, d) for q in range(len(queries)) for d in candidates[q]]
+        if not by_teacher:
+            first += [(q, d) for q in range(len(queries)) for d in sel.negatives[q]
+                      if not (cfg.drop_incomplete and len(sel.negatives[q]) < cfg.num_negatives)]
+        shared.score(first)
     if by_teacher:
-        assert tch is not None and cfg.teacher_max_score_ratio is not None
-        t_teacher = time.perf_counter()
-
-        def score_fn(items: list[tuple[int, int]]) -> list[float]:  # one batched teacher call per round
-            groups: dict[int, list[int]] = {}
-            for qi, d in items:
-                groups.setdefault(qi, []).append(d)
-            got = tch.score_lists([queries[qi] for qi in groups], [[corpus_texts[d] for d in ds]
-                                                                    for ds in groups.values()])
-            table = {(qi, d): s for (qi, ds), row in zip(groups.items(), got) for d, s in zip(ds, row)}
-            return [table[it] for it in items]
-
-        tsel = filter_by_teacher(sel.negatives, positives=positives, score_fn=score_fn,
+        assert shared is not None and cfg.teacher_max_score_ratio is not None
+        tsel = filter_by_teacher(sel.negatives, positives=positives, score_fn=shared.score,
                                  num_negatives=cfg.num_negatives, max_score_ratio=cfg.teacher_max_score_ratio,
                                  sampling=cfg.sampling, seed=cfg.seed)
-        sel.negatives, teacher_scores = tsel.negatives, tsel.scores
+        sel.negatives = tsel.negatives
         if tsel.removed:
             stats.removed["teacher_max_score_ratio"] += tsel.removed
-        stats.seconds["teacher"] = time.perf_counter() - t_teacher
-    out: list[Pair] = []
+    t3 = time.perf_counter()
+    kept: list[tuple[Pair, int, list[int]]] = []
     for p in records:
-        negs = sel.negatives[q_index[p.query]]
+        qi = q_index[p.query]
+        negs = sel.negatives[qi]
         if len(negs) < cfg.num_negatives:
             stats.short_queries += 1
             stats.empty_queries += not negs
             if cfg.drop_incomplete:
                 stats.dropped_incomplete += 1
                 continue
+        chosen = set(negs)
+        extra = [c for c in candidates[qi] if c not in chosen]  # the mined negatives first, as without candidates
+        kept.append((p, qi, [*negs, *extra]))
+        stats.negatives_written += len(negs)
+        stats.candidates_added += len(extra)
+    t_filter += time.perf_counter() - t3
+    if shared is not None:  # normally all known already; the query of several records is scored once
+        shared.score([(qi, d) for p, qi, stored in kept for d in [*(texts[t] for t in p.positives), *stored]])
+    out: list[Pair] = []
+    for p, qi, stored in kept:
         pos_s, neg_s = p.positive_scores, None
-        if teacher_scores is not None:  # scored while filtering: no second teacher pass
-            qi = q_index[p.query]
-            pos_s = [teacher_scores[(qi, texts[t])] for t in p.positives]
-            neg_s = [teacher_scores[(qi, i)] for i in negs] or None
-        out.append(Pair(query=p.query, positives=list(p.positives), negatives=[corpus_texts[i] for i in negs],
+        if shared is not None:
+            pos_s = [shared.known[(qi, texts[t])] for t in p.positives]
+            neg_s = [shared.known[(qi, d)] for d in stored] or None
+        out.append(Pair(query=p.query, positives=list(p.positives), negatives=[corpus_texts[i] for i in stored],
                         positive_scores=pos_s, negative_scores=neg_s, instruction=p.instruction,
                         dataset=p.dataset, id=p.id))
-    stats.negatives_written = sum(len(p.negatives) for p in out)
-    stats.seconds["filter"] = time.perf_counter() - t2 - stats.seconds.get("teacher", 0.0)
-
-    if tch is not None and teacher_scores is None:
-        t3 = time.perf_counter()
-        scored = tch.score_lists([p.query for p in out], [[*p.positives, *p.negatives] for p in out])
-        for p, s in zip(out, scored):
-            p.positive_scores = s[:len(p.positives)]
-            p.negative_scores = s[len(p.positives):] or None
-        stats.seconds["teacher"] = time.perf_counter() - t3
-
-    if output is not None:
-        write_pairs(out, output)
-    stats.seconds["total"] = time.perf_counter() - t0
-    return MiningResult(pairs=out, stats=stats, corpus=corpus_texts)
-
+    stats.seconds["filter"] = t_filter
+    return out
 
 def default_cache_dir() -> Path:
     """``$EMBEDKIT_CACHE/embeddings`` (``~/.cache/embedkit/embeddings``); a temp folder if home is read-only."""

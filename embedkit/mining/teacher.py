@@ -78,23 +78,60 @@ class Teacher:
 
     def score_lists(self, queries: Sequence[str], docs: Sequence[Sequence[str]]) -> list[list[float]]:
         """Scores of ``docs[i][j]`` for ``queries[i]`` (same nesting as ``docs``)."""
-        flat_q = [q for q, ds in zip(queries, docs) for _ in ds]
-        flat_d = [d for ds in docs for d in ds]
-        if not flat_d:
-            return [[] for _ in docs]
-        if self.kind == "cross":
-            raw = self.model.predict(list(zip(flat_q, flat_d)), batch_size=self.batch_size,
-                                     show_progress_bar=len(flat_d) > 2000, convert_to_numpy=True)
-            flat = np.asarray(raw, dtype=np.float64).reshape(len(flat_d), -1)[:, -1]
-        else:
-            q_emb, d_emb = self._bi_embeddings(flat_q, flat_d)
-            flat = np.einsum("ij,ij->i", q_emb, d_emb).astype(np.float64)
+        flat = self.score_pairs([(q, d) for q, ds in zip(queries, docs) for d in ds],
+                                show_progress_bar=sum(len(ds) for ds in docs) > 2000)
         out: list[list[float]] = []
         start = 0
         for ds in docs:
             out.append([float(x) for x in flat[start:start + len(ds)]])
             start += len(ds)
         return out
+
+    def score_pairs(self, pairs: Sequence[tuple[str, str]], *, show_progress_bar: bool = False) -> np.ndarray:
+        """float32 scores of ``(query, document)`` pairs, in order, batched by ``batch_size``.
+
+        float32 is what both teacher kinds compute, so a score read back from the on-disk score cache
+        (:mod:`embedkit.mining.scores`) is bit-identical to a freshly computed one.
+
+        Example:
+            >>> teacher.score_pairs([("query", "doc a"), ("query", "doc b")])              # doctest: +SKIP
+            array([0.91, 0.12], dtype=float32)
+        """
+        if not pairs:
+            return np.zeros(0, dtype=np.float32)
+        flat_q = [q for q, _ in pairs]
+        flat_d = [d for _, d in pairs]
+        if self.kind == "cross":
+            raw = self.model.predict(list(zip(flat_q, flat_d)), batch_size=self.batch_size,
+                                     show_progress_bar=show_progress_bar, convert_to_numpy=True)
+            flat = np.asarray(raw, dtype=np.float32).reshape(len(flat_d), -1)[:, -1]
+        else:
+            q_emb, d_emb = self._bi_embeddings(flat_q, flat_d)
+            flat = np.einsum("ij,ij->i", q_emb, d_emb).astype(np.float32)
+        return np.ascontiguousarray(flat, dtype=np.float32)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """What determines this teacher's scores besides the texts -- the score cache's key.
+
+        The weights enter through :func:`embedkit.mining.cache.model_fingerprint` of the folder (weight files'
+        names, sizes and mtimes, and the resolved path), so a retrained or edited teacher never reuses old scores.
+        """
+        from embedkit.mining.cache import model_fingerprint
+
+        source: str | None = self.source
+        if self.kind == "bi" and not Path(self.source).is_dir():  # an alias such as "minilm": its folder
+            from embedkit.models import resolve_model_path
+
+            source = str(resolve_model_path(self.source))
+        if source is not None and not Path(source).is_dir():
+            source = None  # hash the parameters instead
+        key: dict[str, Any] = {"kind": self.kind, "model": model_fingerprint(self.model, source)}
+        if self.kind == "bi":  # a bi-encoder's cosine also depends on its prompts and length limit
+            key["prompts"] = getattr(self.model, "prompts", None)
+            key["max_seq_length"] = getattr(self.model, "max_seq_length", None)
+        else:
+            key["max_length"] = getattr(self.model, "max_length", None)
+        return key
 
     def _bi_embeddings(self, flat_q: list[str], flat_d: list[str]) -> tuple[np.ndarray, np.ndarray]:
         embed = self.embed_fn or self._encode
