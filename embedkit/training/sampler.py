@@ -180,3 +180,104 @@ class TaskBatchSampler(Sampler[list[int]]):
             if index >= self.offsets[d]:
                 return d
         raise IndexError(index)
+
+
+class ClusterBatchSampler(TaskBatchSampler):
+    """Yield precomputed cluster batches (B3, :func:`embedkit.mining.b3.build_b3_clusters`), one cluster a step.
+
+    Clusters are built per data set, so every batch is task-homogeneous, and each holds exactly one **global**
+    batch (``batch_size x num_replicas`` examples): every rank takes its contiguous slice of the same cluster, so the
+    gathered contrastive batch is the whole cluster. Each epoch the clusters are shuffled (data sets interleaved as
+    in :class:`TaskBatchSampler`'s ``strategy``; the order is a pure function of ``(seed, epoch)``, so exact resume
+    works the same way). The members of a cluster stay together; their order inside it is reshuffled per epoch, so
+    a rank does not see the same slice every time.
+
+    A data set's **leftover** (the ``n % global batch`` examples in no cluster) is dropped with ``drop_last``
+    (the default, as for plain batches: at most ``global batch - 1`` examples per data set, the weakest-linked
+    ones). With ``drop_last=False`` it is one extra batch per epoch, topped up with examples drawn (per epoch, from
+    the seed) from the data set's clusters, so every example is trained on at least once an epoch.
+
+    Args:
+        clusters: per data set, its clusters as lists of **local** indices (``B3Clusters.clusters``).
+        leftovers: per data set, its leftover local indices (``B3Clusters.leftover``); default none.
+        sizes / batch_size / weights / strategy / seed / drop_last / num_replicas / rank: as for
+            :class:`TaskBatchSampler` (a weight scales a data set's clusters per epoch, repeats reshuffled).
+
+    Example:
+        >>> s = ClusterBatchSampler([[[0, 1], [2, 3]], [[1, 0]]], sizes=[4, 2], batch_size=2, seed=0)
+        >>> sorted(sorted(b) for b in s)   # global indices: data set 1 starts at 4
+        [[0, 1], [2, 3], [4, 5]]
+    """
+
+    def __init__(
+        self,
+        clusters: Sequence[Sequence[Sequence[int]]],
+        sizes: Sequence[int],
+        batch_size: int,
+        *,
+        leftovers: Sequence[Sequence[int]] | None = None,
+        weights: Sequence[float] | None = None,
+        strategy: Literal["proportional", "round_robin"] = "proportional",
+        seed: int = 0,
+        drop_last: bool = True,
+        num_replicas: int = 1,
+        rank: int = 0,
+    ) -> None:
+        super().__init__(sizes, batch_size, weights=weights, strategy=strategy, seed=seed, drop_last=drop_last,
+                         num_replicas=num_replicas, rank=rank)
+        if len(clusters) != len(self.sizes):
+            raise ValueError("one cluster list per data set")
+        leftovers = leftovers if leftovers is not None else [[] for _ in self.sizes]
+        if len(leftovers) != len(self.sizes):
+            raise ValueError("one leftover list per data set")
+        gbs = self.global_batch_size
+        self.clusters = [[[int(i) for i in c] for c in per_ds] for per_ds in clusters]
+        self.leftovers = [[int(i) for i in left] for left in leftovers]
+        for d, (per_ds, left) in enumerate(zip(self.clusters, self.leftovers)):
+            bad = [len(c) for c in per_ds if len(c) != gbs]
+            if bad:
+                raise ConfigError(
+                    f"data set #{d} has clusters of {bad[0]} examples, not one global batch of {gbs}"
+                    + (f" ({self.batch_size} x {self.num_replicas} ranks)" if self.num_replicas > 1 else ""),
+                    where="data.b3",
+                    hint="build the clusters with cluster_size = training.batch_size x world size",
+                )
+            used = [i for c in per_ds for i in c] + left
+            if sorted(used) != list(range(self.sizes[d])):
+                raise ValueError(f"data set #{d}: clusters and leftover must hold each of its "
+                                 f"{self.sizes[d]} examples exactly once")
+            if not per_ds:
+                raise ConfigError(f"data set #{d} has no cluster", where=f"data.datasets.{d}",
+                                  hint="use a smaller training.batch_size or more data")
+
+    def _local_batches(self, d: int) -> list[list[int]]:
+        """Data set ``d``'s batches this epoch (local indices): its clusters, plus the topped-up leftover."""
+        batches = [list(c) for c in self.clusters[d]]
+        left = self.leftovers[d]
+        if left and not self.drop_last:
+            pool = [i for c in self.clusters[d] for i in c]
+            pick = torch.randperm(len(pool), generator=self._generator(d, 2**20)).tolist()
+            batches.append(left + [pool[j] for j in pick[: self.global_batch_size - len(left)]])
+        return batches
+
+    def _batches_per_dataset(self) -> list[int]:
+        full = [len(self._local_batches(d)) for d in range(len(self.sizes))]
+        if self.strategy == "round_robin":
+            return full
+        return [max(1, round(b * w)) for b, w in zip(full, self.weights)]
+
+    def _dataset_batches(self, d: int, count: int) -> list[list[int]]:
+        """``count`` batches of data set ``d``: its batches in successive seeded orders, members reshuffled."""
+        local = self._local_batches(d)
+        off = self.offsets[d]
+        out: list[list[int]] = []
+        rnd = 0
+        while len(out) < count:
+            for j in torch.randperm(len(local), generator=self._generator(d, rnd)).tolist():
+                if len(out) == count:
+                    break
+                batch = local[j]
+                inner = torch.randperm(len(batch), generator=self._generator(d, rnd, j + 1)).tolist()
+                out.append([off + batch[k] for k in inner])
+            rnd += 1
+        return out
