@@ -1,4 +1,4 @@
-"""``embedkit`` command line: ``train | recipes | teacher | mntp | mine | eval | soup | encode``.
+"""``embedkit`` command line: ``train | recipes | teacher | mntp | synth | mine | eval | soup | encode``.
 
 Each sub-command lives in ``embedkit/commands/<name>.py`` with ``register(subparsers)`` and ``run(args) -> int``.
 User errors (:class:`embedkit.errors.EmbedkitError`) print one line ``embedkit: error: ...`` and exit 2; no
@@ -22,7 +22,7 @@ import os
 import sys
 import traceback
 
-COMMANDS = ("train", "recipes", "mntp", "mine", "teacher", "eval", "soup", "encode")
+COMMANDS = ("train", "recipes", "mntp", "synth", "mine", "teacher", "eval", "soup", "encode")
 
 
 class _Parser(argparse.ArgumentParser):

@@ -9,7 +9,7 @@ is still a dependency, it only moves the cost. Layers, lowest first::
        embedkit.recipes (the bundled recipe files; standard library only)
     1  embedkit.data
     2  embedkit.models, embedkit.encode
-    3  embedkit.mining
+    3  embedkit.mining | embedkit.synth   (siblings: synthetic queries use encode and models, never the miner)
     4  embedkit.losses
     5  embedkit.training
     6  embedkit.evaluation | embedkit.soup   (siblings: neither imports the other)
@@ -34,7 +34,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "": (0, "base"), "errors": (0, "base"), "utils": (0, "base"), "validation": (0, "base"), "recipes": (0, "base"),
     "data": (1, "data"),
     "models": (2, "models"), "encode": (2, "models"),
-    "mining": (3, "mining"),
+    "mining": (3, "mining"), "synth": (3, "synth"),
     "losses": (4, "losses"),
     "training": (5, "training"),
     "evaluation": (6, "evaluation"), "soup": (6, "soup"),
