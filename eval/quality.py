@@ -322,6 +322,48 @@ def embedkit_arm(args: argparse.Namespace, pairs_path: Path, out: Path, change: 
                             "teacher_temperature": args.teacher_temperature}})
 
 
+#: the shipped distillation recipe (teacher -> mine -> teacher scores -> listwise distillation)
+DISTILL_RECIPE = "minilm-distill.yaml"
+
+#: --distill-ablate: one distillation run per entry (the first arm's teacher reused), one component changed each
+DISTILL_ABLATIONS: dict[str, dict[str, Any]] = {
+    "distill without the 0.1 x InfoNCE term": {"losses.infonce.weight": 0.0},
+    "distill without teacher masking in InfoNCE": {"losses.infonce.teacher_mask_ratio": None},
+    "distill, InfoNCE only (teacher scores unused by the loss)": {"losses.listwise": None,
+                                                                  "losses.infonce.weight": 1.0},
+    "distill with Margin-MSE instead of listwise": {"losses.listwise": None, "losses.margin_mse": {"weight": 1.0}},
+    "distill with the teacher's false-negative filter (0.9)": {"miner.teacher_max_score_ratio": 0.9},
+}
+
+
+def distill_arm(args: argparse.Namespace, pairs_path: Path, out: Path, change: dict[str, Any] | None = None,
+                teacher: Path | None = None) -> Arm:
+    """``recipes/minilm-distill.yaml`` at this script's budget (the default recipe's steps, batch and GradCache
+    chunks); ``--teacher-steps`` sets its teacher's training steps; ``teacher``: reuse that trained teacher folder
+    (``teacher.path``) instead of training one; ``change``: an entry of ``DISTILL_ABLATIONS``."""
+    layers: list[dict[str, Any]] = [budget(args, pairs_path, out), recipe_flags(args, args.lr)]
+    if args.teacher_steps is not None:
+        layers.append({"teacher.steps": args.teacher_steps})
+    if args.teacher_loss is not None:
+        layers.append({"teacher.loss": args.teacher_loss})
+    if args.teacher_lr is not None:
+        layers.append({"teacher.lr": args.teacher_lr})
+    if teacher is not None:
+        layers.append({"teacher.path": str(teacher)})
+    layers.append(dict(change or {}))
+    return make_arm(DISTILL_RECIPE, *layers)
+
+
+def teacher_rerank(teacher: Path, beir: Any, top_k: int = 20) -> dict[str, float]:
+    """The teacher's own quality: nDCG@10 of its rerank of the base model's top ``top_k`` on the held-out split."""
+    from embedkit.evaluation.rerank import rerank_beir
+    from embedkit.mining.teacher import Teacher
+    from embedkit.models import load_model
+
+    res = rerank_beir(load_model("minilm"), Teacher.load(teacher, "cross"), beir, top_k=top_k)
+    return {m: float(res.rerank[m]) for m in METRICS}
+
+
 def anchor_settings(args: argparse.Namespace, recipe: Any) -> dict[str, Any]:
     """The anchor's training settings: the default recipe's model, learning rate, warm-up, weight decay, length and
     temperature (``recipe``: the effective MiniLM recipe), at the benchmark's steps, seed and ``--anchor-batch-size``."""
@@ -565,21 +607,36 @@ def decoder_work(model_cfg: Any, negatives: int, pairs: list) -> tuple[float, in
     return per_example, n
 
 
-def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None) -> str:
-    """Markdown table; deltas in nDCG@10 points against ``base`` (and ``ref`` when given)."""
-    head = "| model | nDCG@10 | Recall@10 | MRR@10 | Δ vs base |" + (" Δ vs ST |" if ref else "") + " train s |"
+def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None, ref2: str | None = None) -> str:
+    """Markdown table; deltas in nDCG@10 points against ``base`` (and ``ref`` / ``ref2`` when given), and each
+    arm's wall time (training, mining and teacher included) as a multiple of ``ref``'s."""
+    head = ("| model | nDCG@10 | Recall@10 | MRR@10 | Δ vs base |" + (" Δ vs ST |" if ref else "")
+            + (" Δ vs ST mined |" if ref2 else "") + " train s |" + (" × ST time |" if ref else ""))
     lines = [head, "|---" * (head.count("|") - 1) + "|"]
     for name, r in rows.items():
         cells = [f"{r['ndcg@10']:.4f}", f"{r['recall@10']:.4f}", f"{r['mrr@10']:.4f}"]
         cells.append(f"{100 * (r['ndcg@10'] - rows[base]['ndcg@10']):+.2f}" if base in rows else "")
-        if ref:
-            cells.append(f"{100 * (r['ndcg@10'] - rows[ref]['ndcg@10']):+.2f}" if ref in rows and name != base else "")
+        for other in (o for o in (ref, ref2) if o):
+            cells.append(f"{100 * (r['ndcg@10'] - rows[other]['ndcg@10']):+.2f}"
+                         if other in rows and name != base else "")
         cells.append(f"{r['train_s']:.0f}" if r.get("train_s") else "")
+        if ref:
+            ref_s = rows.get(ref, {}).get("train_s")
+            cells.append(f"{r['train_s'] / ref_s:.2f}" if r.get("train_s") and ref_s else "")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 BASE, ANCHOR, EMBEDKIT = "base all-MiniLM-L6-v2", "sentence-transformers MNRL fine-tune", "embedkit default recipe"
+DISTILL = "embedkit distill recipe (in-house cross-encoder teacher, listwise KD)"
+
+
+class TeacherRows(NamedTuple):
+    """The teacher's row: scores of its rerank (:func:`teacher_rerank`) instead of an encoder to score."""
+
+    scores: dict[str, float]
+
+
 #: the strongest plain sentence-transformers recipe: MNRL on negatives from its own util.mine_hard_negatives
 ANCHOR_MINED = "sentence-transformers MNRL on its own mined negatives"
 
@@ -609,7 +666,8 @@ def write_outputs(out: Path, rows: dict[str, dict[str, float]], setups: dict[str
     from embedkit.evaluation.runner import CheckpointInfo, EvalResults, TaskScore
 
     ref = next((name for name in rows if name.startswith(ANCHOR)), None)
-    text = f"{table(rows, BASE, ref)}\n\nrecipes ({recipe_dir()}):\n\n{arm_table(setups)}"
+    ref2 = next((name for name in rows if name.startswith(ANCHOR_MINED)), None)
+    text = f"{table(rows, BASE, ref, ref2)}\n\nrecipes ({recipe_dir()}):\n\n{arm_table(setups)}"
     settings = run_settings(args)
     data = f"{len(beir.queries)} held-out queries x {len(beir.corpus)} documents"
     (out / "quality.json").write_text(json.dumps({"settings": settings, "data": data, "elapsed_s": round(elapsed),
@@ -713,6 +771,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="a local bi-encoder folder (e.g. all-mpnet-base-v2): adds an embedkit arm with listwise "
                          "distillation from its scores of the positive and mined negatives")
     ap.add_argument("--teacher-temperature", type=float, default=0.05)
+    ap.add_argument("--distill", action="store_true",
+                    help=f"also {DISTILL_RECIPE} at the same budget (its teacher trained in-house, then the teacher's "
+                         "own rerank score of the base model's top 20)")
+    ap.add_argument("--distill-ablate", action="store_true",
+                    help="--distill plus one run per entry of DISTILL_ABLATIONS (the first run's teacher reused)")
+    ap.add_argument("--distill-teacher", type=Path, default=None,
+                    help="a trained teacher folder for the distillation arms (teacher.path: none is trained)")
+    ap.add_argument("--teacher-steps", type=int, default=None, help=f"teacher.steps (default: {DISTILL_RECIPE}'s)")
+    ap.add_argument("--teacher-loss", choices=["bce", "listnet", "lambda"], default=None,
+                    help=f"teacher.loss (default: {DISTILL_RECIPE}'s)")
+    ap.add_argument("--teacher-lr", type=float, default=None, help=f"teacher.lr (default: {DISTILL_RECIPE}'s)")
     ap.add_argument("--kd-weight", type=float, default=1.0)
     ap.add_argument("--train-pairs", type=Path, default=None,
                     help="training pairs beyond the packaged 4,000: e.g. the full train.jsonl of eval/build_debian.py "
@@ -776,7 +845,8 @@ def main(argv: list[str] | None = None) -> int:
         got = train()
         model, clock = got if isinstance(got, tuple) else (got, None)
         train_s = time.time() - t
-        rows[name] = {**score(model, beir), "train_s": round(train_s, 1) if trained else 0.0}
+        scores = model.scores if isinstance(model, TeacherRows) else score(model, beir)
+        rows[name] = {**scores, "train_s": round(train_s, 1) if trained else 0.0}
         if clock is not None:
             rows[name].update(clock.summary())
         log(f"{name} (train {train_s:.0f} s, total {time.time() - t_start:.0f} s): {rows[name]}")
@@ -808,6 +878,18 @@ def main(argv: list[str] | None = None) -> int:
                         embedkit_arm(args, pairs_path, out, teacher=args.teacher), "teacher-kd"))
     for name, setup, folder in trained:
         arm(name, lambda setup=setup, folder=folder: run_embedkit(setup, out / folder), setup=setup.record())
+    if args.distill or args.distill_ablate:
+        given = args.distill_teacher
+        first = distill_arm(args, pairs_path, out, teacher=given)
+        arm(DISTILL, lambda: run_embedkit(first, out / "distill"), setup=first.record())
+        teacher = given or out / "distill" / "teacher"
+        arm(f"teacher: its rerank of the base model's top 20 ({teacher.name})",
+            lambda: (TeacherRows(teacher_rerank(teacher, beir)), None),
+            trained=False, setup=first.record("the teacher the distillation arm trained (or was given)"))
+        for i, (name, change) in enumerate(DISTILL_ABLATIONS.items() if args.distill_ablate else ()):
+            setup = distill_arm(args, pairs_path, out, change, teacher=teacher)
+            arm(name, lambda setup=setup, i=i: run_embedkit(setup, out / f"distill-ablation-{i}"),
+                setup=setup.record())
     if args.decoder:
         decoder_arms(args, pairs_path, pairs, arm)
     text = write_outputs(out, rows, setups, args, beir, time.time() - t_start)

@@ -397,7 +397,7 @@ def nudged_recipes(quality, tmp_path: Path, monkeypatch) -> Path:
 
     folder = tmp_path / "nudged"
     folder.mkdir()
-    for name in (quality.MINILM_RECIPE, quality.DECODER_RECIPE):
+    for name in (quality.MINILM_RECIPE, quality.DECODER_RECIPE, quality.DISTILL_RECIPE):
         data = yaml.safe_load((quality.recipe_dir() / name).read_text(encoding="utf-8"))
         (folder / name).write_text(yaml.safe_dump(_nudge(data)), encoding="utf-8")
     monkeypatch.setattr(quality, "recipe_dir", lambda: folder)
@@ -524,3 +524,67 @@ def test_st_mined_rows_keep_negatives_below_the_margin(quality, tmp_path: Path, 
     ratio = recipe.miner.max_score_ratio
     assert (neg_s <= pos_s - abs(pos_s) * (1 - ratio) + 1e-4).all()
     assert all(n != p for n, p in zip(rows["negative_1"], rows["positive"]))
+
+
+#: the distillation arms' switches: the teacher's budget (steps, loss, lr), a reused teacher, and the ablations
+DISTILL_SWITCHES = {"teacher.steps", "teacher.loss", "teacher.lr", "teacher.path", "losses.infonce.weight",
+                    "losses.infonce.teacher_mask_ratio", "losses.listwise", "losses.margin_mse",
+                    "miner.teacher_max_score_ratio"}
+
+
+def test_the_distill_arms_train_the_shipped_distill_recipe_and_reuse_its_teacher(quality, nudged_recipes, tmp_path,
+                                                                                monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import embedkit.models
+    import embedkit.training.runner
+
+    trained: list[tuple[Recipe, Path]] = []
+    reranked: list[Path] = []
+    monkeypatch.setattr(embedkit.training.runner, "run_recipe", lambda recipe, out, **kw: trained.append((recipe, out))
+                        or SimpleNamespace(final_dir=Path(out) / "final"))
+    monkeypatch.setattr(embedkit.models, "load_model", lambda m: None)
+    monkeypatch.setattr(quality, "eval_split",
+                        lambda *a: SimpleNamespace(queries={"q": "a query"}, corpus={"d": "a doc"}, source=""))
+    monkeypatch.setattr(quality, "score", lambda model, beir: dict.fromkeys(quality.METRICS, 0.5))
+    monkeypatch.setattr(quality, "teacher_rerank", lambda teacher, beir: reranked.append(teacher)
+                        or dict.fromkeys(quality.METRICS, 0.25))
+    monkeypatch.setattr("embedkit.evaluation.report.write_report", lambda results, out: None)
+    out = tmp_path / "out"
+    assert quality.main(["--quick", "--skip-anchor", "--skip-embedkit", "--distill-ablate", "--teacher-steps", "7",
+                         "-o", str(out)]) == 0
+    setups = json.loads((out / "quality.json").read_text())["arms"]
+    scores = json.loads((out / "quality.json").read_text())["scores"]
+    assert len(trained) == 1 + len(quality.DISTILL_ABLATIONS)
+    first_recipe, first_out = trained[0]
+    teacher = first_out / "teacher"
+    assert first_recipe.teacher.steps == 7 and first_recipe.teacher.path is None  # trained in-house
+    assert reranked == [teacher]  # the teacher's own score is its rerank, on the held-out split
+    (teacher_row,) = [n for n in scores if n.startswith("teacher:")]
+    assert scores[teacher_row]["ndcg@10"] == 0.25
+    for recipe, _ in trained[1:]:  # every ablation reuses that teacher instead of training another
+        assert recipe.teacher.path == str(teacher)
+    distill_setups = [s for s in setups.values() if s["recipe"] == quality.DISTILL_RECIPE and s["uses"] == "the recipe"]
+    assert len(distill_setups) == len(trained)
+    for (recipe, _), setup in zip(trained, distill_setups):
+        assert {o.split("=", 1)[0] for o in setup["overrides"]} <= BUDGET | DISTILL_SWITCHES, setup
+        assert recipe.model_dump() == load_recipe(nudged_recipes / setup["recipe"], sets=setup["overrides"]).model_dump()
+    # each ablation changes what its name says, and nothing else of the first arm
+    for (recipe, _), change in zip(trained[1:], quality.DISTILL_ABLATIONS.values()):
+        a, b = recipe.model_dump(), first_recipe.model_dump()
+        for key in change:
+            section, _, rest = key.partition(".")
+            a[section].pop(rest.split(".")[0], None) if rest else a.pop(section)
+            b[section].pop(rest.split(".")[0], None) if rest else b.pop(section)
+        a["teacher"].pop("path"), b["teacher"].pop("path")
+        assert a == b
+
+
+def test_the_table_reports_both_anchors_and_the_time_ratio(quality) -> None:
+    rows = {quality.BASE: {"ndcg@10": 0.70, "recall@10": 0.8, "mrr@10": 0.6},
+            f"{quality.ANCHOR} (batch 64)": {"ndcg@10": 0.75, "recall@10": 0.8, "mrr@10": 0.6, "train_s": 100.0},
+            f"{quality.ANCHOR_MINED} (batch 64)": {"ndcg@10": 0.77, "recall@10": 0.8, "mrr@10": 0.6, "train_s": 150.0},
+            quality.DISTILL: {"ndcg@10": 0.80, "recall@10": 0.9, "mrr@10": 0.7, "train_s": 400.0}}
+    text = quality.table(rows, quality.BASE, f"{quality.ANCHOR} (batch 64)", f"{quality.ANCHOR_MINED} (batch 64)")
+    line = next(l for l in text.splitlines() if l.startswith(f"| {quality.DISTILL} |"))  # noqa: E741
+    assert "| +10.00 | +5.00 | +3.00 | 400 | 4.00 |" in line
