@@ -15,12 +15,14 @@ the per-step losses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gzip
 import json
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
+from safetensors.torch import save_file
 from torch.distributed.fsdp import fully_shard
 from transformers import TrainingArguments
 
@@ -40,6 +42,19 @@ def pairs(n: int):
         return [pair_from_record(json.loads(next(f))) for _ in range(n)]
 
 
+@contextlib.contextmanager
+def _sync_off(model: torch.nn.Module):
+    model.set_requires_gradient_sync(False)
+    try:
+        yield
+    finally:
+        model.set_requires_gradient_sync(True)
+
+
+def _fsdp2_no_sync(model: torch.nn.Module):
+    return lambda: _sync_off(model)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", required=True)
@@ -47,11 +62,15 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--first-step", type=int, default=0, help="a resumed run skips the batches before it")
     ap.add_argument("--save-at", type=int, default=0, help="also save a consolidated folder mid/ after this step")
-    ap.add_argument("--gradcache", type=int, default=0)
+    ap.add_argument("--gradcache", type=int, default=0, help="GradCache chunk size (0: plain backward)")
+    ap.add_argument("--no-sync", action="store_true",
+                    help="replay all GradCache chunks but the last without gradient reduction, as accelerate's "
+                         "no_sync does for FSDP2 (set_requires_gradient_sync(False))")
     ns = ap.parse_args()
     dist.init_process_group("gloo")
     r, ws = dist.get_rank(), dist.get_world_size()
     out = Path(ns.out)
+    out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     model = load_model(ns.model)
     model.train()
@@ -75,10 +94,16 @@ def main() -> None:
         build = lambda qe, de: make_batch(qe, de, 1)  # noqa: E731
         opt.zero_grad()
         if ns.gradcache:
-            loss, _ = GradCache(model, loss_fn, chunk_size=ns.gradcache).forward_backward(q, d, build)
+            no_sync = _fsdp2_no_sync(model) if ns.no_sync else None
+            loss, _ = GradCache(model, loss_fn, chunk_size=ns.gradcache, gather_across_devices=True
+                                ).forward_backward(q, d, build, no_sync)
         else:
-            loss, _ = compute_loss_uncached(model, loss_fn, q, d, build)
+            loss, _ = compute_loss_uncached(model, loss_fn, q, d, build, gather_across_devices=True)
             loss.backward()
+        if step == ns.first_step:  # the first step's full gradients (a collective per parameter)
+            g = {n: p.grad.full_tensor().detach().clone() for n, p in model.named_parameters() if p.grad is not None}
+            if r == 0:
+                save_file(g, str(out / "grads.safetensors"))
         opt.step()
         losses.append(float(loss))
         if step + 1 == ns.save_at:
