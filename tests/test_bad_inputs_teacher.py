@@ -1,5 +1,6 @@
-"""Bad-input catalogue: ``embedkit teacher`` (pairs, settings, the encoder it starts from, its output folder) and
-``embedkit eval --rerank`` (the teacher folder and its options).
+"""Bad-input catalogue: ``embedkit teacher`` (pairs, settings, the encoder it starts from, its output folder),
+``embedkit eval --rerank`` (the teacher folder and its options) and ``embedkit mine --teacher --num-candidates``
+(teacher scoring of the candidate lists).
 
 Each case: exit 2, one line naming what and where, a fix, no traceback, nothing left behind (the harness checks
 it: tests/bad_input_harness.py). Every check runs before a model is trained or a checkpoint evaluated.
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bad_input_harness import (
-    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _good_pairs, _pairs, _w, check_case, pickled_copy,
+    GOOD_CORPUS, GOOD_QRELS, GOOD_QUERIES, Case, _beir, _good_pairs, _mine, _pairs, _w, check_case, pickled_copy,
 )
 
 
@@ -55,7 +56,22 @@ CASES: list[Case] = [
          ("--rerank", "BEIR folder")),
     Case("eval: --rerank-top-k 0", lambda t, m, b: _rerank(t, b, b, "--rerank-top-k", "0"),
          ("--rerank-top-k", ">= 1")),
+    Case("mine: --num-candidates without a teacher", lambda t, m, b: _mine(
+        t, b, _good_pairs(t), "--num-candidates", "20"),
+         ("--num-candidates", "no teacher is given")),
+    Case("mine: --num-candidates below --num-negatives", lambda t, m, b: _mine(
+        t, b, _good_pairs(t), "--teacher", b, "--num-negatives", "3", "--num-candidates", "2"),
+         ("num_candidates (2)", "num_negatives (3)")),
+    Case("mine: --num-candidates 0", lambda t, m, b: _mine(t, b, _good_pairs(t), "--num-candidates", "0"),
+         ("--num-candidates", ">= 1")),
+    Case("mine: --shard-size 0 for the encoding and score caches", lambda t, m, b: _mine(
+        t, b, _good_pairs(t), "--shard-size", "0"),
+         ("--shard-size", ">= 1")),
     # ---- models
+    Case("mine: --num-candidates teacher folder that is no CrossEncoder", lambda t, m, b: _mine(
+        t, b, _good_pairs(t), "--num-negatives", "1", "--num-candidates", "4",
+        "--teacher", str(_w(t / "noteacher" / "notes.txt", "x").parent)),
+         ("--teacher", "noteacher", "not a CrossEncoder folder"), category="models"),
     Case("teacher: missing encoder folder", lambda t, m, b: _teacher(t, str(t / "noencoder"), _mined(t)),
          ("--model", "noencoder", "not found"), category="models"),
     Case("teacher: encoder folder that is no model", lambda t, m, b: _teacher(

@@ -80,6 +80,11 @@ def _mine_to(args: argparse.Namespace, out: Path) -> int:
 
     cfg = model_from_args(MiningConfig, args, where="mining")
     check_teacher_settings(cfg, args.teacher, flags=True)  # before the pairs are read or a model loaded
+    if args.shard_size < 1:
+        from embedkit.errors import ConfigError
+
+        raise ConfigError(f"invalid value: must be >= 1 (got {args.shard_size})", where="--shard-size",
+                          hint="give the number of texts (teacher: pairs) per cache shard, e.g. 4096")
     cache_dir = None if args.no_cache else (args.cache_dir or str(default_cache_dir()))
     with distributed_session() as (rank, _world):
         pairs = load_pairs(resolve_data_path(args.pairs), skip_invalid=args.skip_invalid, split=args.split)
