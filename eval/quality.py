@@ -348,9 +348,23 @@ def distill_arm(args: argparse.Namespace, pairs_path: Path, out: Path, change: d
         layers.append({"teacher.loss": args.teacher_loss})
     if args.teacher_lr is not None:
         layers.append({"teacher.lr": args.teacher_lr})
+    if args.distill_candidates is not None:
+        layers.append(negatives(args.distill_candidates))
     if teacher is not None:
         layers.append({"teacher.path": str(teacher)})
     layers.append(dict(change or {}))
+    return make_arm(DISTILL_RECIPE, *layers)
+
+
+def self_distill_arm(args: argparse.Namespace, pairs_path: Path, out: Path, teacher: Path) -> Arm:
+    """``recipes/minilm-distill.yaml`` with a **bi-encoder** teacher instead of its cross-encoder: ``teacher`` is the
+    default recipe arm's trained model (no teacher is trained; ``miner.teacher_type: bi`` scores the candidates with
+    its cosine), at ``--bi-teacher-temperature`` (cosines span a far smaller range than cross-encoder logits)."""
+    layers: list[dict[str, Any]] = [budget(args, pairs_path, out), recipe_flags(args, args.lr)]
+    if args.distill_candidates is not None:
+        layers.append(negatives(args.distill_candidates))
+    layers.append({"teacher": None, "miner.teacher": str(teacher), "miner.teacher_type": "bi",
+                   "losses.listwise.teacher_temperature": args.bi_teacher_temperature})
     return make_arm(DISTILL_RECIPE, *layers)
 
 
@@ -629,6 +643,7 @@ def table(rows: dict[str, dict[str, float]], base: str, ref: str | None = None, 
 
 BASE, ANCHOR, EMBEDKIT = "base all-MiniLM-L6-v2", "sentence-transformers MNRL fine-tune", "embedkit default recipe"
 DISTILL = "embedkit distill recipe (in-house cross-encoder teacher, listwise KD)"
+SELF_DISTILL = "embedkit distill recipe, teacher = the default recipe's model (bi-encoder)"
 
 
 class TeacherRows(NamedTuple):
@@ -778,6 +793,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="--distill plus one run per entry of DISTILL_ABLATIONS (the first run's teacher reused)")
     ap.add_argument("--distill-teacher", type=Path, default=None,
                     help="a trained teacher folder for the distillation arms (teacher.path: none is trained)")
+    ap.add_argument("--self-distill", action="store_true",
+                    help=f"also {DISTILL_RECIPE} with the default recipe arm's trained model as a bi-encoder teacher")
+    ap.add_argument("--bi-teacher-temperature", type=float, default=0.05,
+                    help="--self-distill: losses.listwise.teacher_temperature for the bi-encoder teacher's cosines")
+    ap.add_argument("--distill-candidates", type=int, default=None,
+                    help=f"teacher-scored candidates per query for the distillation arms (default: {DISTILL_RECIPE}'s)")
     ap.add_argument("--teacher-steps", type=int, default=None, help=f"teacher.steps (default: {DISTILL_RECIPE}'s)")
     ap.add_argument("--teacher-loss", choices=["bce", "listnet", "lambda"], default=None,
                     help=f"teacher.loss (default: {DISTILL_RECIPE}'s)")
@@ -878,6 +899,11 @@ def main(argv: list[str] | None = None) -> int:
                         embedkit_arm(args, pairs_path, out, teacher=args.teacher), "teacher-kd"))
     for name, setup, folder in trained:
         arm(name, lambda setup=setup, folder=folder: run_embedkit(setup, out / folder), setup=setup.record())
+    if args.self_distill:
+        if args.skip_embedkit:
+            raise SystemExit("quality.py: --self-distill distils from the default recipe arm: drop --skip-embedkit")
+        setup = self_distill_arm(args, pairs_path, out, out / "embedkit" / "final")
+        arm(SELF_DISTILL, lambda: run_embedkit(setup, out / "self-distill"), setup=setup.record())
     if args.distill or args.distill_ablate:
         given = args.distill_teacher
         first = distill_arm(args, pairs_path, out, teacher=given)
