@@ -89,6 +89,26 @@ class PairDataset(Dataset):
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
 
+    def replace(self, dataset: int, pairs: Sequence[Pair]) -> None:
+        """Swap data set ``dataset``'s records for ``pairs`` (re-mined negatives, :mod:`embedkit.training.refresh`).
+
+        The batch sampler has already laid out this epoch's batches by index, so the new list must hold the same
+        records in the same order (only their negatives and teacher scores change); anything else is refused rather
+        than silently training on other pairs.
+
+        Example:
+            >>> ds = PairDataset([[Pair("q", ["p"], ["old"])]], [DatasetSpec("d")])
+            >>> ds.replace(0, [Pair("q", ["p"], ["new"])])
+            >>> ds[0].pair.negatives
+            ['new']
+        """
+        old = self.datasets[dataset]
+        new = list(pairs)
+        if len(new) != len(old) or any(a.query != b.query for a, b in zip(old, new)):
+            raise ValueError(f"data set {self.specs[dataset].name!r}: the replacement has {len(new)} records, "
+                             f"{len(old)} expected, in the same order (only negatives may change)")
+        self.datasets[dataset] = new
+
     def __getitem__(self, index: int) -> TrainExample:
         if index < 0 or index >= len(self):
             raise IndexError(index)

@@ -29,7 +29,7 @@ import difflib
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
@@ -116,6 +116,10 @@ class MinerConfig(MiningConfig):
         cache_dir: the embedding cache (default: ``<stage output>/mined/cache``). Point several runs at one folder
             to embed each text once across them (entries are keyed by model, prompt and text, so runs with other
             models or prompts do not collide).
+        refresh_every_steps: dynamic hard-negative mining (Conan-embedding): every N optimizer steps re-encode the
+            corpus with the weights being trained, re-mine with these same settings and train on the new negatives
+            (:mod:`embedkit.training.refresh`; each refresh is kept as ``mined/refresh-STEP/NAME.jsonl``, so a
+            resume is exact). ``null``: mine once, before training.
     """
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -124,6 +128,11 @@ class MinerConfig(MiningConfig):
     teacher_type: Literal["cross", "bi"] = "cross"
     corpus: str | None = None
     cache_dir: str | None = None
+    refresh_every_steps: int | None = Field(None, ge=1)
+
+    #: keys of this section that are not :class:`MiningConfig` settings (the runner passes the rest to the miner)
+    RUN_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"model", "teacher", "teacher_type", "corpus", "cache_dir", "refresh_every_steps"})
 
 
 class RecipeTeacherConfig(TeacherConfig):
@@ -413,11 +422,17 @@ def parse_recipe(
 ) -> Recipe:
     """Validate a recipe dict (plus ``--set`` overrides) into a :class:`Recipe`, raising one-line ConfigErrors."""
     data = _fix_yaml_numbers(copy.deepcopy(data))
+    had_miner = data.get("miner") is not None
     set_keys: dict[str, str] = {}
     for item in sets:
         parts, value = parse_set_option(item)
         apply_set(data, parts, value)
         set_keys[".".join(map(str, parts))] = item
+    if not had_miner and isinstance(data.get("miner"), dict) and set(data["miner"]) == {"refresh_every_steps"}:
+        # a refresh re-mines: on a recipe that trains on its data's own negatives it would silently start mining
+        raise ConfigError("'miner.refresh_every_steps' refreshes mined negatives, but the recipe has no 'miner' "
+                          "section (its negatives come from the data)", where="--set miner.refresh_every_steps",
+                          hint="add a miner: section to the recipe (it mines before training, then refreshes)")
     locator = Locator(path, text, set_keys)
     recipe = validate(Recipe, data, locator=locator)
     recipe._locator = locator
@@ -510,6 +525,8 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
             hint=f"set {pre}miner.teacher to a scoring model, or remove {pre}miner.teacher_max_score_ratio",
         )
     t = r.training
+    if r.miner is not None and r.miner.refresh_every_steps is not None:
+        _check_refresh(r, pre, where)
     if t.gradcache_chunk_size is not None and t.gradcache_chunk_size > t.batch_size:
         raise ConfigError(
             f"'{pre}training.gradcache_chunk_size' ({t.gradcache_chunk_size}) is larger than "
@@ -565,6 +582,37 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
         raise ConfigError(f"'{pre}eval.every_steps' is set but '{pre}eval.beir' is not",
                           where=where("eval.every_steps"), hint="set eval.beir to a BEIR folder, or remove every_steps")
     _check_trainer_args(t.trainer_args, pre, where)
+
+
+def _check_refresh(r: Recipe, pre: str, where: Any) -> None:
+    """``miner.refresh_every_steps`` re-mines with the live weights, in place of each data set's records."""
+    assert r.miner is not None
+    key = f"{pre}miner.refresh_every_steps"
+    if r.miner.model is not None:
+        raise ConfigError(
+            f"'{key}' re-mines with the weights being trained, but '{pre}miner.model' fixes another mining model",
+            where=where("miner.refresh_every_steps", "miner.model"),
+            hint=f"remove {pre}miner.model (mine with the recipe's model), or remove {key}")
+    if r.miner.drop_incomplete:
+        raise ConfigError(
+            f"'{key}' with '{pre}miner.drop_incomplete': a refresh must keep every record (the batches are laid out "
+            "by record), and dropping short ones would change them",
+            where=where("miner.refresh_every_steps", "miner.drop_incomplete"),
+            hint=f"keep {pre}miner.drop_incomplete false with refreshes")
+    t = r.training
+    if t.dataloader_num_workers > 0:
+        raise ConfigError(
+            f"'{key}' with '{pre}training.dataloader_num_workers' > 0: worker processes keep their own copy of the "
+            "data and would not see the refreshed negatives",
+            where=where("miner.refresh_every_steps", "training.dataloader_num_workers"),
+            hint=f"set {pre}training.dataloader_num_workers: 0 with refreshes")
+    engines = [k for k in ("deepspeed", "fsdp") if t.trainer_args.get(k)]
+    if engines:
+        raise ConfigError(
+            f"'{key}' with '{pre}training.trainer_args.{engines[0]}': a refresh encodes with the live model, which a "
+            "sharded engine splits over ranks",
+            where=where("miner.refresh_every_steps", f"training.trainer_args.{engines[0]}"),
+            hint="refresh under DDP (torchrun), or mine once before training")
 
 
 def _same_source(a: str, b: str) -> bool:

@@ -158,17 +158,12 @@ def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str, *,
 
     assert recipe.miner is not None
     cfg = recipe.miner
-    mining_cfg = cfg.model_dump(exclude={"model", "teacher", "teacher_type", "corpus", "cache_dir"})
     out_pairs = []
     stats = [copy.copy(st) for st in data.stats]
     for pairs, st in zip(data.pairs, stats):
         target = (mined_dir or stage_dir / "mined") / f"{st.name}.jsonl"
         if not target.is_file():
-            mine_hard_negatives(
-                pairs, cfg.model or model_name, config=mining_cfg, corpus=cfg.corpus,
-                cache_dir=cfg.cache_dir or stage_dir / "mined" / "cache", teacher=cfg.teacher, teacher_type=cfg.teacher_type,
-                output=target,
-            )
+            mine_hard_negatives(pairs, cfg.model or model_name, output=target, **_miner_kwargs(recipe, stage_dir))
         _barrier()  # under torchrun only rank 0 writes the mined pairs; the others read them after it is done
         mined = list(load_pairs(target, dataset=st.name))
         st.with_negatives = sum(1 for p in mined if p.negatives)
@@ -185,6 +180,33 @@ def mine(recipe: Recipe, data: LoadedData, stage_dir: Path, model_name: str, *,
         st.mined = True
         out_pairs.append(mined)
     return LoadedData(out_pairs, stats)
+
+
+def _miner_kwargs(recipe: Recipe, stage_dir: Path) -> dict[str, Any]:
+    """:func:`~embedkit.mining.mine_hard_negatives`' settings from the recipe's ``miner:`` section (all but the
+    model, the pairs and the output), shared by the first mining and the refreshes."""
+    assert recipe.miner is not None
+    cfg = recipe.miner
+    return dict(config=cfg.model_dump(exclude=set(cfg.RUN_KEYS)), corpus=cfg.corpus,
+                cache_dir=cfg.cache_dir or stage_dir / "mined" / "cache", teacher=cfg.teacher,
+                teacher_type=cfg.teacher_type)
+
+
+def refresh_callback(recipe: Recipe, stage_dir: Path, dataset: Any, raw: LoadedData) -> Any:
+    """The :class:`~embedkit.training.refresh.NegativeRefreshCallback` of ``miner.refresh_every_steps``: it re-mines
+    ``raw`` (the records as read) with the live model and the first mining's settings."""
+    from embedkit.mining import mine_hard_negatives
+    from embedkit.training.refresh import NegativeRefreshCallback
+
+    assert recipe.miner is not None and recipe.miner.refresh_every_steps is not None
+    kwargs = _miner_kwargs(recipe, stage_dir)
+
+    def mine_fn(records: Any, model: Any, output: Path) -> None:
+        mine_hard_negatives(list(records), model, output=output, show_progress_bar=False, **kwargs)
+
+    return NegativeRefreshCallback(dataset, raw.pairs, [s.name for s in raw.stats],
+                                   every_n_steps=recipe.miner.refresh_every_steps, mined_dir=stage_dir / "mined",
+                                   mine_fn=mine_fn, barrier=_barrier)
 
 
 # ------------------------------------------------------------------------------------------------------------------
@@ -476,6 +498,7 @@ def run_stage(
     model = load_model(model_cfg)
     if recipe.teacher is not None:  # train (or reuse) the teacher; mining below then scores with it
         recipe = prepare_teacher(recipe, data, stage_dir, model_cfg.name)
+    raw = data  # the records as read: refreshes re-mine them
     if recipe.miner is not None:  # every rank: the corpus encoding is sharded over ranks, rank 0 searches and writes
         data = mine(recipe, data, stage_dir, model_cfg.name)
 
@@ -514,6 +537,10 @@ def run_stage(
     if beir is not None and scorer is None:
         check_scorer(recipe, scorer)
     cbs = [*report_cbs, *(callbacks or [])]
+    refresh_cb = None
+    if recipe.miner is not None and recipe.miner.refresh_every_steps is not None:
+        refresh_cb = refresh_callback(recipe, stage_dir, dataset, raw)
+        cbs.insert(0, refresh_cb)  # first: the callbacks after it see the negatives the next steps use
     eval_cb = None
     if beir is not None and recipe.eval.every_steps:
         assert scorer is not None
@@ -547,6 +574,11 @@ def run_stage(
     if eval_cb is not None:
         eval_cb.trainer = trainer
     trainer.train(resume_from_checkpoint=ckpt)
+    if refresh_cb is not None and refresh_cb.history:
+        metrics["refreshes"] = float(len(refresh_cb.history))
+        metrics["refresh_seconds"] = refresh_cb.seconds / len(refresh_cb.history)  # mean per refresh
+        logger.warning("negatives refreshed %d times (%.1f s per refresh)", len(refresh_cb.history),
+                       metrics["refresh_seconds"])
     final_scores: dict[str, float] = {}
     if eval_cb is not None and eval_cb.history and eval_cb.history[-1][0] == trainer.state.global_step:
         metrics.update(eval_cb.history[-1][1])  # the callback already scored the final step
