@@ -55,8 +55,8 @@ if TYPE_CHECKING:
 
     from sentence_transformers import SentenceTransformer
 
-__all__ = ["B3Clusters", "b3_embeddings", "build_b3_clusters", "partition_exact", "rank_window_graph",
-           "window_neighbours"]
+__all__ = ["B3Clusters", "b3_embeddings", "build_b3_clusters", "build_b3_for_datasets", "partition_exact",
+           "rank_window_graph", "window_neighbours"]
 
 logger = logging.getLogger(__name__)
 
@@ -428,3 +428,36 @@ def b3_embeddings(model: SentenceTransformer, queries: Sequence[str], positives:
     d = embed_texts(model, list(positives), role="document", batch_size=batch_size, cache_dir=cache_dir,
                     source=source, **kwargs)
     return q, d
+
+
+def build_b3_for_datasets(datasets: Sequence[Sequence[Any]], model: SentenceTransformer, *, cluster_size: int,
+                          p: int = 30, m: int = 100, seed: int = 0, partitioner: Partitioner = "auto",
+                          rank_by: Literal["positive", "query"] = "positive", batch_size: int = 32,
+                          cache_dir: str | os.PathLike | None = None, source: str | os.PathLike | None = None,
+                          **kwargs: Any) -> list[B3Clusters]:
+    """B3 clusters for each data set of ``Pair`` records (clusters never mix data sets: batches stay homogeneous).
+
+    ``rank_by="positive"`` ranks by query -> other examples' first positive (the default, see the module
+    docstring), ``"query"`` by query -> query. The teacher's vectors go through the mining embedding cache when
+    ``cache_dir`` is set, so a rebuild (a resumed run, another epoch count) encodes nothing again.
+
+    Example:
+        >>> from embedkit.training.sampler import ClusterBatchSampler
+        >>> parts = build_b3_for_datasets(ds.datasets, teacher, cluster_size=64, cache_dir="cache")  # doctest: +SKIP
+        >>> sampler = ClusterBatchSampler([r.clusters for r in parts], ds.sizes, 64,
+        ...                               leftovers=[r.leftover for r in parts])  # doctest: +SKIP
+    """
+    if rank_by not in ("positive", "query"):
+        raise ConfigError(f"unknown b3.rank_by {rank_by!r}", where="data.b3.rank_by", hint="use positive or query")
+    out: list[B3Clusters] = []
+    for d, pairs in enumerate(datasets):
+        if len(pairs) < cluster_size:
+            raise ConfigError(f"data set #{d} has {len(pairs)} pairs, fewer than one cluster of {cluster_size}",
+                              where=f"data.datasets.{d}", hint="use a smaller training.batch_size or more data")
+        queries = [pr.query for pr in pairs]
+        positives = [pr.positives[0] for pr in pairs] if rank_by == "positive" else None
+        q, doc = b3_embeddings(model, queries, positives, batch_size=batch_size, cache_dir=cache_dir, source=source,
+                               **kwargs)
+        out.append(build_b3_clusters(q, doc, cluster_size=cluster_size, p=p, m=m, seed=seed,
+                                     partitioner=partitioner))
+    return out

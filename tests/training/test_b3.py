@@ -232,3 +232,34 @@ def test_sampler_rejects_clusters_built_for_another_batch_size() -> None:
     assert err.value.where == "data.b3" and "world size" in (err.value.hint or "")
     with pytest.raises(ValueError, match="exactly once"):
         ClusterBatchSampler([clusters[:-1]], [40], 8, leftovers=[leftover])
+
+
+def test_real_teacher_puts_planted_near_duplicate_pairs_in_one_cluster_through_the_cache(
+        debian_pairs: str, minilm_path: str, tmp_path) -> None:
+    import json
+
+    from sentence_transformers import SentenceTransformer
+
+    from embedkit.data.schema import Pair
+    from embedkit.mining.b3 import build_b3_for_datasets
+    from embedkit.mining.miner import MiningStats
+
+    with open(debian_pairs, encoding="utf-8") as f:
+        rows = [json.loads(line) for line in f]
+    pairs = [Pair(query=r["query"], positives=list(r["positives"])) for r in rows]
+    fruits = ["apple", "pear", "plum", "cherry", "peach", "apricot", "quince", "mango"]
+    planted = [Pair(query=f"tool to bake {f} pie recipes in the oven",
+                    positives=[f"This program bakes {f} pies: it reads recipes and drives the oven timer."])
+               for f in fruits]
+    mixed = pairs[:20] + planted[:4] + pairs[20:] + planted[4:]
+    ids = [mixed.index(x) for x in planted]
+    teacher = SentenceTransformer(minilm_path, device="cpu")
+    teacher.max_seq_length = 64  # short and quick: the descriptions' first lines are enough to rank them
+    stats = MiningStats()
+    (res,) = build_b3_for_datasets([mixed], teacher, cluster_size=8, p=0, m=7, cache_dir=tmp_path, stats=stats)
+    assert len(res.clusters) == len(mixed) // 8 and all(len(c) == 8 for c in res.clusters)
+    assert sorted(ids) in res.clusters
+    assert stats.encoded == 2 * len(mixed)
+    again = MiningStats()
+    (res2,) = build_b3_for_datasets([mixed], teacher, cluster_size=8, p=0, m=7, cache_dir=tmp_path, stats=again)
+    assert again.encoded == 0 and again.from_cache == 2 * len(mixed) and res2.clusters == res.clusters
