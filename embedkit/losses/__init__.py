@@ -1,5 +1,5 @@
-"""Losses on embeddings: InfoNCE (in-batch + hard negatives, masking, mixing, focal), listwise and margin-MSE
-distillation, sums.
+"""Losses on embeddings: InfoNCE (in-batch + hard negatives, masking, mixing, focal, hardness weighting), listwise
+and margin-MSE distillation, the spread-out regulariser, Matryoshka dims, sums.
 
 Every loss takes an :class:`EmbeddingBatch` and returns ``(loss, stats)``; see :mod:`embedkit.losses.base` for the
 batch layout and ``docs/losses.md`` for the recipes. Names are imported on first use: the settings
@@ -31,6 +31,14 @@ _LAZY: dict[str, str] = {
     "MarginMSEConfig": "embedkit.losses.config",
     "MaskingConfig": "embedkit.losses.config",
     "MixingConfig": "embedkit.losses.config",
+    "HardnessConfig": "embedkit.losses.config",
+    "MatryoshkaConfig": "embedkit.losses.config",
+    "SpreadOutConfig": "embedkit.losses.config",
+    "MatryoshkaLoss": "embedkit.losses.matryoshka",
+    "check_dims": "embedkit.losses.matryoshka",
+    "truncate": "embedkit.losses.matryoshka",
+    "SpreadOutLoss": "embedkit.losses.spread_out",
+    "spread_out_moments": "embedkit.losses.spread_out",
     "build_loss": "embedkit.losses.build",
     "InfoNCELoss": "embedkit.losses.infonce",
     "ListwiseDistillationLoss": "embedkit.losses.listwise",

@@ -18,9 +18,9 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from embedkit.validation import validate
 
@@ -67,6 +67,22 @@ class MixingConfig(BaseModel):
     seed: int = 0
 
 
+class HardnessConfig(BaseModel):
+    """Hardness weighting of InfoNCE's negative logits (LLaVE, Lan et al. 2025); see :mod:`embedkit.losses.infonce`.
+
+    ``mode`` picks the negatives that are weighted: ``all_negatives`` (default), ``hard_negatives`` (the row's own
+    mined negatives only; EmbeddingGemma) or ``in_batch_negatives`` (other rows' documents only; LLaVE).
+    ``strength`` is ``alpha`` in ``w = exp(alpha * detached cosine)`` (LLaVE uses 9, EmbeddingGemma 5); the weights
+    are normalised to mean 1 over each row's weighted negatives unless ``normalize`` is false (then the plain
+    LLaVE / sentence-transformers ``hardness_mode`` form, whose loss grows with ``strength``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    mode: Literal["all_negatives", "hard_negatives", "in_batch_negatives"] = "all_negatives"
+    strength: float = Field(5.0, gt=0.0, le=50.0)
+    normalize: bool = True
+
+
 class InfoNCEConfig(BaseModel):
     """:class:`InfoNCELoss` settings plus its weight in the total."""
 
@@ -81,6 +97,8 @@ class InfoNCEConfig(BaseModel):
     # teacher-aware masking (Tamber et al. 2025): a row's own candidate whose teacher score is above this fraction of
     # its positive's teacher score leaves the contrastive denominator; same bounds as masking.ratio
     teacher_mask_ratio: float | None = Field(None, gt=0.0, le=2.0)
+    # logit hardness weighting of the negatives (LLaVE); None = off
+    hardness: HardnessConfig | None = None
 
 
 class ListwiseConfig(BaseModel):
@@ -110,17 +128,74 @@ class MarginMSEConfig(BaseModel):
     scale: float = Field(1.0, gt=0.0)
 
 
+class SpreadOutConfig(BaseModel):
+    """The spread-out (global orthogonal) regulariser's settings; see :mod:`embedkit.losses.spread_out`.
+
+    ``over``: ``queries`` or ``queries_and_positives`` (default: the two terms are added). ``form``:
+    ``second_moment`` (EmbeddingGemma: the mean squared off-diagonal cosine) or ``gor`` (Zhang et al. 2017: the
+    squared mean plus ``max(0, second moment - 1/d)``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    weight: float = Field(1.0, ge=0.0)
+    over: Literal["queries", "queries_and_positives"] = "queries_and_positives"
+    form: Literal["second_moment", "gor"] = "second_moment"
+
+
+class MatryoshkaConfig(BaseModel):
+    """Matryoshka training (Kusupati et al. 2022): every loss summed over truncated, re-normalised embeddings.
+
+    ``dims`` are prefix lengths (each at most the model's dimension; include the full dimension to train it too);
+    ``weights`` one per dim (default 1 each). See :mod:`embedkit.losses.matryoshka`.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+    dims: list[Annotated[int, Field(ge=1)]] = Field(min_length=1)
+    weights: list[Annotated[float, Field(ge=0.0)]] | None = None
+
+    @field_validator("dims")
+    @classmethod
+    def _distinct(cls, dims: list[int]) -> list[int]:
+        if len(set(dims)) != len(dims):
+            twice = sorted({d for d in dims if dims.count(d) > 1})
+            raise ValueError(f"dims must not repeat: {', '.join(map(str, twice))} given more than once")
+        return dims
+
+    @model_validator(mode="after")
+    def _check(self) -> MatryoshkaConfig:
+        if self.weights is not None:
+            if len(self.weights) != len(self.dims):
+                raise ValueError(f"give one weight per dim: {len(self.weights)} weights for {len(self.dims)} dims")
+            if not any(w > 0 for w in self.weights):
+                raise ValueError("weights must not all be 0")
+        return self
+
+    def dim_weights(self) -> list[float]:
+        """One weight per dim (1.0 each unless ``weights`` is set)."""
+        return list(self.weights) if self.weights is not None else [1.0] * len(self.dims)
+
+
+#: ``LossConfig`` fields that modify or add to the losses but are no training objective of their own
+NOT_LOSSES = frozenset({"matryoshka", "spread_out"})
+
+
 class LossConfig(BaseModel):
-    """Which losses to train with; at least one. Default: InfoNCE alone."""
+    """Which losses to train with; at least one. Default: InfoNCE alone.
+
+    ``spread_out`` adds a regulariser and ``matryoshka`` repeats every loss on truncated embeddings; neither counts
+    as the one loss a recipe needs.
+    """
 
     model_config = ConfigDict(extra="forbid")
     infonce: InfoNCEConfig | None = Field(default_factory=InfoNCEConfig)
     listwise: ListwiseConfig | None = None
     margin_mse: MarginMSEConfig | None = None
+    spread_out: SpreadOutConfig | None = None
+    matryoshka: MatryoshkaConfig | None = None
 
     @model_validator(mode="after")
     def _one_loss(self) -> LossConfig:
-        names = list(type(self).model_fields)
+        names = [n for n in type(self).model_fields if n not in NOT_LOSSES]
         if all(getattr(self, name) is None for name in names):
             quoted = [repr(n) for n in names]
             raise ValueError(f"at least one of {', '.join(quoted[:-1])} or {quoted[-1]} must be set")

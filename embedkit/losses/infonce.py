@@ -14,6 +14,20 @@ InfoNCE. As in focal loss the weight is part of the graph (not detached). ``symm
 query->document loss with a document->query loss (each row's positive against every query of the batch, no
 focal weight; skipped when ``in_batch_negatives`` is off since a row has a single query).
 
+**Hardness weighting** (``hardness``; LLaVE, Lan et al. 2025; the idea of sentence-transformers 6.2's
+``hardness_mode``): each weighted negative's term in the softmax denominator is multiplied by a weight that grows
+with its *detached* cosine, ``w_ij = exp(strength * sg(s_ij))``, so harder negatives pull harder::
+
+    loss_i = -log( e^{s_ip/T} / (e^{s_ip/T} + sum_j w_ij e^{s_ij/T}) )
+
+i.e. ``log w_ij`` is added to the logit of negative ``j``. With ``normalize`` (the default) the weights are
+divided by their mean over the row's weighted, unmasked negatives (``w_ij = n_i exp(a s_ij) / sum_k exp(a s_ik)``),
+so the loss keeps plain InfoNCE's scale -- raising ``strength`` redistributes the negatives' weight instead of
+inflating the loss; ``normalize: false`` is the plain LLaVE form. ``mode`` picks the weighted negatives:
+``all_negatives``, ``hard_negatives`` (the row's own mined negatives) or ``in_batch_negatives`` (other rows'
+documents; nothing to weight when ``in_batch_negatives`` is off). The positive, mixed negatives and the symmetric
+direction are never weighted. It composes with the focal term: ``p_i`` is then the weighted softmax's.
+
 Masked entries (padding, :class:`~embedkit.losses.masking.FalseNegativeMasking`) get score ``-inf``.
 
 **Teacher-aware masking** (``teacher_mask_ratio=r``; Tamber et al. 2025, who add ``0.1 x`` this loss to listwise
@@ -42,7 +56,7 @@ from torch import Tensor
 
 from embedkit.errors import ConfigError
 from embedkit.losses.base import EmbeddingBatch, EmbeddingLoss
-from embedkit.losses.config import InfoNCEConfig, loss_settings
+from embedkit.losses.config import HardnessConfig, InfoNCEConfig, loss_settings
 from embedkit.losses.masking import FalseNegativeMasking
 from embedkit.losses.mixing import HardNegativeMixing
 
@@ -61,6 +75,8 @@ class InfoNCELoss(EmbeddingLoss):
         masking: false-negative masking, or ``None``.
         teacher_mask_ratio: mask a row's candidates that the teacher scores above this fraction of the row's
             positive (``None`` = off; needs ``teacher_scores`` in the batch).
+        hardness: logit hardness weighting of the negatives (:class:`~embedkit.losses.config.HardnessConfig` or
+            its dict, e.g. ``{"mode": "all_negatives", "strength": 5.0}``; ``None`` = off).
     """
 
     def __init__(
@@ -72,11 +88,15 @@ class InfoNCELoss(EmbeddingLoss):
         mixing: HardNegativeMixing | None = None,
         masking: FalseNegativeMasking | None = None,
         teacher_mask_ratio: float | None = None,
+        hardness: HardnessConfig | dict | None = None,
     ) -> None:
         super().__init__()
+        if isinstance(hardness, HardnessConfig):
+            hardness = hardness.model_dump()
         cfg = loss_settings(InfoNCEConfig, "losses.infonce", temperature=temperature, symmetric=symmetric,
                             use_hard_negatives=use_hard_negatives, focal_gamma=focal_gamma,
-                            teacher_mask_ratio=teacher_mask_ratio)
+                            teacher_mask_ratio=teacher_mask_ratio, hardness=hardness)
+        self.hardness = cfg.hardness
         self.temperature = cfg.temperature
         self.symmetric = cfg.symmetric
         self.use_hard_negatives = cfg.use_hard_negatives
@@ -88,7 +108,29 @@ class InfoNCELoss(EmbeddingLoss):
     def extra_repr(self) -> str:
         return (f"temperature={self.temperature}, symmetric={self.symmetric}, "
                 f"use_hard_negatives={self.use_hard_negatives}, focal_gamma={self.focal_gamma}, "
-                f"masking={self.masking!r}, teacher_mask_ratio={self.teacher_mask_ratio}")
+                f"masking={self.masking!r}, teacher_mask_ratio={self.teacher_mask_ratio}, "
+                f"hardness={None if self.hardness is None else self.hardness.model_dump()}")
+
+    @torch.no_grad()
+    def hardness_log_weights(self, scores: Tensor, keep: Tensor, own: Tensor, labels: Tensor) -> Tensor:
+        """``(b, C)`` detached ``log w`` added to the negatives' logits (0 where not weighted; see the module
+        docstring). ``own`` marks each row's own slots (positive and mined negatives)."""
+        assert self.hardness is not None
+        h = self.hardness
+        weighted = keep.clone()
+        weighted.scatter_(1, labels.unsqueeze(1), False)  # never the positive
+        if h.mode == "hard_negatives":
+            weighted &= own
+        elif h.mode == "in_batch_negatives":
+            weighted &= ~own
+        a = h.strength * scores.detach().float()
+        logw = torch.where(weighted, a, torch.zeros_like(a))
+        if h.normalize:
+            n = weighted.sum(1, keepdim=True)
+            lse = torch.logsumexp(a.masked_fill(~weighted, NEG_INF), dim=1, keepdim=True)
+            norm = torch.where(n > 0, lse - torch.log(n.clamp(min=1).float()), torch.zeros_like(lse))
+            logw = torch.where(weighted, a - norm, torch.zeros_like(a))
+        return logw
 
     @torch.no_grad()
     def teacher_mask(self, batch: EmbeddingBatch, width: int) -> Tensor:
@@ -152,13 +194,23 @@ class InfoNCELoss(EmbeddingLoss):
             keep = keep & ~by_teacher
 
         logits = scores.masked_fill(~keep, NEG_INF)
+        log_w = None
+        if self.hardness is not None:
+            if batch.in_batch_negatives:
+                own = (torch.arange(total * width, device=dev).unsqueeze(0) // width) == row_ids.unsqueeze(1)
+            else:
+                own = torch.ones_like(keep)
+            log_w = self.hardness_log_weights(scores, keep, own, labels)
         if self.mixing is not None:
             mix = self.mixing.mix(qi, cand, scores, labels, keep, row_ids=row_ids, total_rows=total)
             extra = torch.einsum("bd,bmd->bm", qi, mix.emb).masked_fill(~mix.valid, NEG_INF)
             logits = torch.cat([logits, extra], dim=1)
             stats["mixed_negatives"] = float(mix.valid.sum().item())
 
-        logp = F.log_softmax(logits / self.temperature, dim=1)
+        z = logits / self.temperature
+        if log_w is not None:  # the weight multiplies the negative's exp term; mixed negatives (appended) are not
+            z = torch.cat([z[:, :log_w.shape[1]] + log_w, z[:, log_w.shape[1]:]], dim=1)
+        logp = F.log_softmax(z, dim=1)
         nll = -logp[torch.arange(b, device=dev), labels]
         p_pos = torch.exp(-nll)
         if self.focal_gamma > 0:
