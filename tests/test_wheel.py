@@ -70,6 +70,9 @@ def test_wheel_holds_the_recipes_and_samples(installed: dict) -> None:
     recipes = {p.name for p in (REPO / "embedkit" / "recipes").glob("*.yaml")}
     assert recipes and {f"embedkit/recipes/{n}" for n in recipes} <= names
     assert "embedkit/datasets/debian/train.jsonl.gz" in names
+    launch = {p.name for p in (REPO / "embedkit" / "recipes" / "launch").iterdir() if p.suffix in (".yaml", ".json")}
+    assert {"ddp.yaml", "fsdp.yaml", "zero2.yaml", "zero3.yaml", "zero2.json", "zero3.json"} <= launch
+    assert {f"embedkit/recipes/launch/{n}" for n in launch} <= names  # the launch configs ship too
     assert not any(n.startswith(("tests/", "eval/", "recipes/")) for n in names)
 
 
