@@ -88,6 +88,7 @@ def test_scientific_notation_without_dot_is_a_number() -> None:
         ({"losses": {"infonce": {"teacher_mask_ratio": 0.9}}, "miner": {}},
          ("losses.infonce.teacher_mask_ratio", "miner.teacher")),
         ({"miner": {"teacher_max_score_ratio": 0.9}}, ("miner.teacher_max_score_ratio", "miner.teacher")),
+        ({"miner": {"num_candidates": 20}}, ("miner.num_candidates", "miner.teacher")),
         ({"losses": {"listwise": {}}, "teacher": {}}, ("teacher", "miner")),
         ({"losses": {"listwise": {}}, "teacher": {}, "miner": {"teacher": "ce"}}, ("teacher", "miner.teacher")),
         ({"eval": {"every_steps": 10}}, ("eval.every_steps", "eval.beir")),

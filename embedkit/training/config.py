@@ -516,14 +516,16 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
             hint=f"add a {pre}teacher section (trains one, or reuses teacher.path), set {pre}miner.teacher to a "
                  f"scoring model, or remove {pre}{key}",
         )
-    if (r.miner is not None and r.miner.teacher is None and r.teacher is None
-            and r.miner.teacher_max_score_ratio is not None):
-        raise ConfigError(
-            f"'{pre}miner.teacher_max_score_ratio' filters negatives by teacher score but '{pre}miner.teacher' is "
-            "not set",
-            where=where("miner.teacher_max_score_ratio", "miner"),
-            hint=f"set {pre}miner.teacher to a scoring model, or remove {pre}miner.teacher_max_score_ratio",
-        )
+    teacher_only = {"teacher_max_score_ratio": "filters negatives by teacher score",
+                    "num_candidates": "stores teacher scores of the top candidates"}
+    for name, what in teacher_only.items():
+        if r.miner is not None and r.miner.teacher is None and r.teacher is None and getattr(r.miner, name) is not None:
+            raise ConfigError(
+                f"'{pre}miner.{name}' {what} but '{pre}miner.teacher' is not set",
+                where=where(f"miner.{name}", "miner"),
+                hint=f"set {pre}miner.teacher to a scoring model (or add a {pre}teacher section), or remove "
+                     f"{pre}miner.{name}",
+            )
     t = r.training
     if r.miner is not None and r.miner.refresh_every_steps is not None:
         _check_refresh(r, pre, where)

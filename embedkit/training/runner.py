@@ -256,7 +256,8 @@ def prepare_teacher(recipe: Recipe, data: LoadedData, stage_dir: Path, model_nam
     else:
         folder = stage_dir / TEACHER_DIR
         if not teacher_is_complete(folder):
-            plain = recipe.miner.model_copy(update={"teacher": None, "teacher_max_score_ratio": None})
+            plain = recipe.miner.model_copy(update={"teacher": None, "teacher_max_score_ratio": None,
+                                                    "num_candidates": None})  # the teacher-only settings
             first = recipe.model_copy(update={"miner": plain, "teacher": None})
             mined = mine(first, data, stage_dir, model_name, mined_dir=stage_dir / TEACHER_DATA_DIR)
             if _is_main():

@@ -29,7 +29,7 @@ def _chain_recipe(tmp_path: Path, minilm_path: str, debian_pairs: str, **teacher
     recipe["data"]["datasets"] = [{"path": debian_pairs, "name": "debian", "max_pairs": 12, "max_negatives": 3}]
     recipe["teacher"] = {"model": minilm_path, "steps": 2, "batch_size": 8, "max_seq_length": 64,
                          "num_negatives": 2, **teacher}
-    recipe["miner"].update({"num_negatives": 3, "range_max": 8})
+    recipe["miner"].update({"num_negatives": 2, "num_candidates": 4, "range_max": 8})
     recipe["training"].update({"batch_size": 4, "max_steps": 3, "logging_steps": 1})
     recipe.pop("eval")
     recipe["output"] = {"save_steps": 1}
@@ -56,6 +56,7 @@ def test_shipped_distill_recipe_trains_a_teacher_and_distils_with_listwise_kd() 
     assert r.losses.listwise.teacher_temperature == 0.3
     assert r.losses.infonce is not None and r.losses.infonce.weight == 0.1
     assert r.losses.infonce.teacher_mask_ratio is not None
+    assert r.miner.num_candidates == 20 and r.data.datasets[0].max_negatives >= r.miner.num_candidates
 
 
 def test_chain_writes_teacher_scored_mined_file_and_final_and_resume_skips_both(
@@ -75,6 +76,7 @@ def test_chain_writes_teacher_scored_mined_file_and_final_and_resume_skips_both(
     assert plain and all(p.negative_scores is None for p in plain)
     scored = list(load_pairs(out / "mined" / "debian.jsonl"))
     assert len(scored) == 12 and all(p.negatives for p in scored)
+    assert max(len(p.negatives) for p in scored) > 2  # num_candidates: the scored list goes past the negatives
     assert all(p.positive_scores and len(p.negative_scores or []) == len(p.negatives) for p in scored)
     saved = yaml.safe_load((out / "recipe.yaml").read_text())
     assert saved["teacher"]["steps"] == 2 and saved["miner"]["teacher"] is None  # the recipe as written
