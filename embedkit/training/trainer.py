@@ -343,6 +343,7 @@ class EmbeddingTrainer(Trainer):
         the Trainer's own ``accelerator.backward`` never runs a second backward. Otherwise the Trainer's step."""
         if not self.gradcache_chunk_size:
             return super().training_step(model, inputs, num_items_in_batch)
+        self._check_gradcache_engine()
         model.train()
         if hasattr(self.optimizer, "train") and callable(self.optimizer.train):
             self.optimizer.train()
@@ -361,6 +362,28 @@ class EmbeddingTrainer(Trainer):
             )
         self._record(stats)
         return loss.detach() / self.current_gradient_accumulation_steps
+
+    def _check_gradcache_engine(self) -> None:
+        """Refuse GradCache where its own backward is not the engine's (the recipe check only sees
+        ``training.trainer_args``; ``accelerate launch --config_file zero3.yaml`` turns an engine on from outside).
+
+        DeepSpeed: the engine must run the backward (``engine.backward``: ZeRO's gradient partitioning and
+        reduction hooks), so GradCache's direct ``torch.autograd.backward`` calls would bypass it. FSDP1: untested.
+        FSDP2 is allowed: its sharded gradients accumulate over GradCache's per-chunk backwards and accelerate's
+        ``no_sync`` (``set_requires_gradient_sync(False)``) defers the reduce-scatter to the last chunk; equal to
+        the uncached full batch in ``tests/distributed/test_gradcache_engines.py``.
+        """
+        if getattr(self, "is_deepspeed_enabled", False):
+            raise ConfigError(
+                "GradCache (training.gradcache_chunk_size) does not run under DeepSpeed: its per-chunk backward "
+                "bypasses the DeepSpeed engine's backward", where="training.gradcache_chunk_size",
+                hint="train with DDP (torchrun) or FSDP2 (recipes/launch/fsdp.yaml), or set gradcache_chunk_size: "
+                     "null under DeepSpeed")
+        plugin = getattr(getattr(self.accelerator, "state", None), "fsdp_plugin", None)
+        if getattr(self, "is_fsdp_enabled", False) and getattr(plugin, "fsdp_version", 2) != 2:
+            raise ConfigError(
+                "GradCache (training.gradcache_chunk_size) is tested under FSDP2 only, not FSDP1",
+                where="training.gradcache_chunk_size", hint="set fsdp_version: 2 (recipes/launch/fsdp.yaml)")
 
     # -- stats logging -------------------------------------------------------------------------------------------
     def _record(self, stats: dict[str, float]) -> None:

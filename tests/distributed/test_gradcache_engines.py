@@ -126,3 +126,39 @@ def test_gradcache_under_bf16_autocast_on_cpu(dropout_model) -> None:
     assert _max_diff(g_ref, g_gc) <= 3e-2 * scale  # bf16 has ~3 significant digits
     assert all(g.dtype == torch.float32 for g in g_gc.values())  # the parameters' gradients stay fp32
     assert _max_diff(g32, g_ref) > 0  # autocast really ran in bf16
+
+
+def _trainer(model: str, tmp_path: Path):
+    import gzip
+
+    from transformers import TrainingArguments
+
+    from embedkit.data.readers import pair_from_record
+    from embedkit.data.samples import sample_path
+    from embedkit.training.collator import DatasetSpec, PairCollator, PairDataset
+    from embedkit.training.trainer import EmbeddingTrainer
+
+    with gzip.open(sample_path("debian-train"), "rt", encoding="utf-8") as f:
+        pairs = [pair_from_record(json.loads(next(f))) for _ in range(8)]
+    st = load_model(model)
+    specs = [DatasetSpec("debian", True, 0, None)]
+    args = TrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=1, use_cpu=True,
+                             report_to=["none"], save_strategy="no", disable_tqdm=True)
+    return EmbeddingTrainer(st, args, train_dataset=PairDataset([pairs], specs),
+                            collator=PairCollator(st.tokenizer, specs, max_length=32),
+                            loss_fn=InfoNCELoss(temperature=0.05), gradcache_chunk_size=2)
+
+
+def test_gradcache_is_refused_under_deepspeed_at_the_first_step(tiny_bert: str, tmp_path: Path) -> None:
+    """``accelerate launch --config_file zero2.yaml`` turns DeepSpeed on outside the recipe: the trainer refuses."""
+    from embedkit.errors import ConfigError
+
+    trainer = _trainer(tiny_bert, tmp_path)
+    batch = next(iter(trainer.get_train_dataloader()))
+    trainer.optimizer = torch.optim.SGD(trainer.model.parameters(), lr=0.1)
+    trainer.current_gradient_accumulation_steps = 1  # set by the training loop
+    assert trainer.training_step(trainer.model, batch) > 0  # the ordinary case trains
+    trainer.is_deepspeed_enabled = True  # what the Trainer sets when accelerate's state is DEEPSPEED
+    with pytest.raises(ConfigError, match="DeepSpeed") as err:
+        trainer.training_step(trainer.model, batch)
+    assert err.value.where == "training.gradcache_chunk_size" and err.value.hint
