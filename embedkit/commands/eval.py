@@ -12,11 +12,15 @@ Examples::
     embedkit eval runs/final --sts data/sts_dev.tsv --tasks STSBenchmark -o eval-out --overwrite
     embedkit eval minilm --manpages -o eval-out          # the packaged Linux man-pages sample
     embedkit eval minilm --beir sample:debian-beir --rerank teachers/ce --rerank-top-k 20 -o eval-out
+    embedkit eval minilm runs/mrl/final --manpages --dims 384,128,64 -o eval-out   # Matryoshka curve
 
 ``--rerank TEACHER`` (a CrossEncoder folder, e.g. from ``embedkit teacher``) also scores the teacher as a reranker
 of the first checkpoint's top ``--rerank-top-k`` on each BEIR folder (:func:`embedkit.evaluation.rerank.rerank_beir`,
 the same query/corpus subset as the rest of the run): nDCG@10 of the bi-encoder vs the rerank, printed and written
 to ``OUT/rerank.json``.
+
+``--dims 384,128,64`` scores every checkpoint at each dim (embeddings truncated and re-normalised): one row
+``<label>@<dim>`` each in REPORT.md and summary.json, a "Quality vs embedding dimension" table, and ``dims.png``.
 """
 
 from __future__ import annotations
@@ -53,12 +57,30 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--base-model", help="base model for LoRA adapter folders (default: from adapter_config.json)")
     p.add_argument("--trust-remote-code", action="store_true", help="allow model folders' own code to run")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    p.add_argument("--dims", metavar="D,D,...",
+                   help="also score each checkpoint at these embedding dimensions (truncated, re-normalised), "
+                        "e.g. 384,128,64: one report row per dim and OUT/dims.png")
     p.add_argument("--rerank", metavar="TEACHER",
                    help="CrossEncoder folder: also rerank the first checkpoint's top-k on each BEIR folder and "
                         "report nDCG@10 of bi-encoder vs rerank (OUT/rerank.json)")
     p.add_argument("--rerank-top-k", type=int, default=20, metavar="K",
                    help="candidates per query the --rerank teacher rescores (default: 20)")
     p.set_defaults(func=run)
+
+
+def _dims(text: str) -> list[int]:
+    """``"384,128,64"`` -> ``[384, 128, 64]``; a one-line error naming ``--dims`` otherwise."""
+    from embedkit.errors import ConfigError
+
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        dims = [int(p) for p in parts]
+    except ValueError:
+        raise ConfigError(f"invalid value: expected comma-separated integers (got {text!r})", where="--dims",
+                          hint="give e.g. --dims 384,128,64") from None
+    from embedkit.evaluation.runner import check_dims
+
+    return check_dims(dims, where="--dims") or []
 
 
 def run(args: argparse.Namespace) -> int:
@@ -69,15 +91,39 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from embedkit.evaluation.runner import evaluate
+    from embedkit.errors import ConfigError
 
     beir = list(args.beir)
     if args.manpages:
         from embedkit.evaluation.samples import manpages_path
 
         beir.append(str(manpages_path()))
+    dims = _dims(args.dims) if args.dims is not None else None
     teacher = _rerank_teacher(args, beir) if args.rerank else None  # every check before the evaluation runs
-    results = evaluate(
+    try:
+        results = _run_evaluate(args, beir, dims)
+    except ConfigError as exc:
+        if exc.where != "dims":
+            raise
+        raise ConfigError(exc.message, where="--dims", hint=exc.hint) from None
+    labels = [c.label for c in results.checkpoints]
+    width = max(len(t["name"]) for t in results.tasks)
+    print(f"{'task'.ljust(width)}  " + "  ".join(lab[:14].rjust(14) for lab in labels))
+    for t in results.tasks:
+        vals = [results.scores[lab][t["name"]].main_score for lab in labels]
+        print(f"{t['name'].ljust(width)}  " + "  ".join(("n/a" if v is None else f"{v:.4f}").rjust(14) for v in vals))
+    charts = "comparison.png, dims.png" if dims else "comparison.png"
+    print(f"wrote {args.output}/REPORT.md, summary.json, {charts} and mteb results", file=sys.stderr)
+    if teacher is not None:
+        # local BEIR tasks come first in the report, in --beir order: the rerank rows carry the same names
+        _rerank(args, beir, teacher, results.checkpoints[0].label, [t["name"] for t in results.tasks[:len(beir)]])
+    return 0
+
+
+def _run_evaluate(args: argparse.Namespace, beir: list[str], dims: list[int] | None):  # -> EvalResults
+    from embedkit.evaluation.runner import evaluate
+
+    return evaluate(
         args.checkpoints,
         tasks=args.tasks,
         beir=beir,
@@ -92,18 +138,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         show_progress_bar=not args.no_progress,
         max_queries=args.max_queries,
         max_corpus=args.max_corpus,
+        dims=dims,
     )
-    labels = [c.label for c in results.checkpoints]
-    width = max(len(t["name"]) for t in results.tasks)
-    print(f"{'task'.ljust(width)}  " + "  ".join(lab[:14].rjust(14) for lab in labels))
-    for t in results.tasks:
-        vals = [results.scores[lab][t["name"]].main_score for lab in labels]
-        print(f"{t['name'].ljust(width)}  " + "  ".join(("n/a" if v is None else f"{v:.4f}").rjust(14) for v in vals))
-    print(f"wrote {args.output}/REPORT.md, summary.json, comparison.png and mteb results", file=sys.stderr)
-    if teacher is not None:
-        # local BEIR tasks come first in the report, in --beir order: the rerank rows carry the same names
-        _rerank(args, beir, teacher, results.checkpoints[0].label, [t["name"] for t in results.tasks[:len(beir)]])
-    return 0
 
 
 def _rerank_teacher(args: argparse.Namespace, beir: list[str]):  # -> embedkit.mining.teacher.Teacher

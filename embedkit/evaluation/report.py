@@ -23,10 +23,12 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from embedkit.evaluation.results import EvalResults
 
-__all__ = ["build_chart", "delta_points", "fitted_limits", "render_markdown", "write_chart", "write_report"]
+__all__ = ["build_chart", "build_dims_chart", "delta_points", "fitted_limits", "render_markdown", "write_chart",
+           "write_report"]
 
 REPORT_NAME = "REPORT.md"
 CHART_NAME = "comparison.png"
+DIMS_CHART_NAME = "dims.png"
 SUMMARY_NAME = "summary.json"
 
 
@@ -88,6 +90,8 @@ def render_markdown(results: EvalResults, chart: str | None = CHART_NAME) -> str
                 m = results.scores[lab][t["name"]].metrics
                 lines.append(f"| {_cell(t['name'])} | {_cell(lab)} | {_fmt(m.get('cosine_spearman'))} | "
                              f"{_fmt(m.get('cosine_pearson'))} |")
+    if results.dims:
+        lines += _dims_section(results, chart is not None)
     lines += ["", "## Tasks", "", "| task | type | data | revision |", "|---|---|---|---|"]
     for t in results.tasks:
         lines.append(f"| {_cell(t['name'])} | {t['type']} | `{_cell(t['source'])}` | `{t['revision']}` |")
@@ -96,6 +100,38 @@ def render_markdown(results: EvalResults, chart: str | None = CHART_NAME) -> str
     lines += ["", "Raw mteb results: `results/<model name>/<revision>/<task>.json`; "
               "machine-readable summary: `summary.json`.", ""]
     return "\n".join(lines)
+
+
+def _checkpoint_names(results: EvalResults) -> list[str]:
+    names: list[str] = []
+    for c in results.checkpoints:
+        if c.checkpoint is not None and c.checkpoint not in names:
+            names.append(c.checkpoint)
+    return names
+
+
+def _dims_section(results: EvalResults, with_chart: bool) -> list[str]:
+    """Main score at every dim, and its share of the checkpoint's largest-dim score."""
+    assert results.dims
+    top = results.dims[0]
+    lines = ["", "## Quality vs embedding dimension", "",
+             f"Each checkpoint scored at dims {', '.join(map(str, results.dims))}: embeddings truncated to their first "
+             f"d dimensions and re-normalised (cosine). \"% of {top}\" is the score's share of the same checkpoint's "
+             f"score at {top}.", "",
+             "| task | checkpoint | " + " | ".join(f"d={d}" for d in results.dims) + " | "
+             + " | ".join(f"% of {top} at {d}" for d in results.dims[1:]) + " |",
+             "|" + "---|" * (2 + 2 * len(results.dims) - 1)]
+    for t in results.tasks:
+        for name in _checkpoint_names(results):
+            curve = dict(results.dim_curve(name, t["name"]))
+            full = curve.get(top)
+            share = [("n/a" if v is None or not full else f"{100 * v / full:.1f}")
+                     for v in (curve.get(d) for d in results.dims[1:])]
+            lines.append(f"| {_cell(t['name'])} | {_cell(name)} | "
+                         + " | ".join(_fmt(curve.get(d)) for d in results.dims) + " | " + " | ".join(share) + " |")
+    if with_chart:
+        lines += ["", f"![main score vs embedding dimension]({DIMS_CHART_NAME})"]
+    return lines
 
 
 def delta_points(x: float | None, base: float | None) -> str:
@@ -169,16 +205,53 @@ def build_chart(results: EvalResults) -> Any:
     return fig
 
 
+def build_dims_chart(results: EvalResults) -> Any:
+    """The ``Figure`` of ``dims.png``: one panel per task, main score against embedding dimension (log-2 x axis),
+    one line per checkpoint. Needs a run with ``dims``."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    if not results.dims:
+        raise ValueError("the results hold no dims (evaluate(..., dims=[...]))")
+    tasks = [t["name"] for t in results.tasks]
+    fig = Figure(figsize=(4.2 * len(tasks), 3.8), dpi=110)
+    FigureCanvasAgg(fig)
+    axes = fig.subplots(1, len(tasks), squeeze=False)[0]
+    for ax, task in zip(axes, tasks):
+        values: list[float | None] = []
+        for i, name in enumerate(_checkpoint_names(results)):
+            curve = [(d, v) for d, v in results.dim_curve(name, task) if v is not None]
+            values += [v for _, v in curve]
+            if curve:
+                xs, ys = zip(*sorted(curve))
+                ax.plot(xs, ys, marker="o", color=f"C{i % 10}", label=name)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(results.dims)
+        ax.set_xticklabels([str(d) for d in results.dims], fontsize=8)
+        ax.set_ylim(*fitted_limits(values))
+        ax.set_xlabel("embedding dimension (truncated, re-normalised)", fontsize=8)
+        first = results.checkpoints[0].label
+        ax.set_title(f"{task} ({results.scores[first][task].main_metric})", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("main score (axis fitted, not from 0)")
+    fig.suptitle("Quality vs embedding dimension", fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
 def write_chart(results: EvalResults, path: str | os.PathLike) -> None:
     """Write :func:`build_chart` as a PNG."""
     build_chart(results).savefig(str(path), format="png", bbox_inches="tight")
 
 
 def write_report(results: EvalResults, folder: str | os.PathLike) -> None:
-    """Write ``REPORT.md``, ``comparison.png`` and ``summary.json`` of ``results`` into ``folder``."""
+    """Write ``REPORT.md``, ``comparison.png`` (and ``dims.png`` for a run with dims) and ``summary.json``."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     write_chart(results, folder / CHART_NAME)
+    if results.dims:
+        build_dims_chart(results).savefig(str(folder / DIMS_CHART_NAME), format="png", bbox_inches="tight")
     (folder / REPORT_NAME).write_text(render_markdown(results, CHART_NAME), encoding="utf-8")
     with open(folder / SUMMARY_NAME, "w", encoding="utf-8") as f:
         json.dump(results.to_dict(), f, indent=2, allow_nan=False)

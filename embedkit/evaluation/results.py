@@ -33,6 +33,10 @@ class CheckpointInfo:
     source: str
     model_name: str
     revision: str
+    #: the embedding dimension scored (``evaluate(..., dims=[...])``: truncated and re-normalised); ``None`` = full
+    dim: int | None = None
+    #: the checkpoint's label without the ``@dim`` suffix (``None`` when no dims were asked)
+    checkpoint: str | None = None
 
 
 @dataclass
@@ -61,6 +65,14 @@ class EvalResults:
     #: who computed the scores (named in REPORT.md): ``mteb`` for :func:`evaluate`; benchmark scripts that score
     #: with :func:`~embedkit.evaluation.scoring.score_beir` (equal to mteb's nDCG within 1e-4, tested) say so
     scorer: str = "mteb"
+    #: the dims every checkpoint was scored at (largest first), or ``None`` (full dimension only)
+    dims: list[int] | None = None
+
+    def dim_curve(self, checkpoint: str, task: str) -> list[tuple[int, float | None]]:
+        """``[(dim, main score), ...]`` of one checkpoint (its label without ``@dim``) on a task, largest dim
+        first; empty when the run asked for no dims."""
+        return [(c.dim, self.scores[c.label][task].main_score) for c in self.checkpoints
+                if c.dim is not None and c.checkpoint == checkpoint]
 
     def score(self, checkpoint: str, task: str, metric: str | None = None) -> float | None:
         """Main score (or ``metric``, e.g. ``"ndcg@10"``) of a checkpoint label on a task."""
@@ -89,6 +101,7 @@ class EvalResults:
             "run_key": self.run_key,
             "scorer": self.scorer,
             "split": self.split,
+            "dims": self.dims,
             "checkpoints": [asdict(c) for c in self.checkpoints],
             "tasks": self.tasks,
             "scores": {lab: {t: asdict(s) for t, s in per.items()} for lab, per in self.scores.items()},

@@ -15,7 +15,15 @@ Output layout::
     OUT/results/embedkit__<label>/<revision>/<Task>.json   mteb's own result files (mteb.ResultCache layout)
     OUT/REPORT.md                                           task x checkpoint table, deltas, retrieval @10 metrics
     OUT/comparison.png                                      bar chart of main scores per task and checkpoint
+    OUT/dims.png                                            with ``dims``: main score vs embedding dimension
     OUT/summary.json                                        everything above, machine-readable
+
+**Matryoshka dims.** ``dims=[384, 128, 64]`` scores every checkpoint at each dim: its embeddings truncated to the
+first ``d`` dimensions (sentence-transformers' ``truncate_embeddings``) and compared with cosine similarity, i.e.
+re-normalised, as ``losses.matryoshka`` trains them. Each (checkpoint, dim) is one row labelled ``<label>@<dim>``
+with its own mteb model name and revision, so REPORT.md and summary.json hold every dim of one run, and
+``dims.png`` plots quality against dimension. A dim above a checkpoint's dimension is a one-line ``ConfigError``
+naming ``dims`` before that checkpoint is scored.
 
 Example:
     >>> from embedkit.evaluation import evaluate, manpages_path
@@ -25,6 +33,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import gc
 import hashlib
@@ -45,7 +54,7 @@ from embedkit.evaluation.results import SUMMARY_FORMAT, CheckpointInfo, EvalResu
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CheckpointInfo", "EvalResults", "TaskScore", "evaluate", "load_checkpoint"]
+__all__ = ["CheckpointInfo", "EvalResults", "TaskScore", "check_dims", "evaluate", "load_checkpoint"]
 
 #: retrieval metrics copied from mteb's result into reports (mteb key -> report name)
 RETRIEVAL_METRICS = {"ndcg_at_10": "ndcg@10", "recall_at_10": "recall@10", "mrr_at_10": "mrr@10"}
@@ -97,9 +106,9 @@ def _source(ckpt: Checkpoint) -> str:
     return str(p.resolve()) if p.exists() else str(ckpt)
 
 
-def _revision(source: str, index: int) -> str:
+def _revision(source: str, index: int, dim: int | None = None) -> str:
     """A revision string that differs per checkpoint (mteb keys result folders on name + revision)."""
-    h = hashlib.sha1(f"{index}:{source}".encode())
+    h = hashlib.sha1(f"{index}:{source}".encode() + (b"" if dim is None else f":dim{dim}".encode()))
     p = Path(source)
     if p.is_dir():
         for f in sorted(p.rglob("*.safetensors"))[:16]:
@@ -177,8 +186,40 @@ def _task_info(task: Any) -> dict[str, str]:
             "source": str(meta.dataset.get("path", "")), "revision": str(meta.dataset.get("revision", ""))}
 
 
-def _run_key(sources: list[str], tasks: list[dict[str, str]]) -> str:
-    blob = json.dumps({"checkpoints": sources, "tasks": [(t["name"], t["revision"]) for t in tasks]}, sort_keys=True)
+def check_dims(dims: Sequence[int] | None, where: str = "dims") -> list[int] | None:
+    """``dims`` as distinct positive ints, largest first (``None`` stays ``None``); one-line ``ConfigError``
+    naming ``where`` otherwise.
+
+    Example:
+        >>> check_dims([64, 384, 128])
+        [384, 128, 64]
+    """
+    if dims is None:
+        return None
+    out = list(dims)
+    if not out:
+        raise ConfigError("no dims given", where=where, hint="give e.g. 384,128,64, or leave the option out")
+    for d in out:
+        if isinstance(d, bool) or not isinstance(d, int) or d < 1:
+            raise ConfigError(f"every dim must be an integer >= 1 (got {d!r})", where=where,
+                              hint="give positive integers, e.g. 384,128,64")
+    if len(set(out)) != len(out):
+        raise ConfigError(f"dims must not repeat (got {','.join(map(str, out))})", where=where,
+                          hint="give each dim once")
+    return sorted(out, reverse=True)
+
+
+def _model_dim(model: SentenceTransformer) -> int | None:
+    get = getattr(model, "get_embedding_dimension", None) or getattr(model, "get_sentence_embedding_dimension")
+    dim = get()
+    return int(dim) if dim else None
+
+
+def _run_key(sources: list[str], tasks: list[dict[str, str]], dims: list[int] | None = None) -> str:
+    key: dict[str, Any] = {"checkpoints": sources, "tasks": [(t["name"], t["revision"]) for t in tasks]}
+    if dims is not None:
+        key["dims"] = dims
+    blob = json.dumps(key, sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()[:16]
 
 
@@ -243,6 +284,7 @@ def evaluate(
     show_progress_bar: bool = True,
     max_queries: int | None = None,
     max_corpus: int | None = None,
+    dims: Sequence[int] | None = None,
 ) -> EvalResults:
     """Evaluate checkpoints on MTEB hub tasks and/or local BEIR folders and STS files, with mteb's scoring.
 
@@ -264,6 +306,8 @@ def evaluate(
         max_queries / max_corpus: evaluate the BEIR folders on a deterministic subset (a seeded sample of queries,
             every document judged for them, then seeded distractors up to ``max_corpus``) -- minutes instead of tens
             of minutes on a CPU; ``None`` keeps everything.
+        dims: score every checkpoint at each of these embedding dimensions (truncated, re-normalised: see the
+            module docstring); one row ``<label>@<dim>`` each, plus ``dims.png``. ``None``: the full dimension.
 
     Returns:
         :class:`EvalResults` (also written to ``output_dir/summary.json``).
@@ -289,6 +333,7 @@ def evaluate(
     for key, value in (("max_queries", max_queries), ("max_corpus", max_corpus)):
         if value is not None and value < 1:
             raise ConfigError(f"{key} must be >= 1 (got {value})", where=key, hint="give a positive count, or none")
+    dim_list = check_dims(dims)
     out = Path(output_dir) if output_dir is not None else None
     if out is not None:
         check_writable_parent(out)
@@ -302,48 +347,73 @@ def evaluate(
     task_objs = _build_tasks(tasks, beir, sts, split, max_queries, max_corpus)
     task_infos = [_task_info(t) for t in task_objs]
     sources = [_source(c) for c in ckpts]
-    run_key = _run_key(sources, task_infos)
+    run_key = _run_key(sources, task_infos, dim_list)
     if out is not None:
         _check_output(out, run_key, overwrite)
     label_list = _unique(list(labels) if labels is not None else [_label_for(c, i) for i, c in enumerate(ckpts)])
-    infos = [CheckpointInfo(label=lab, source=src, model_name=f"embedkit/{lab}", revision=_revision(src, i))
-             for i, (lab, src) in enumerate(zip(label_list, sources))]
+    # one row per checkpoint, or per (checkpoint, dim) with dims
+    rows: list[list[CheckpointInfo]] = []
+    for i, (lab, src) in enumerate(zip(label_list, sources)):
+        if dim_list is None:
+            rows.append([CheckpointInfo(label=lab, source=src, model_name=f"embedkit/{lab}",
+                                        revision=_revision(src, i))])
+        else:
+            rows.append([CheckpointInfo(label=f"{lab}@{d}", source=src, model_name=f"embedkit/{lab}@{d}",
+                                        revision=_revision(src, i, d), dim=d, checkpoint=lab) for d in dim_list])
+    infos = [info for row in rows for info in row]
     results = EvalResults(checkpoints=infos, tasks=task_infos, scores={}, split=split,
-                          output_dir=str(out) if out else None, run_key=run_key,
+                          output_dir=str(out) if out else None, run_key=run_key, dims=dim_list,
                           created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
 
     def run_all(root: Path) -> None:
         cache = mteb.ResultCache(cache_path=root)
-        for i, (ckpt, info) in enumerate(zip(ckpts, infos)):
+        for i, (ckpt, row) in enumerate(zip(ckpts, rows)):
             if show_progress_bar:
-                print(f"[{i + 1}/{len(ckpts)}] {info.label}: {len(task_objs)} task(s)", file=sys.stderr, flush=True)
+                what = row[0].label if dim_list is None else f"{row[0].checkpoint} at dims {dim_list}"
+                print(f"[{i + 1}/{len(ckpts)}] {what}: {len(task_objs)} task(s)", file=sys.stderr, flush=True)
             owned = not isinstance(ckpt, SentenceTransformer)
             model = load_checkpoint(ckpt, base_model=base_model, trust_remote_code=trust_remote_code) if owned \
                 else ckpt
-            card = model.model_card_data
-            saved = (card.model_name, card.base_model_revision)
-            card.model_name, card.base_model_revision = info.model_name, info.revision
-            try:
-                with warnings.catch_warnings():
-                    # mteb 2.26 calls sentence-transformers' renamed get_sentence_embedding_dimension: noise only
-                    warnings.filterwarnings("ignore", category=FutureWarning, module=r"mteb\..*")
-                    res = mteb.evaluate(model, task_objs, cache=cache, overwrite_strategy="always",
-                                        encode_kwargs={"batch_size": batch_size,
-                                                       "show_progress_bar": show_progress_bar},
-                                        show_progress_bar=show_progress_bar, co2_tracker=False)
-            finally:
-                card.model_name, card.base_model_revision = saved
-            by_name = {r.task_name: r for r in res.task_results}
-            results.scores[info.label] = {}
-            for task in task_objs:
-                r = by_name.get(task.metadata.name)
-                if r is None:
-                    raise ModelError(f"mteb returned no result for task '{task.metadata.name}' with {info.label}",
-                                     hint="rerun with --debug to see mteb's log")
-                results.scores[info.label][task.metadata.name] = _task_score(task, r, split, cache, info, root)
+            if dim_list is not None:
+                from embedkit.losses.matryoshka import check_dims as check_model_dims
+
+                check_model_dims(dim_list, _model_dim(model), where="dims")
+            for info in row:
+                results.scores[info.label] = _run_one(model, info, task_objs, cache, root)
             if owned:
                 del model
                 gc.collect()
+
+    def _run_one(model: SentenceTransformer, info: CheckpointInfo, task_objs: list[Any], cache: Any,
+                 root: Path) -> dict[str, TaskScore]:
+        card = model.model_card_data
+        saved = (card.model_name, card.base_model_revision)
+        card.model_name, card.base_model_revision = info.model_name, info.revision
+        truncation = contextlib.nullcontext() if info.dim is None else model.truncate_embeddings(info.dim)
+        saved_sim = model.similarity_fn_name if info.dim is not None else None
+        if info.dim is not None:  # cosine on the truncated embeddings = dot product after re-normalising
+            model.similarity_fn_name = "cosine"
+        try:
+            with warnings.catch_warnings(), truncation:
+                # mteb 2.26 calls sentence-transformers' renamed get_sentence_embedding_dimension: noise only
+                warnings.filterwarnings("ignore", category=FutureWarning, module=r"mteb\..*")
+                res = mteb.evaluate(model, task_objs, cache=cache, overwrite_strategy="always",
+                                    encode_kwargs={"batch_size": batch_size,
+                                                   "show_progress_bar": show_progress_bar},
+                                    show_progress_bar=show_progress_bar, co2_tracker=False)
+        finally:
+            card.model_name, card.base_model_revision = saved
+            if saved_sim is not None:
+                model.similarity_fn_name = saved_sim
+        by_name = {r.task_name: r for r in res.task_results}
+        scores: dict[str, TaskScore] = {}
+        for task in task_objs:
+            r = by_name.get(task.metadata.name)
+            if r is None:
+                raise ModelError(f"mteb returned no result for task '{task.metadata.name}' with {info.label}",
+                                 hint="rerun with --debug to see mteb's log")
+            scores[task.metadata.name] = _task_score(task, r, split, cache, info, root)
+        return scores
 
     if out is None:
         import tempfile
