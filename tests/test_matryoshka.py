@@ -159,3 +159,39 @@ def test_docs_recipe_snippets_validate(section: str, key: str) -> None:
         assert value is not None
         build_loss(recipe.losses)
     assert LossConfig.model_validate(data["losses"]) == recipe.losses
+
+
+def test_train_end_to_end_with_matryoshka_spread_out_and_hardness(tiny_bert: str, tmp_path: Path, capsys) -> None:
+    """The real trainer (GradCache on) with the three loss-side keys; the final folder records its dims."""
+    import yaml
+    from sentence_transformers import SentenceTransformer
+
+    from embedkit.cli import main
+    from embedkit.training.model_card import matryoshka_dims
+
+    pairs = tmp_path / "pairs.jsonl"
+    topics = ["copy", "move", "list", "delete", "compress", "find", "print", "sort", "mount", "kill", "ping", "grep"]
+    pairs.write_text("".join(json.dumps({"query": f"how to {t} things", "positive": f"{t} does the {t} job",
+                                         "negatives": [f"{o} is about {o}" for o in topics if o != t][:2]}) + "\n"
+                             for t in topics), encoding="utf-8")
+    recipe = {
+        "model": {"name": tiny_bert, "max_seq_length": 32},
+        "data": {"datasets": [{"path": str(pairs), "name": "toy"}]},
+        "training": {"batch_size": 6, "max_steps": 2, "lr": 1.0e-3, "logging_steps": 1, "seed": 7,
+                     "gradcache_chunk_size": 4},
+        "losses": {"infonce": {"temperature": 0.05, "hardness": {"mode": "all_negatives", "strength": 5.0}},
+                   "spread_out": {"weight": 0.5}, "matryoshka": {"dims": [32, 16, 8]}},
+    }
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+    out = tmp_path / "run"
+    code = main(["train", str(path), "-o", str(out)])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    final = out / "final"
+    assert matryoshka_dims(final) == [32, 16, 8]
+    assert "## Matryoshka dimensions" in (final / "README.md").read_text(encoding="utf-8")
+    assert SentenceTransformer(str(final), truncate_dim=16).encode(["ls"]).shape == (1, 16)
+    log = json.loads((out / "training_log.json").read_text(encoding="utf-8"))
+    rows = [row for row in log["history"] if "dim8_infonce_loss" in row]  # every dim's loss is logged
+    assert rows and all(row["dim8_spread_out_loss"] > 0 and "dim16_infonce_loss" in row for row in rows)
