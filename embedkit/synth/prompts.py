@@ -6,8 +6,8 @@ small models add anyway ("Query:", quotes, a second line).
 
 Example:
     >>> from embedkit.synth.prompts import build_messages, clean_query
-    >>> build_messages("ls lists the files of a directory.", "keyword")[-1]["content"].splitlines()[0]
-    'Write a short keyword search query (2 to 5 words, no question) that this document answers.'
+    >>> build_messages("ls lists the files of a directory.", "keyword")[-1]["content"].splitlines()[-1]
+    'Write a short keyword search query (2 to 5 words, no question) that this document answers. Reply with the query only.'
     >>> clean_query('Query: "list directory files"\\nThis query ...')
     'list directory files'
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-__all__ = ["QUERY_TYPES", "SYSTEM", "build_messages", "clean_query", "plain_prompt", "truncate_words"]
+__all__ = ["QUERY_TYPES", "build_messages", "clean_query", "plain_prompt", "truncate_words"]
 
 #: query type -> the instruction given to the generator
 QUERY_TYPES: dict[str, str] = {
@@ -27,7 +27,8 @@ QUERY_TYPES: dict[str, str] = {
     "claim": "Write one short factual statement that this document supports.",
 }
 
-SYSTEM = "You write search queries for documents. Answer with the query only, on one line."
+#: query type -> what the reply is called in "Reply with the ... only."
+_NOUN = {"question": "question", "keyword": "query", "title": "title", "claim": "statement"}
 
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:search\s+)?(?:query|question|keywords?|title|claim|statement|answer|document)"
                     r"\s*(?:\*\*)?\s*[:\-]\s*", re.IGNORECASE)
@@ -40,13 +41,17 @@ def truncate_words(text: str, max_words: int) -> str:
 
 
 def _user_turn(doc: str, qtype: str) -> str:
-    return f"{QUERY_TYPES[qtype]}\n\nDocument: {doc}"
+    # the document first, the instruction last: SmolLM2-135M put first the instruction and then answered it as a
+    # question ("What a great question! ...") far more often
+    return f"Document:\n{doc}\n\n{QUERY_TYPES[qtype]} Reply with the {_NOUN[qtype]} only."
 
 
 def build_messages(doc: str, qtype: str, examples: Sequence[tuple[str, str]] = (),
                    *, max_doc_words: int = 200) -> list[dict[str, str]]:
-    """Chat messages asking for one ``qtype`` query about ``doc``; ``examples`` are ``(document, query)`` turns."""
-    messages = [{"role": "system", "content": SYSTEM}]
+    """Chat messages asking for one ``qtype`` query about ``doc``; ``examples`` are ``(document, query)`` turns.
+
+    No system message: the model's chat template supplies its own default."""
+    messages: list[dict[str, str]] = []
     for ex_doc, ex_query in examples:
         messages.append({"role": "user", "content": _user_turn(truncate_words(ex_doc, max_doc_words), qtype)})
         messages.append({"role": "assistant", "content": ex_query})

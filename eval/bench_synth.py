@@ -1,0 +1,145 @@
+"""Corpus-only adaptation, measured: base MiniLM vs MiniLM trained on synthetic pairs (LLM, per query type and the
+mix) vs the crop fallback vs the same budget on the real pairs (the upper bound).
+
+The synopses stay hidden: queries are generated only from the *training* documents (the long descriptions of the
+packaged Debian train pairs, or the man pages' DESCRIPTION sections with ``--dataset manpages``); every arm is then
+scored on the real held-out queries of other source families (``eval/quality.py``'s split: 400 queries x 10,000
+documents by default). Every arm trains ``recipes/minilm-cpu.yaml`` at the same budget (``quality.budget``), so the
+only difference is where the pairs came from. The generator's throughput (queries/s, this machine) is printed too.
+
+    .venv/bin/python eval/bench_synth.py -o runs/synth                    # the full comparison (hours on 2 cores)
+    .venv/bin/python eval/bench_synth.py --tiny -o runs/synth-tiny         # a minutes-long proof that it runs
+
+Target (issue 30): synthetic >= base + 3.0 nDCG@10 and >= 60 % of the real-pairs gain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import quality  # noqa: E402  (the held-out split, the recipe arms and the scorer)
+
+
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def documents_of(pairs: list) -> list:
+    """The training documents (first positive of each pair, de-duplicated); the queries are thrown away."""
+    from embedkit.synth.corpus import Document
+
+    seen, docs = set(), []
+    for i, p in enumerate(pairs):
+        text = p.positives[0]
+        if text not in seen:
+            seen.add(text)
+            docs.append(Document(id=p.id or f"d{i}", text=text))
+    return docs
+
+
+def generate(docs: list, out: Path, cfg_kw: dict, generator) -> tuple[Path, dict]:
+    from embedkit.synth import SynthConfig, synthesize
+
+    cfg = SynthConfig(**cfg_kw)
+    t0 = time.perf_counter()
+    result = synthesize(docs, out, cfg, generator=generator, resume=True, progress=True)
+    info = {"summary": result.stats.summary(), "pairs": len(result.pairs), "seconds": time.perf_counter() - t0,
+            "queries_per_second": result.queries_per_second, "settings": cfg.model_dump(mode="json")}
+    log(f"  {out.name}: {info['summary']}; {info['queries_per_second']:.2f} queries/s")
+    return out, info
+
+
+def train_and_score(args: argparse.Namespace, pairs_path: Path, out: Path, beir) -> dict[str, float]:
+    arm = quality.make_arm(quality.MINILM_RECIPE, quality.budget(args, pairs_path, out),
+                           {} if args.negatives is None else quality.negatives(args.negatives))
+    log(f"  training {arm.describe()}")
+    model, _clock = quality.run_embedkit(arm, out)
+    return quality.score(model, beir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("-o", "--out", type=Path, required=True)
+    ap.add_argument("--dataset", choices=quality.DATASETS, default="debian")
+    ap.add_argument("--docs", type=int, default=2000, help="training documents to generate from (and real pairs)")
+    ap.add_argument("--max-queries", type=int, default=400)
+    ap.add_argument("--max-corpus", type=int, default=10000)
+    ap.add_argument("--generator", default="smollm2", help="alias or causal-LM folder")
+    ap.add_argument("--query-types", default="question,keyword,title,claim", help="the mix (comma-separated)")
+    ap.add_argument("--per-type", action="store_true", help="also one arm per query type")
+    ap.add_argument("--queries-per-doc", type=int, default=2)
+    ap.add_argument("--gen-batch-size", type=int, default=16)
+    ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--round-trip-model", default=None, help="e.g. minilm (off by default: it is the base model)")
+    ap.add_argument("--steps", type=int, default=300)
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--gradcache-factor", type=int, default=1)
+    ap.add_argument("--gradcache-chunk", type=int, default=32)
+    ap.add_argument("--negatives", type=int, default=None, help="mined negatives per query (default: the recipe's)")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--bf16", action="store_true")
+    ap.add_argument("--skip-llm", action="store_true", help="crop and real arms only (no generator)")
+    ap.add_argument("--tiny", action="store_true",
+                    help="prove the script runs: 6 documents, 20 queries x 300 docs, 2 steps of 2 pairs, 1 query per document")
+    args = ap.parse_args(argv)
+    if args.tiny:
+        args.docs, args.max_queries, args.max_corpus, args.steps, args.batch_size = 6, 20, 300, 2, 2
+        args.queries_per_doc, args.max_new_tokens, args.negatives, args.query_types = 1, 16, 0, "question,keyword"
+
+    from embedkit.data.readers import write_pairs
+    from embedkit.models import load_model
+
+    args.out.mkdir(parents=True, exist_ok=True)
+    pairs = quality.train_pairs(args.docs, dataset=args.dataset)
+    beir = quality.eval_split(args.max_queries, args.max_corpus, args.seed, dataset=args.dataset)
+    docs = documents_of(pairs)
+    log(f"{len(docs)} training documents (queries hidden); held out: {len(beir.queries)} queries x "
+        f"{len(beir.corpus)} documents")
+    rows: dict[str, dict[str, float]] = {"base all-MiniLM-L6-v2": quality.score(load_model("minilm"), beir)}
+    info: dict[str, dict] = {}
+    common = dict(queries_per_doc=args.queries_per_doc, batch_size=args.gen_batch_size, seed=args.seed,
+                  max_new_tokens=args.max_new_tokens, round_trip_model=args.round_trip_model)
+    sets: dict[str, dict] = {"crop fallback (title / first line + random spans)": {"method": "crop"}}
+    if not args.skip_llm:
+        types = args.query_types.split(",")
+        sets[f"synthetic LLM, mix {'+'.join(types)}"] = {"model": args.generator, "query_types": types}
+        if args.per_type:
+            for t in types:
+                sets[f"synthetic LLM, {t} only"] = {"model": args.generator, "query_types": [t]}
+    generator = None
+    if not args.skip_llm:
+        from embedkit.synth.generator import Generator
+
+        t0 = time.perf_counter()
+        generator = Generator.load(args.generator)
+        log(f"generator {args.generator} loaded in {time.perf_counter() - t0:.1f} s")
+    for i, (name, kw) in enumerate(sets.items()):
+        path, info[name] = generate(docs, args.out / f"synth-{i}.jsonl", {**common, **kw},
+                                    generator if kw.get("method") != "crop" else None)
+        rows[name] = train_and_score(args, path, args.out / f"arm-{i}", beir)
+        log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
+    real = args.out / "real.jsonl"
+    write_pairs(pairs, real)
+    rows["real pairs, same budget (upper bound)"] = train_and_score(args, real, args.out / "arm-real", beir)
+    base = rows["base all-MiniLM-L6-v2"]["ndcg@10"]
+    gain_real = rows["real pairs, same budget (upper bound)"]["ndcg@10"] - base
+    lines = ["| arm | nDCG@10 | vs base | share of the real-pairs gain | queries/s |", "|---|---|---|---|---|"]
+    for name, r in rows.items():
+        d = r["ndcg@10"] - base
+        share = f"{100 * d / gain_real:.0f} %" if gain_real > 0 and name in info else ""
+        qps = f"{info[name]['queries_per_second']:.2f}" if name in info else ""
+        lines.append(f"| {name} | {r['ndcg@10']:.4f} | {d:+.4f} | {share} | {qps} |")
+    print("\n".join(lines))
+    (args.out / "bench_synth.json").write_text(json.dumps({"scores": rows, "synth": info, "args": {
+        k: str(v) for k, v in vars(args).items()}}, indent=2), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
