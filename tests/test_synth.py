@@ -359,3 +359,31 @@ def test_real_smollm2_writes_queries_for_short_documents(tmp_path: Path) -> None
     result = synthesize(_corpus(tmp_path, docs), tmp_path / "out.jsonl", cfg)
     assert result.stats.generated == 2 and result.generated_this_run == 2
     assert all(p.query.strip() and p.query_type in ("question", "keyword") for p in result.pairs)
+
+
+def test_cli_ctrl_c_keeps_the_partial_file_and_resume_finishes_it(tmp_path: Path, capsys, monkeypatch) -> None:
+    """Ctrl-C in the second batch: exit 130, a hint to --resume, no output; the resumed run equals one run."""
+    import embedkit.synth.pipeline as pipeline
+    from embedkit.cli import main
+
+    corpus = _corpus(tmp_path)
+    argv = ["synth", "--corpus", corpus, "--method", "crop", "--batch-size", "2", "--no-progress"]
+    assert main([*argv, "-o", str(tmp_path / "one.jsonl")]) == 0
+    real, calls = pipeline._crop_batch, []
+
+    def interrupted(*a, **kw):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **kw)
+
+    monkeypatch.setattr(pipeline, "_crop_batch", interrupted)
+    out = tmp_path / "two.jsonl"
+    capsys.readouterr()
+    assert main([*argv, "-o", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert "--resume" in err and "embedkit: interrupted" in err
+    assert not out.exists() and len(partial_path(out).read_text().splitlines()) == 2  # header + batch 0
+    assert main([*argv, "-o", str(out), "--resume"]) == 0
+    assert len(calls) == 4  # batches 1 and 2 only: batch 0 was not redone
+    assert out.read_bytes() == (tmp_path / "one.jsonl").read_bytes()
