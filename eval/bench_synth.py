@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--skip-llm", action="store_true", help="crop and real arms only (no generator)")
     ap.add_argument("--tiny", action="store_true",
-                    help="prove the script runs: 6 documents, 20 queries x 300 docs, 2 steps of 2 pairs, 1 query per document")
+                    help="prove the script runs: 6 documents, 20 queries x 300 docs, 2 steps of 2 pairs, "
+                         "1 query per document")
     args = ap.parse_args(argv)
     if args.tiny:
         args.docs, args.max_queries, args.max_corpus, args.steps, args.batch_size = 6, 20, 300, 2, 2

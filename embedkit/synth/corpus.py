@@ -60,7 +60,7 @@ def _document(rec: object, where: str) -> Document:
 
 
 def read_documents(path: str | os.PathLike, *, where: str = "--corpus") -> list[Document]:
-    """Read and validate a corpus; raises :class:`InputError` (``file:line: what (fix: how)``) on the first bad record."""
+    """Read and validate a corpus; the first bad record is an :class:`InputError` (``file:line: what (fix: how)``)."""
     src = Path(path)
     if not src.exists():
         raise InputError(f"corpus {src} does not exist", where=where, hint="check the path")

@@ -6,8 +6,8 @@ small models add anyway ("Query:", quotes, a second line).
 
 Example:
     >>> from embedkit.synth.prompts import build_messages, clean_query
-    >>> build_messages("ls lists the files of a directory.", "keyword")[-1]["content"].splitlines()[-1]
-    'Write a short keyword search query (2 to 5 words, no question) that this document answers. Reply with the query only.'
+    >>> build_messages("ls lists the files of a directory.", "title")[-1]["content"].splitlines()[-1]
+    'Write a short title (at most 10 words) for this document. Reply with the title only.'
     >>> clean_query('Query: "list directory files"\\nThis query ...')
     'list directory files'
 """
