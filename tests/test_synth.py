@@ -387,3 +387,19 @@ def test_cli_ctrl_c_keeps_the_partial_file_and_resume_finishes_it(tmp_path: Path
     assert main([*argv, "-o", str(out), "--resume"]) == 0
     assert len(calls) == 4  # batches 1 and 2 only: batch 0 was not redone
     assert out.read_bytes() == (tmp_path / "one.jsonl").read_bytes()
+
+
+def test_every_synth_setting_has_its_flag_and_no_flag_means_the_defaults() -> None:
+    import argparse
+
+    from embedkit.cli import build_parser
+    from embedkit.validation import model_from_args
+
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices["synth"]
+    sub.format_help()  # the settings' flags are added on first use
+    dests = {a.dest for a in sub._actions}
+    assert set(SynthConfig.model_fields) <= dests
+    assert model_from_args(SynthConfig, sub.parse_args(["--corpus", "d.jsonl", "-o", "o.jsonl"])) == SynthConfig()
+    args = sub.parse_args(["--corpus", "d", "-o", "o", "--query-types", "title,claim", "--sampling"])
+    assert model_from_args(SynthConfig, args) == SynthConfig(query_types=["title", "claim"], sampling=True)
