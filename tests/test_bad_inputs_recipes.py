@@ -82,6 +82,11 @@ CASES: list[Case] = [
     Case("train: BEIR training folder without a train split", lambda t, m, b: _train(
         t, _recipe_on_beir(t, b, _test_only_beir(t))),
          ("recipe.yaml:6", "data.datasets.0", "qrels/train.tsv", "test"), category="inputs"),
+    # a Matryoshka dim the model cannot give: refused once the model is loaded, before any mining or training
+    Case("train: matryoshka dim above the model's dimension", lambda t, m, b: _train(
+        t, _recipe(t, b, _good_pairs(t)), "losses.matryoshka.dims=[4096, 8]"),
+         ("--set losses.matryoshka.dims", "4096 is larger than the model's embedding dimension"),
+         category="recipes"),
 ]
 
 

@@ -101,3 +101,18 @@ def test_cli_weights_not_matching_config_exit_2(tmp_path, tiny_bert, capsys, com
     assert code == 2 and len(err) == 1, err
     assert err[0].startswith("embedkit: error:") and "do not match config.json" in err[0]
     assert not (tmp_path / "o.npy").exists() and not (tmp_path / "o").exists()
+
+
+def test_embedding_dimension_is_read_from_the_configs_without_loading(tmp_path, tiny_bert, minilm_path):
+    """The size ``load_model`` gives, from configs alone: a Dense head's out_features, else the hidden size."""
+    from sentence_transformers import SentenceTransformer
+    from sentence_transformers.sentence_transformer.modules import Dense, Pooling, Transformer
+
+    from embedkit.models.loading import embedding_dimension
+
+    assert embedding_dimension(minilm_path) == load_model(minilm_path).get_embedding_dimension() == 384
+    assert embedding_dimension(tiny_bert) == load_model(tiny_bert).get_embedding_dimension() == 32
+    body = Transformer(tiny_bert)
+    st = SentenceTransformer(modules=[body, Pooling(32), Dense(32, 12)])
+    st.save(str(tmp_path / "dense"))
+    assert embedding_dimension(str(tmp_path / "dense")) == load_model(str(tmp_path / "dense")).get_embedding_dimension() == 12

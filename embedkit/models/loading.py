@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +130,35 @@ def _inspect(cfg: ModelConfig, base_model: str | None = None) -> _Inspected:
         check_bidirectional_supported(model_type)
     unadapted = decoder and bidirectional and hf_cfg.get("is_causal") is not False
     return _Inspected(folder, model_type, decoder, bidirectional, unadapted, adapters)
+
+
+def embedding_dimension(name_or_path: str | ModelConfig = "minilm") -> int | None:
+    """The embedding size :func:`load_model` will give, read from the folder's configs (no weights loaded).
+
+    The last ``Dense`` module's ``out_features`` for a sentence-transformers folder that has one, else the
+    backbone's ``hidden_size`` (mean / cls / last-token / latent-attention pooling keep it); ``None`` when the
+    folder's modules are not ones embedkit knows. Used to refuse settings such as ``losses.matryoshka.dims``
+    before any work.
+
+    Example:
+        >>> embedding_dimension("minilm")
+        384
+    """
+    cfg = model_config(name_or_path, where="embedding_dimension")
+    folder = _inspect(cfg).folder
+    modules = folder / "modules.json"
+    if modules.is_file():
+        entries = json.loads(modules.read_text(encoding="utf-8"))
+        for entry in reversed(entries if isinstance(entries, list) else []):
+            kind = str(entry.get("type", ""))
+            if kind.endswith("Dense"):
+                dense = _read_json(folder / str(entry.get("path", "")) / "config.json")
+                out = dense.get("out_features")
+                return out if isinstance(out, int) else None
+            if not kind.endswith(("Pooling", "Normalize", "Transformer", "LatentAttentionPooling")):
+                return None
+    size = _read_json(_hf_config_path(folder)).get("hidden_size")
+    return size if isinstance(size, int) else None
 
 
 def check_model(name_or_path: str | ModelConfig = "minilm", *, base_model: str | None = None, **overrides: Any) -> None:

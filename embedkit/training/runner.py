@@ -598,6 +598,20 @@ def run_stage(
     return StageResult(stage or "train", final_dir, trainer.state.global_step, metrics, log)
 
 
+def check_matryoshka_dims(stages: list[tuple[str, Recipe]], first: Any) -> None:
+    """``losses.matryoshka.dims`` above the model's embedding size: one line before any work (every stage trains
+    the first stage's model onwards, so its size is every stage's)."""
+    wanted = [(r, r.losses.matryoshka.dims) for _, r in stages if r.losses.matryoshka is not None]
+    if not wanted:
+        return
+    from embedkit.losses.matryoshka import check_dims
+    from embedkit.models.loading import embedding_dimension
+
+    size = embedding_dimension(first)
+    for r, dims in wanted:
+        check_dims(dims, size, where=r.where("losses.matryoshka.dims") or f"{r._prefix}losses.matryoshka.dims")
+
+
 def _barrier() -> None:
     import torch.distributed as dist
 
@@ -650,6 +664,7 @@ def run_recipe(
     first = stages[0][1].model
     # load_model's checks: a bad model folder fails here, before the output folder is touched
     unadapted = runs_unadapted_bidirectional(first)
+    check_matryoshka_dims(stages, first)
     if _is_main() and not resume and unadapted:
         logger.warning("model %s: a causal decoder trained with bidirectional attention it was never adapted to "
                        "(measured 7 nDCG@10 points below it left causal, BENCHMARKS.md); run 'embedkit mntp --model "
