@@ -633,11 +633,16 @@ class ScoringCallback(TrainerCallback):
     def _evaluate(self, args: TrainingArguments, state: TrainerState, control: TrainerControl,
                   kwargs: dict[str, Any]) -> None:
         self._last_step = state.global_step
-        if not state.is_world_process_zero:
-            return
         model = self._resolve_model(kwargs)
+        # under FSDP / ZeRO-3 every forward all-gathers the shards: a rank-0-only scoring pass would wait forever
+        # for the other ranks, so they score too (the same data, in lockstep) and only rank 0 logs
+        sharded = any(_is_sharded(p) for p in model.parameters())
+        if not state.is_world_process_zero and not sharded:
+            return
         scores = {k: float(v) for k, v in self.scorer(model, self.data, k_values=self.k_values,
                                                       batch_size=self.batch_size, show_progress_bar=False).items()}
+        if not state.is_world_process_zero:
+            return
         step = state.global_step
         self.history.append((step, scores))
         logs = {f"{self.prefix}{k}": v for k, v in scores.items()}

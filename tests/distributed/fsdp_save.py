@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime
 import gzip
 import json
 from pathlib import Path
@@ -24,7 +25,7 @@ import torch
 import torch.distributed as dist
 from safetensors.torch import save_file
 from torch.distributed.fsdp import fully_shard
-from transformers import TrainingArguments
+from transformers import TrainerControl, TrainerState, TrainingArguments
 
 from embedkit.data.readers import pair_from_record
 from embedkit.data.samples import sample_path
@@ -32,7 +33,7 @@ from embedkit.losses import InfoNCELoss, make_batch
 from embedkit.models import load_model
 from embedkit.training.collator import DatasetSpec, PairCollator, PairDataset
 from embedkit.training.gradcache import GradCache, compute_loss_uncached
-from embedkit.training.trainer import EmbeddingTrainer, full_state_dict, save_pipeline
+from embedkit.training.trainer import EmbeddingTrainer, ScoringCallback, full_state_dict, save_pipeline
 
 TEXTS = ["copy a file", "list running processes", "compress a folder into an archive"]
 
@@ -111,6 +112,20 @@ def main() -> None:
             if r == 0:
                 save_pipeline(model, out / "mid", state_dict=state)
     kinds = sorted({type(p).__name__ for p in model.parameters()})
+    # periodic scoring (ScoringCallback) on a sharded model: every rank must join the forward's all-gathers
+    calls = []
+
+    def scorer(m, texts, **_kw):
+        calls.append(1)
+        return {"norm": float(m.encode(texts, convert_to_tensor=True).norm(dim=1).mean())}
+
+    cb = ScoringCallback(TEXTS, scorer, every_n_steps=1, model=model)
+    state = TrainerState()
+    state.global_step, state.is_world_process_zero = ns.first_step + ns.steps, r == 0
+    cb._evaluate(args, state, TrainerControl(), {})
+    dist.monitored_barrier(timeout=datetime.timedelta(seconds=60))  # a rank stuck in a lone forward fails here
+    ranks_scored = [0] * ws
+    dist.all_gather_object(ranks_scored, len(calls))
     model.eval()
     with torch.no_grad():  # every rank: FSDP all-gathers the shards in forward
         emb = model.encode(TEXTS, convert_to_tensor=True, batch_size=8).cpu()
@@ -124,7 +139,8 @@ def main() -> None:
         except Exception as exc:  # noqa: BLE001 - the message is checked by the test
             refused = f"{type(exc).__name__}: {exc}"
         (out / "result.json").write_text(json.dumps({"param_types": kinds, "embeddings": emb.tolist(),
-                                                     "losses": losses, "refused": refused}))
+                                                     "losses": losses, "refused": refused,
+                                                     "scored": cb.history, "ranks_scored": ranks_scored}))
     dist.barrier()
     dist.destroy_process_group()
 

@@ -4,7 +4,8 @@ The model is sharded with ``fully_shard`` (every parameter a ``DTensor`` shard).
 ``Trainer.save_model`` calls) and ``save_pipeline(state_dict=...)`` must write the *full* weights: the folder loads
 with ``SentenceTransformer(path)`` and ``embedkit.load_model`` and encodes exactly like the trained, sharded model
 in memory. Resuming from that folder (weights re-sharded, SGD without state) continues to the same model as an
-uninterrupted run. Saving a sharded model without the consolidated weights is refused.
+uninterrupted run. Saving a sharded model without the consolidated weights is refused. ``ScoringCallback`` scores on
+every rank of a sharded model (its forward is a collective; rank 0 alone used to score and hung), rank 0 logs.
 """
 
 from __future__ import annotations
@@ -69,6 +70,8 @@ def test_fsdp2_saves_consolidated_weights_and_resumes(nodrop: str, tmp_path: Pat
         for plain in (True, False):
             got = _encode(tmp_path / "full" / folder, texts, plain=plain)
             assert torch.allclose(got, trained, atol=1e-5), (folder, plain, (got - trained).abs().max())
+    # periodic scoring: every rank ran the scorer (the forward is a collective), rank 0 alone logged it
+    assert full["ranks_scored"] == [1, 1] and len(full["scored"]) == 1 and full["scored"][0][0] == 4
     # a sharded model saved without the gathered weights is refused, not written as one rank's shards
     assert full["refused"].startswith("OutputError") and "sharded" in full["refused"]
     assert not (tmp_path / "full" / "refused" / "model.safetensors").exists()
