@@ -16,7 +16,7 @@ from embedkit.errors import ConfigError
 from embedkit.recipes import RECIPES_DIR, describe_recipe, list_recipes, resolve_recipe
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = ("minilm-cpu", "minilm-distill", "nv-embed-two-stage", "smollm2-bidirectional-lora")
+SHIPPED = ("minilm-cpu", "minilm-distill", "minilm-synth", "nv-embed-two-stage", "smollm2-bidirectional-lora")
 
 
 def _user_pairs(folder: Path, n: int = 30, name: str = "my_pairs.jsonl") -> Path:

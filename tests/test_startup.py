@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 HEAVY = ("torch", "transformers", "sentence_transformers", "mteb", "faiss", "peft", "datasets")
-COMMANDS = ("train", "recipes", "teacher", "mntp", "mine", "eval", "soup", "encode")
+COMMANDS = ("train", "recipes", "teacher", "mntp", "mine", "eval", "soup", "encode", "synth")
 
 
 def _python(code: str, **kw) -> subprocess.CompletedProcess:

@@ -39,6 +39,7 @@ from embedkit.errors import ConfigError, EmbedkitError
 from embedkit.losses.config import LossConfig
 from embedkit.mining.config import MiningConfig
 from embedkit.models.config import ModelConfig
+from embedkit.synth.config import SynthConfig
 from embedkit.training.teacher import TeacherConfig
 from embedkit.validation import Locator, split_key, validate
 
@@ -159,6 +160,36 @@ class RecipeTeacherConfig(TeacherConfig):
     path: str | None = Field(None, min_length=1)
 
 
+class RecipeSynthConfig(SynthConfig):
+    """The ``synth:`` section: generate queries for a corpus first, and train on them (corpus-only adaptation).
+
+    Why: many users have documents and no queries. All of :class:`~embedkit.synth.config.SynthConfig`'s keys
+    (``method``, ``model``, ``query_types``, ``queries_per_doc``, the filters...) plus:
+
+    Attributes:
+        corpus: the documents (JSONL with ``text``, a BEIR folder, or ``sample:NAME``).
+        name: the name of the data set the generated pairs become (appended to ``data.datasets``).
+        max_negatives: its hard negatives per query (mined when the recipe has a ``miner``).
+
+    The pairs are written to ``<out>/synth/pairs.jsonl`` (resumable: an interrupted run continues its
+    ``pairs.jsonl.partial``; a finished file is reused, never regenerated), then mining and training run on them
+    as on any data set.
+
+    Example:
+        >>> r = parse_recipe({"synth": {"corpus": "docs.jsonl", "method": "crop"}, "miner": {}})
+        >>> r.synth.method, r.synth.name, r.data.datasets
+        ('crop', 'synth', [])
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    corpus: str = Field(..., min_length=1)
+    name: str = Field("synth", min_length=1)
+    max_negatives: int = Field(7, ge=0)
+
+    def resolved_corpus(self) -> Path:
+        return resolve_data_path(self.corpus)
+
+
 class TrainingConfig(_Section):
     """Optimisation schedule (mapped onto ``transformers.TrainingArguments``).
 
@@ -248,6 +279,7 @@ class Recipe(_Section):
     data: DataConfig = Field(default_factory=DataConfig)
     miner: MinerConfig | None = None
     teacher: RecipeTeacherConfig | None = None
+    synth: RecipeSynthConfig | None = None
     losses: LossConfig = Field(default_factory=LossConfig)
     training: TrainingConfig = Field(default_factory=TrainingConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
@@ -454,6 +486,10 @@ def load_recipe(path: str | os.PathLike, sets: Sequence[str] = ()) -> Recipe:
 def check_recipe(recipe: Recipe, locator: Locator | None = None) -> None:
     """Cross-key checks (contradictory settings), per stage for multi-stage recipes."""
     loc = locator or Locator(None, None)
+    if recipe.synth is not None and recipe.stages:
+        raise ConfigError("'synth' in a multi-stage recipe (every stage would train on it)",
+                          where=loc.where(["synth"]) or loc.where(["stages"]),
+                          hint="generate the pairs with embedkit synth, then name the file in a stage's data")
     stages = recipe.stage_recipes()
     for i, (name, r) in enumerate(stages):
         pre = f"stages.{i}." if recipe.stages else ""
@@ -477,7 +513,10 @@ def check_recipe(recipe: Recipe, locator: Locator | None = None) -> None:
 
 
 def _check_one(r: Recipe, pre: str, where: Any) -> None:
-    if not r.data.datasets:
+    if r.synth is not None and r.synth.name in [d.display_name for d in r.data.datasets]:
+        raise ConfigError(f"'{pre}synth.name' ({r.synth.name}) is also the name of a data set",
+                          where=where("synth.name", "synth"), hint="give synth.name another name")
+    if not r.data.datasets and r.synth is None:
         raise ConfigError(f"no training data: '{pre}data.datasets' is empty", where=where("data.datasets", "data"),
                           hint="add e.g. data: {datasets: [{path: pairs.jsonl}]}")
     names = [d.display_name for d in r.data.datasets]

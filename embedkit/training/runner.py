@@ -33,6 +33,7 @@ import copy
 import logging
 import os
 import shutil
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -42,7 +43,7 @@ import yaml
 from embedkit.data.schema import Pair
 from embedkit.errors import ConfigError, EmbedkitError, InputError, OutputError
 from embedkit.training.checkpoint import clean_stale, is_complete, last_complete_checkpoint, write_marker
-from embedkit.training.config import Recipe, recipe_to_yaml
+from embedkit.training.config import DatasetConfig, Recipe, recipe_to_yaml
 from embedkit.training.model_card import DataStats, write_card
 
 if TYPE_CHECKING:  # the trainer module imports torch: not needed by --dry-run
@@ -598,6 +599,60 @@ def run_stage(
     return StageResult(stage or "train", final_dir, trainer.state.global_step, metrics, log)
 
 
+# ------------------------------------------------------------------------------------------------------------------
+# corpus-only adaptation (``synth:``): generate pairs -> one more data set
+
+SYNTH_PAIRS = Path("synth") / "pairs.jsonl"
+
+
+def _synth_config(recipe: Recipe) -> Any:
+    from embedkit.synth.config import SynthConfig
+
+    assert recipe.synth is not None
+    return SynthConfig.model_validate(recipe.synth.model_dump(exclude={"corpus", "name", "max_negatives"}))
+
+
+def check_synth(recipe: Recipe) -> None:
+    """The ``synth:`` corpus and generator, checked before the output folder is touched (one line each)."""
+    from embedkit.synth.corpus import read_documents
+
+    assert recipe.synth is not None
+    s = recipe.synth
+    path = s.resolved_corpus()
+    if not path.exists():
+        raise InputError(f"'synth.corpus' ({s.corpus}) does not exist", where=recipe.where("synth.corpus"),
+                         hint="point synth.corpus at a JSONL file with 'text' per line, or a BEIR folder")
+    read_documents(path, where=recipe.where("synth.corpus") or "synth.corpus")
+    if s.method == "llm":
+        from embedkit.synth.generator import check_generator_folder
+
+        check_generator_folder(s.model, where=recipe.where("synth.model") or "synth.model")
+    if s.round_trip_model is not None:
+        from embedkit.models.loading import check_model
+
+        check_model(s.round_trip_model)
+
+
+def run_synth(recipe: Recipe, out: Path) -> Recipe:
+    """Write ``out/synth/pairs.jsonl`` (continuing a stopped run's partial file; a finished file is reused) and
+    return the recipe with it appended to ``data.datasets`` as data set ``synth.name``."""
+    from embedkit.synth.pipeline import partial_path, synthesize
+
+    assert recipe.synth is not None
+    s = recipe.synth
+    target = out / SYNTH_PAIRS
+    if _is_main() and not target.is_file():
+        res = synthesize(s.resolved_corpus(), target, _synth_config(recipe), resume=partial_path(target).exists(),
+                         progress=sys.stderr.isatty())
+        logger.warning("synth: %s -> %s", res.stats.summary(), target)
+    _barrier()  # the other ranks read what rank 0 wrote
+    spec = DatasetConfig(path=str(target), name=s.name, max_negatives=s.max_negatives)
+    data = recipe.data.model_copy(update={"datasets": [*recipe.data.datasets, spec]})
+    updated = recipe.model_copy(update={"data": data})
+    updated._locator, updated._prefix = recipe._locator, recipe._prefix
+    return updated
+
+
 def check_matryoshka_dims(stages: list[tuple[str, Recipe]], first: Any) -> None:
     """``losses.matryoshka.dims`` above the model's embedding size: one line before any work (every stage trains
     the first stage's model onwards, so its size is every stage's)."""
@@ -661,6 +716,8 @@ def run_recipe(
     recipe_text = recipe_to_yaml(recipe)
     from embedkit.models.loading import runs_unadapted_bidirectional
 
+    if recipe.synth is not None:
+        check_synth(recipe)
     first = stages[0][1].model
     # load_model's checks: a bad model folder fails here, before the output folder is touched
     unadapted = runs_unadapted_bidirectional(first)
@@ -681,6 +738,10 @@ def run_recipe(
             Path(tmp).write_text(recipe_text, encoding="utf-8")
     _barrier()
     try:
+        if recipe.synth is not None:  # generate (or reuse) the pairs, then read them as one more data set
+            recipe = run_synth(recipe, out)
+            stages = recipe.stage_recipes()
+            datas = [load_data(r) for _, r in stages]
         return _run_stages(out, stages, datas, multi=multi, resume=resume, callbacks=callbacks, scorer=scorer)
     except EmbedkitError:
         # a user error before anything was trained: leave no output folder behind (a fresh run only)
