@@ -18,6 +18,8 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
+
 import logging
 import os
 import tempfile
@@ -443,9 +445,9 @@ def _select_and_score(cfg: MiningConfig, stats: MiningStats, records: list[Pair]
         if shared is not None:
             pos_s = [shared.known[(qi, texts[t])] for t in p.positives]
             neg_s = [shared.known[(qi, d)] for d in stored] or None
-        out.append(Pair(query=p.query, positives=list(p.positives), negatives=[corpus_texts[i] for i in stored],
-                        positive_scores=pos_s, negative_scores=neg_s, instruction=p.instruction,
-                        dataset=p.dataset, id=p.id))
+        # every other field of the record (instruction, id, query_type, doc_id...) is kept as it came
+        out.append(dataclasses.replace(p, positives=list(p.positives), negatives=[corpus_texts[i] for i in stored],
+                                       positive_scores=pos_s, negative_scores=neg_s))
     stats.seconds["filter"] = t_filter
     return out
 

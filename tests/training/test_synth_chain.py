@@ -69,6 +69,7 @@ def test_chain_writes_the_pairs_trains_on_them_and_resume_regenerates_nothing(
     assert len(pairs) >= 16 and all(p.query_type and p.doc_id for p in pairs)  # 2 crops per document, filtered
     mined = list(load_pairs(out / "mined" / "synth.jsonl"))  # the miner ran on the generated pairs
     assert [p.query for p in mined] == [p.query for p in pairs] and any(p.negatives for p in mined)
+    assert [(p.query_type, p.doc_id) for p in mined] == [(p.query_type, p.doc_id) for p in pairs]  # kept by mining
     stamp = (out / "synth" / "pairs.jsonl").stat().st_mtime_ns
     done = run_recipe(recipe, out, resume=True)
     assert done.stages[0].global_step == 3 and (out / "final" / "modules.json").is_file()
