@@ -89,16 +89,40 @@ class DatasetConfig(_Section):
         return self.name or stem
 
 
+class B3Config(_Section):
+    """B3 cluster batches (``data.batching: b3``; :mod:`embedkit.mining.b3`): each batch is a cluster of examples a
+    teacher finds moderately similar, so in-batch negatives are hard.
+
+    Attributes:
+        model: the teacher bi-encoder that ranks the examples (default: the recipe's model, before training).
+        p / m: each example is linked to the examples at ranks ``[p, p + m)`` of its query's search over the other
+            examples (the top ``p`` are skipped: likely false negatives). B3's code uses 30 and 100.
+        rank_by: ``positive`` (query -> the other examples' positives: what in-batch negatives are) or ``query``.
+        partitioner: ``metis`` (``pip install pymetis``), ``greedy`` (embedkit's balanced graph growing), or
+            ``auto`` (METIS when installed).
+    """
+
+    model: str | None = None
+    p: int = Field(30, ge=0)
+    m: int = Field(100, ge=1)
+    rank_by: Literal["positive", "query"] = "positive"
+    partitioner: Literal["auto", "metis", "greedy"] = "auto"
+
+
 class DataConfig(_Section):
     """Training data: one or several data sets and how batches are drawn from them.
 
     Every batch holds pairs of **one** data set (task-homogeneous batches, so in-batch negatives are always of the
     same task). ``sampling`` decides the order: ``proportional`` (random order, each data set's share of batches
     proportional to its size x weight) or ``round_robin`` (cycle through the data sets until the smallest runs out).
+    ``batching`` decides what a batch holds: ``random`` (a seeded shuffle of the data set) or ``b3`` (clusters of
+    one global batch built from a teacher's ranking, :class:`B3Config` in ``b3``).
     """
 
     datasets: list[DatasetConfig] = Field(default_factory=list)
     sampling: Literal["proportional", "round_robin"] = "proportional"
+    batching: Literal["random", "b3"] = "random"
+    b3: B3Config | None = None
     skip_invalid: bool = False
     drop_last: bool = True
 
@@ -516,6 +540,9 @@ def _check_one(r: Recipe, pre: str, where: Any) -> None:
     if r.synth is not None and r.synth.name in [d.display_name for d in r.data.datasets]:
         raise ConfigError(f"'{pre}synth.name' ({r.synth.name}) is also the name of a data set",
                           where=where("synth.name", "synth"), hint="give synth.name another name")
+    if r.data.b3 is not None and r.data.batching != "b3":
+        raise ConfigError(f"'{pre}data.b3' is set but '{pre}data.batching' is '{r.data.batching}'",
+                          where=where("data.b3", "data.batching"), hint="set data.batching: b3, or drop data.b3")
     if not r.data.datasets and r.synth is None:
         raise ConfigError(f"no training data: '{pre}data.datasets' is empty", where=where("data.datasets", "data"),
                           hint="add e.g. data: {datasets: [{path: pairs.jsonl}]}")

@@ -572,6 +572,7 @@ def run_stage(
         drop_last=recipe.data.drop_last, gradcache_chunk_size=t.gradcache_chunk_size,
         encode_chunk_size=t.encode_chunk_size,
         merge_lora_on_save=lora_merge, card_writer=card_writer, callbacks=cbs,
+        b3_clusters=b3_clusters(recipe, data, stage_dir, model, world=max(1, args.world_size)),
     )
     if eval_cb is not None:
         eval_cb.trainer = trainer
@@ -589,10 +590,11 @@ def run_stage(
         final_scores = evaluate(trainer.model, beir, recipe.eval.k, scorer)
         metrics.update(final_scores)
     log = plot_cb.stage_log(trainer.state.log_history)
+    full_state = trainer.full_state_dict()  # a collective: every rank gathers a sharded model's full weights
     if trainer.args.should_save:
         log = plot_cb.finish(trainer.state, final_scores)
         with atomic_dir(final_dir, overwrite=True) as tmp:
-            save_pipeline(trainer.model, tmp, merge_lora=lora_merge)
+            save_pipeline(trainer.model, tmp, merge_lora=lora_merge, state_dict=full_state)
             write_card(tmp, metrics=dict(metrics), step=trainer.state.global_step, final=True, **card_common)
             write_marker(tmp, {"global_step": trainer.state.global_step})
     _barrier()
@@ -651,6 +653,36 @@ def run_synth(recipe: Recipe, out: Path) -> Recipe:
     updated = recipe.model_copy(update={"data": data})
     updated._locator, updated._prefix = recipe._locator, recipe._prefix
     return updated
+
+
+def b3_clusters(recipe: Recipe, data: LoadedData, stage_dir: Path, model: Any, *, world: int) -> list[Any] | None:
+    """``data.batching: b3``: each data set's clusters of one global batch (:mod:`embedkit.mining.b3`), ranked by
+    ``data.b3.model`` (default: ``model``, before training) through the mining embedding cache; else ``None``.
+    Every rank builds the same clusters (exact search, seeded partition)."""
+    if recipe.data.batching != "b3":
+        return None
+    import time
+
+    from embedkit.mining.b3 import build_b3_for_datasets
+    from embedkit.training.config import B3Config
+
+    cfg = recipe.data.b3 or B3Config()
+    teacher = model
+    if cfg.model is not None:
+        from embedkit.models import load_model
+
+        teacher = load_model(cfg.model)
+    cache = (recipe.miner.cache_dir if recipe.miner is not None and recipe.miner.cache_dir else None) \
+        or stage_dir / "mined" / "cache"
+    start = time.perf_counter()
+    built = build_b3_for_datasets(data.pairs, teacher, cluster_size=recipe.training.batch_size * world, p=cfg.p,
+                                  m=cfg.m, seed=recipe.training.seed, partitioner=cfg.partitioner,
+                                  rank_by=cfg.rank_by, cache_dir=cache)  # keyed by the weights themselves
+    for st, c in zip(data.stats, built):
+        logger.warning("b3: data set '%s': %d clusters of %d (%s), %d left over, %.0f%% of the link weight inside "
+                       "batches (%.1f s)", st.name, len(c.clusters), recipe.training.batch_size * world,
+                       c.partitioner, len(c.leftover), 100 * c.intra_weight, time.perf_counter() - start)
+    return built
 
 
 def check_matryoshka_dims(stages: list[tuple[str, Recipe]], first: Any) -> None:

@@ -57,7 +57,7 @@ from embedkit.training.checkpoint import (
     write_marker,
 )
 from embedkit.training.collator import PairCollator, PairDataset
-from embedkit.training.sampler import TaskBatchSampler
+from embedkit.training.sampler import ClusterBatchSampler, TaskBatchSampler
 
 
 #: ``scorer(model, data, *, k_values, batch_size, show_progress_bar) -> {"ndcg@10": ..., ...}``, the signature of
@@ -255,6 +255,7 @@ class EmbeddingTrainer(Trainer):
         merge_lora_on_save: bool = True,
         card_writer: Callable[[Path, EmbeddingTrainer], None] | None = None,
         callbacks: list[Any] | None = None,
+        b3_clusters: list[Any] | None = None,
     ) -> None:
         args.remove_unused_columns = False
         super().__init__(model=model, args=args, train_dataset=train_dataset, data_collator=collator,
@@ -268,6 +269,7 @@ class EmbeddingTrainer(Trainer):
         self.encode_chunk_size = encode_chunk_size
         self.merge_lora_on_save = merge_lora_on_save
         self.card_writer = card_writer
+        self.b3_clusters = b3_clusters
         self._stat_sums: dict[str, float] = {}
         self._stat_count = 0
         self._gradcache = None
@@ -276,16 +278,15 @@ class EmbeddingTrainer(Trainer):
     # -- data ----------------------------------------------------------------------------------------------------
     def make_sampler(self) -> TaskBatchSampler:
         ds: PairDataset = self.train_dataset  # type: ignore[assignment]
-        sampler = TaskBatchSampler(
-            ds.sizes,
-            self.args.per_device_train_batch_size,
-            weights=self.weights,
-            strategy=self.sampling,  # type: ignore[arg-type]
-            seed=self.args.seed,
-            drop_last=self.drop_last,
-            num_replicas=max(1, self.args.world_size),
-            rank=max(0, self.args.process_index),
-        )
+        common: dict[str, Any] = dict(
+            weights=self.weights, strategy=self.sampling, seed=self.args.seed, drop_last=self.drop_last,
+            num_replicas=max(1, self.args.world_size), rank=max(0, self.args.process_index))
+        if self.b3_clusters is not None:  # B3: one precomputed cluster (one global batch) a step
+            sampler: TaskBatchSampler = ClusterBatchSampler(
+                [c.clusters for c in self.b3_clusters], ds.sizes, self.args.per_device_train_batch_size,
+                leftovers=[c.leftover for c in self.b3_clusters], **common)
+        else:
+            sampler = TaskBatchSampler(ds.sizes, self.args.per_device_train_batch_size, **common)
         sampler.epoch_listeners.append(ds.set_epoch)
         return sampler
 

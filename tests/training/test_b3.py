@@ -263,3 +263,50 @@ def test_real_teacher_puts_planted_near_duplicate_pairs_in_one_cluster_through_t
     again = MiningStats()
     (res2,) = build_b3_for_datasets([mixed], teacher, cluster_size=8, p=0, m=7, cache_dir=tmp_path, stats=again)
     assert again.encoded == 0 and again.from_cache == 2 * len(mixed) and res2.clusters == res.clusters
+
+
+def test_a_b3_recipe_trains_on_the_clusters_and_puts_the_planted_group_in_one_batch(
+        debian_pairs: str, minilm_path: str, tmp_path, monkeypatch) -> None:
+    """``data.batching: b3`` end to end: the trainer's batches are exactly the clusters, one a step."""
+    import json
+
+    from embedkit.training.config import parse_recipe
+    from embedkit.training.runner import run_recipe
+    from embedkit.training.trainer import EmbeddingTrainer
+
+    rows = [json.loads(line) for line in open(debian_pairs, encoding="utf-8")][:40]
+    fruits = ["apple", "pear", "plum", "cherry", "peach", "apricot", "quince", "mango"]
+    planted = [{"query": f"tool to bake {f} pie recipes in the oven",
+                "positives": [f"This program bakes {f} pies: it reads recipes and drives the oven timer."]}
+               for f in fruits]
+    mixed = rows[:20] + planted[:4] + rows[20:] + planted[4:]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in mixed), encoding="utf-8")
+    planted_ids = sorted(i for i, r in enumerate(mixed) if r in planted)
+    seen: list[list[int]] = []
+    made = EmbeddingTrainer.make_sampler
+
+    def spy(self):
+        sampler = made(self)
+        seen.extend(sorted(b) for b in sampler)
+        return sampler
+
+    monkeypatch.setattr(EmbeddingTrainer, "make_sampler", spy)
+    recipe = parse_recipe({
+        "model": {"name": minilm_path, "max_seq_length": 48},
+        "data": {"datasets": [{"path": str(path), "max_negatives": 0}], "batching": "b3",
+                 "b3": {"p": 0, "m": 7, "partitioner": "greedy"}},
+        "training": {"batch_size": 8, "max_steps": 2, "logging_steps": 1}, "output": {"save_steps": None}})
+    run_recipe(recipe, tmp_path / "run")
+    assert seen and all(len(b) == 8 for b in seen)
+    assert planted_ids in seen  # the near-duplicates are one batch: each other's hard in-batch negatives
+    assert len(seen) == len(mixed) // 8 and sorted(i for b in seen for i in b) == list(range(len(mixed)))
+
+
+def test_b3_settings_without_b3_batching_are_refused() -> None:
+    from embedkit.training.config import parse_recipe
+
+    with pytest.raises(ConfigError, match="'data.b3' is set but 'data.batching' is 'random'"):
+        parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}], "b3": {"p": 10}}})
+    r = parse_recipe({"data": {"datasets": [{"path": "p.jsonl"}], "batching": "b3"}})
+    assert r.data.b3 is None and r.data.batching == "b3"  # B3's defaults (p 30, m 100)
