@@ -301,6 +301,17 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 }
 
 
+#: --ablate-batches (batches and negatives that evolve, issue #31): one default-recipe run per entry
+MATRYOSHKA_DIMS = [384, 256, 128, 64]
+BATCH_ABLATIONS: dict[str, dict[str, Any]] = {
+    "with B3 cluster batches (p 30, m 100)": {"data.batching": "b3"},
+    "with negatives re-mined every 20 steps": {"miner.refresh_every_steps": 20},
+    "with Matryoshka 384/256/128/64": {"losses.matryoshka": {"dims": MATRYOSHKA_DIMS}},
+    "with the spread-out regulariser (weight 1)": {"losses.spread_out": {"weight": 1.0}},
+    "with hardness weighting (strength 5)": {"losses.infonce.hardness": {"strength": 5.0}},
+}
+
+
 def embedkit_arm(args: argparse.Namespace, pairs_path: Path, out: Path, change: dict[str, Any] | None = None,
                  teacher: Path | None = None) -> Arm:
     """``recipes/minilm-cpu.yaml`` at this script's budget; ``change``: an entry of ``ABLATIONS``; ``teacher``: adds
@@ -748,6 +759,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--max-corpus", type=int, default=10_000, help="documents to retrieve from (0: all ~11k)")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--ablate", action="store_true", help="also run embedkit once per entry of ABLATIONS")
+    ap.add_argument("--ablate-batches", action="store_true",
+                    help="also run embedkit once per entry of BATCH_ABLATIONS (B3, re-mining, Matryoshka, "
+                         "spread-out, hardness)")
+    ap.add_argument("--dims", default=None,
+                    help="e.g. 256,128,64: also score the base, default and Matryoshka arms truncated to each")
     ap.add_argument("--decoder", action="store_true", help="also run the SmolLM2 bidirectional vs causal comparison")
     ap.add_argument("--decoder-skip-base", action="store_true",
                     help="with --decoder: only the fine-tuned arms (the untrained ones take ~9 min each on a 2-core "
@@ -858,6 +874,7 @@ def main(argv: list[str] | None = None) -> int:
 
     rows: dict[str, dict[str, float]] = {}
     setups: dict[str, dict[str, Any]] = {}
+    dims = [int(d) for d in args.dims.split(",") if d.strip()] if args.dims else []
 
     def arm(name: str, train: Any, trained: bool = True, setup: dict[str, Any] | None = None) -> dict[str, float]:
         if setup is not None:
@@ -868,6 +885,11 @@ def main(argv: list[str] | None = None) -> int:
         train_s = time.time() - t
         scores = model.scores if isinstance(model, TeacherRows) else score(model, beir)
         rows[name] = {**scores, "train_s": round(train_s, 1) if trained else 0.0}
+        if dims and (name == BASE or name.startswith(EMBEDKIT + " (") or "Matryoshka" in name):
+            for d in dims:  # the same model truncated to d dimensions (re-normalised by the cosine scorer)
+                model.truncate_dim = d
+                rows[f"{name} @{d}"] = {**score(model, beir), "train_s": 0.0}
+            model.truncate_dim = None
         if clock is not None:
             rows[name].update(clock.summary())
         log(f"{name} (train {train_s:.0f} s, total {time.time() - t_start:.0f} s): {rows[name]}")
@@ -894,6 +916,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablate:
         trained += [(f"embedkit {name}", embedkit_arm(args, pairs_path, out, change), f"ablation-{i}")
                     for i, (name, change) in enumerate(ABLATIONS.items())]
+    if args.ablate_batches:
+        trained += [(f"embedkit {name}", embedkit_arm(args, pairs_path, out, change), f"batches-{i}")
+                    for i, (name, change) in enumerate(BATCH_ABLATIONS.items())]
     if args.teacher is not None:
         trained.append((f"{EMBEDKIT} + listwise distillation from {args.teacher.name}",
                         embedkit_arm(args, pairs_path, out, teacher=args.teacher), "teacher-kd"))

@@ -33,7 +33,8 @@ BUDGET = {"data.datasets.0.path", "miner.cache_dir", "training.max_steps", "trai
 #: ... and its switches (ablations, the teacher, the decoder arms' attention / pooling / prompts / adapted model)
 SWITCHES = {"data.datasets.0.max_negatives", "miner", "miner.num_negatives", "miner.teacher", "miner.teacher_type",
             "losses.infonce.masking", "losses.infonce.masking.margin", "losses.infonce.mixing",
-            "losses.infonce.mixing.seed", "losses.listwise", "model.name", "model.bidirectional", "model.pooling",
+            "losses.infonce.mixing.seed", "losses.listwise", "model.name", "data.batching",
+            "miner.refresh_every_steps", "losses.matryoshka", "losses.spread_out", "losses.infonce.hardness", "model.bidirectional", "model.pooling",
             "model.latent_attention", "model.prompts", "model.exclude_prompt", "model.lora"}
 
 
@@ -588,3 +589,44 @@ def test_the_table_reports_both_anchors_and_the_time_ratio(quality) -> None:
     text = quality.table(rows, quality.BASE, f"{quality.ANCHOR} (batch 64)", f"{quality.ANCHOR_MINED} (batch 64)")
     line = next(l for l in text.splitlines() if l.startswith(f"| {quality.DISTILL} |"))  # noqa: E741
     assert "| +10.00 | +5.00 | +3.00 | 400 | 4.00 |" in line
+
+
+def test_the_batch_ablations_change_one_thing_each_and_dims_score_truncated_models(quality, tmp_path: Path,
+                                                                                  monkeypatch) -> None:
+    from types import SimpleNamespace
+
+    import embedkit.models
+    import embedkit.training.runner
+
+    trained: list[Recipe] = []
+
+    class Model:
+        truncate_dim = None
+
+    monkeypatch.setattr(embedkit.training.runner, "run_recipe", lambda recipe, out, **kw: trained.append(recipe)
+                        or SimpleNamespace(final_dir=Path(out) / "final"))
+    monkeypatch.setattr(embedkit.models, "load_model", lambda m: Model())
+    monkeypatch.setattr(quality, "eval_split",
+                        lambda *a: SimpleNamespace(queries={"q": "a query"}, corpus={"d": "a doc"}, source=""))
+    monkeypatch.setattr(quality, "score", lambda model, beir: dict.fromkeys(quality.METRICS, 1.0 / (
+        model.truncate_dim or 1)))
+    monkeypatch.setattr("embedkit.evaluation.report.write_report", lambda results, out: None)
+    out = tmp_path / "out"
+    assert quality.main(["--quick", "--skip-anchor", "--ablate-batches", "--dims", "128,64", "-o", str(out)]) == 0
+    default, *ablations = trained
+    assert len(ablations) == len(quality.BATCH_ABLATIONS)
+    for recipe, change in zip(ablations, quality.BATCH_ABLATIONS.values()):
+        a_full, b_full = recipe.model_dump(), default.model_dump()
+        assert a_full != b_full
+        for key in change:  # everything but the changed key is the default arm's
+            *head, last = key.split(".")
+            a, b = a_full, b_full
+            for part in head:
+                a, b = a[part], b[part]
+            a.pop(last), b.pop(last)
+        assert a_full == b_full
+    scores = json.loads((out / "quality.json").read_text())["scores"]
+    for name in (quality.BASE, next(n for n in scores if n.startswith(quality.EMBEDKIT + " ("))):
+        assert scores[f"{name} @128"]["ndcg@10"] == pytest.approx(1 / 128)  # scored truncated, then restored
+        assert scores[f"{name} @64"]["ndcg@10"] == pytest.approx(1 / 64) and scores[name]["ndcg@10"] == 1.0
+    assert any("Matryoshka" in n and n.endswith("@64") for n in scores)
