@@ -94,6 +94,9 @@ def _run(args: argparse.Namespace) -> int:
     msg = f"trained {result.stages[-1].global_step} steps; model in {result.final_dir}"
     if result.metrics:
         msg += "; " + ", ".join(f"{k}={v:.4f}" for k, v in result.metrics.items() if "ndcg" in k)
+        if result.metrics.get("refreshes"):  # miner.refresh_every_steps: what the re-mining cost
+            msg += (f"; negatives re-mined {int(result.metrics['refreshes'])}x, "
+                    f"{result.metrics['refresh_seconds']:.1f} s each")
     print(msg + (f"; {note}" if note else ""), file=sys.stderr)
     return 0
 
