@@ -36,7 +36,7 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +47,7 @@ from embedkit.errors import OutputError
 from embedkit.mining.distributed import barrier, rank_world
 from embedkit.utils.io import atomic_file
 
-__all__ = ["EmbeddingCache", "model_fingerprint", "text_digests"]
+__all__ = ["EmbeddingCache", "EmbeddingView", "model_fingerprint", "text_digests"]
 
 logger = logging.getLogger(__name__)
 
@@ -150,23 +150,24 @@ class EmbeddingCache:
                 np.save(f, digests, allow_pickle=False)
 
     def get_or_encode(self, texts: Sequence[str], encode_fn: Callable[[list[str]], np.ndarray], *,
-                      desc: str = "encode", show_progress_bar: bool | None = None) -> np.ndarray:
+                      desc: str = "encode", show_progress_bar: bool | None = None,
+                      lazy: bool = False) -> np.ndarray | EmbeddingView:
         """Embeddings ``(len(texts), dim)`` in input order; only texts missing from the cache are encoded.
 
         ``encode_fn(list_of_texts) -> (n, dim) float32`` is called once per missing shard. Under
         ``torch.distributed`` every rank must call this with the same ``texts``; each encodes its slice.
+        ``lazy=True`` returns an :class:`EmbeddingView` over the shards instead of one in-memory matrix (bounded
+        memory for large corpora: the blocked search of :mod:`embedkit.mining.index` reads it block by block).
         """
         digests = text_digests(texts)
-        index, shards = self._index()
-        missing: dict[bytes, int] = {}
-        for i, d in enumerate(digests):
-            key = d.tobytes()
-            if key not in index and key not in missing:
-                missing[key] = i
+        shard_of, _ = _locate(digests, self._shards())
+        missing_rows = np.flatnonzero(shard_of < 0)
+        # one row per distinct missing text (its first occurrence)
+        _, first = np.unique(np.ascontiguousarray(digests[missing_rows]).view(_KEY).ravel(), return_index=True)
         rank, world = rank_world()
         barrier()  # every rank has read the same cache state before anyone writes
-        todo = list(missing.values())
-        self.hits = len(texts) - sum(1 for d in digests if d.tobytes() in missing)
+        todo = missing_rows[np.sort(first)].tolist()
+        self.hits = len(texts) - len(missing_rows)
         if todo:
             # longest first, so shards hold similar lengths (less padding); deterministic order for every rank
             todo.sort(key=lambda i: (-len(texts[i]), i))
@@ -186,8 +187,12 @@ class EmbeddingCache:
                     self.encoded += len(chunk)
                     bar.update(len(chunk))
             barrier()
-            index, shards = self._index()
-        return self._gather(digests, index, shards)
+        shards = self._shards()
+        shard_of, row_of = _locate(digests, shards)
+        if not len(digests):
+            return np.zeros((0, 0), dtype=np.float32)
+        view = EmbeddingView(shards, shard_of, row_of)
+        return view if lazy else view.to_array()
 
     @staticmethod
     def _gather(digests: np.ndarray, index: dict[bytes, tuple[int, int]], shards: list[Path]) -> np.ndarray:
@@ -207,3 +212,111 @@ class EmbeddingCache:
         if out is None:
             return np.zeros((0, 0), dtype=np.float32)
         return out
+
+    def view(self, texts: Sequence[str], *, normalize: bool = False) -> EmbeddingView:
+        """The cached embeddings of ``texts`` (all already cached) as an :class:`EmbeddingView`: nothing is loaded.
+
+        Raises KeyError when a text is not in the cache (call :meth:`get_or_encode` with ``lazy=True`` first).
+        """
+        shards = self._shards()
+        shard_of, row_of = _locate(text_digests(texts), shards)
+        if (shard_of < 0).any():
+            raise KeyError(f"{int((shard_of < 0).sum())} texts are not in the cache {self.root}")
+        return EmbeddingView(shards, shard_of, row_of, normalize=normalize)
+
+
+def _locate(digests: np.ndarray, shards: list[Path]) -> tuple[np.ndarray, np.ndarray]:
+    """``(shard, row)`` int32 arrays of each digest (``-1`` where missing); the first shard wins for duplicates.
+
+    Vectorised (a sort of every key, then a binary search) rather than a dict: for 1M texts a dict of bytes costs
+    ~200 MB of Python objects, these arrays ~40 MB.
+    """
+    n = len(digests)
+    shard_of = np.full(n, -1, dtype=np.int32)
+    row_of = np.full(n, -1, dtype=np.int32)
+    if not shards or n == 0:
+        return shard_of, row_of
+    keys = [np.load(e.with_name(e.name.replace(".npy", ".keys.npy")), allow_pickle=False) for e in shards]
+    lengths = np.array([len(k) for k in keys], dtype=np.int64)
+    all_keys = np.ascontiguousarray(np.concatenate(keys), dtype=np.uint8).view(_KEY).ravel()
+    del keys
+    order = np.argsort(all_keys, kind="stable")  # stable: among equal keys the earliest (shard, row) comes first
+    sorted_keys = all_keys[order]
+    want = np.ascontiguousarray(digests, dtype=np.uint8).view(_KEY).ravel()
+    pos = np.minimum(np.searchsorted(sorted_keys, want), len(sorted_keys) - 1)
+    found = sorted_keys[pos] == want
+    flat = order[pos[found]]
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+    s = np.searchsorted(starts, flat, side="right") - 1
+    shard_of[found] = s
+    row_of[found] = flat - starts[s]
+    return shard_of, row_of
+
+
+_KEY = np.dtype([("hi", ">u8"), ("lo", ">u8")])  # a 16-byte digest as one sortable record
+
+
+class EmbeddingView:
+    """Corpus-ordered embeddings read on demand from the cache's ``.npy`` shards, ``block_size`` rows at a time.
+
+    Why: a 1M x 384 float32 corpus is 1.5 GB, and the in-memory mining path holds it up to three times (gathered,
+    normalised, copied into the FAISS index). A view keeps only ``(shard, row)`` per text (8 bytes) and memory-maps
+    one shard at a time, unmapping it after each read, so the resident set stays near one block.
+
+    Example:
+        >>> import numpy as np, tempfile
+        >>> from embedkit.mining.cache import EmbeddingCache
+        >>> cache = EmbeddingCache(tempfile.mkdtemp(), {"model": "fake"}, shard_size=2)
+        >>> _ = cache.get_or_encode(["a", "bb", "ccc"], lambda t: np.full((len(t), 2), 3.0, np.float32))
+        >>> view = cache.view(["ccc", "a"], normalize=True)
+        >>> view.shape, [start for start, _ in view.blocks(1)]
+        ((2, 2), [0, 1])
+        >>> round(float(view.rows([1])[0, 0]), 4)
+        0.7071
+    """
+
+    def __init__(self, shards: Sequence[Path], shard_of: np.ndarray, row_of: np.ndarray, *,
+                 normalize: bool = False) -> None:
+        self.shards = list(shards)
+        self.shard_of = np.asarray(shard_of, dtype=np.int32)
+        self.row_of = np.asarray(row_of, dtype=np.int32)
+        self.normalize = normalize
+        dim = 0
+        if len(self.shard_of):
+            dim = int(np.load(self.shards[int(self.shard_of[0])], mmap_mode="r", allow_pickle=False).shape[1])
+        self.dim = dim
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return len(self.shard_of), self.dim
+
+    def __len__(self) -> int:
+        return len(self.shard_of)
+
+    def rows(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """float32 ``(len(ids), dim)`` rows in the order of ``ids`` (L2-normalised if the view normalises)."""
+        ids = np.asarray(ids, dtype=np.int64)
+        out = np.empty((len(ids), self.dim), dtype=np.float32)
+        shard = self.shard_of[ids]
+        by_shard = np.argsort(shard, kind="stable")
+        bounds = np.flatnonzero(np.diff(shard[by_shard])) + 1
+        for group in np.split(by_shard, bounds):
+            if not len(group):
+                continue
+            src = self.row_of[ids[group]]
+            order = np.argsort(src)  # ascending rows: sequential reads of the memory map
+            data = np.load(self.shards[int(shard[group[0]])], mmap_mode="r", allow_pickle=False)
+            out[group[order]] = data[src[order]]
+            del data  # unmap now: touched pages would otherwise stay in the resident set
+        if self.normalize:
+            out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def blocks(self, block_size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, rows[start:start + block_size])`` over the whole view, in order."""
+        for start in range(0, len(self), block_size):
+            yield start, self.rows(np.arange(start, min(start + block_size, len(self))))
+
+    def to_array(self) -> np.ndarray:
+        """Everything in memory (what the non-streaming path uses)."""
+        return self.rows(np.arange(len(self)))

@@ -65,13 +65,25 @@ class MiningConfig(BaseModel):
     sampling: Literal["top", "random"] = Field(
         "top", description="top: the best surviving candidates; random: uniformly (seeded) among the survivors")
     seed: int = Field(0, description="seed of random sampling")
-    index: Literal["flat", "ivf", "hnsw"] = Field(
+    index: Literal["flat", "ivf", "hnsw", "ivfpq"] = Field(
         "flat", description="flat: exact inner product; ivf: inverted lists (nlist / nprobe); hnsw: graph "
-                            "(hnsw_m / ef_search) -- the last two for large corpora")
+                            "(hnsw_m / ef_search); ivfpq: IVF with product-quantised codes, streamed from the "
+                            "embedding cache and re-scored exactly (pq_m / pq_bits / pq_refine; bounded memory for "
+                            "millions of documents)")
     nlist: int | None = Field(None, ge=1, description="IVF cells (default 4 x sqrt(corpus size))")
     nprobe: int | None = Field(None, ge=1, description="IVF cells visited per query (default nlist / 8)")
     hnsw_m: int = Field(32, ge=4, description="HNSW graph degree")
     ef_search: int | None = Field(None, ge=1, description="HNSW search beam (default max(128, 2 x candidates))")
+    pq_m: int | None = Field(
+        None, ge=1, description="IVF-PQ bytes per document (sub-quantizers; must divide the embedding dimension; "
+                                "default dimension / 8)")
+    pq_bits: int = Field(8, ge=4, le=12, description="IVF-PQ bits per sub-quantizer code (8: 256 centroids each)")
+    pq_refine: int = Field(
+        4, ge=1, description="IVF-PQ: re-score the top candidates x N with exact vectors read from the cache")
+    block_size: int | None = Field(
+        None, ge=1,
+        description="stream the corpus from the embedding cache in blocks of N documents instead of one in-memory "
+                    "matrix (bounded memory; flat stays exact; ivfpq always streams; needs a cache folder)")
     use_gpu: bool | Literal["auto"] = Field(
         "auto", description="FAISS on a GPU: auto (when one is visible), true (error without one) or false")
     batch_size: int = Field(32, ge=1, description="encoding batch size")
@@ -92,6 +104,9 @@ class MiningConfig(BaseModel):
                              "least num_negatives documents")
         if self.nlist is not None and self.nprobe is not None and self.nprobe > self.nlist:
             raise ValueError(f"nprobe ({self.nprobe}) is larger than nlist ({self.nlist})")
+        if self.block_size is not None and self.index in ("ivf", "hnsw"):
+            raise ValueError(f"block_size streams the corpus, but index={self.index} holds every vector in memory: "
+                             "use index=flat (exact, streamed) or index=ivfpq (compressed codes)")
         return self
 
 

@@ -37,14 +37,14 @@ from embedkit.data.readers import PairSet, load_corpus_texts, load_pairs, write_
 from embedkit.data.schema import Pair
 from embedkit.encode import encode, resolve_prompt
 from embedkit.errors import ConfigError, InputError
-from embedkit.mining.cache import EmbeddingCache, model_fingerprint
+from embedkit.mining.cache import EmbeddingCache, EmbeddingView, model_fingerprint
 from embedkit.mining.config import MiningConfig, make_config
 from embedkit.mining.distributed import rank_world
 from embedkit.mining.filters import filter_by_teacher, normalize_text, select_negatives
-from embedkit.mining.index import build_index, search
+from embedkit.mining.index import RowSource, as_rows, build_index, build_ivfpq, search, search_blocked, search_ivfpq
 from embedkit.utils.io import check_writable_parent
 
-__all__ = ["MiningResult", "MiningStats", "embed_texts", "mine_hard_negatives"]
+__all__ = ["MiningResult", "MiningStats", "embed_texts", "mine_hard_negatives", "retrieve"]
 
 logger = logging.getLogger(__name__)
 
@@ -121,8 +121,13 @@ def embed_texts(model: SentenceTransformer, texts: Sequence[str], *, role: str |
                 prompt: str | None = None, cache_dir: str | os.PathLike | None = None,
                 source: str | os.PathLike | None = None, fingerprint: str | None = None,
                 encode_fn: Callable[..., np.ndarray] | None = None, show_progress_bar: bool | None = None,
-                stats: MiningStats | None = None, shard_size: int = 4096) -> np.ndarray:
-    """L2-normalised float32 embeddings of ``texts``, through the on-disk cache when ``cache_dir`` is set."""
+                stats: MiningStats | None = None, shard_size: int = 4096,
+                lazy: bool = False) -> np.ndarray | EmbeddingView:
+    """L2-normalised float32 embeddings of ``texts``, through the on-disk cache when ``cache_dir`` is set.
+
+    ``lazy`` (needs ``cache_dir``): return an :class:`~embedkit.mining.cache.EmbeddingView` that reads (and
+    normalises) rows from the cache's shards on demand, instead of one in-memory matrix.
+    """
     encode_fn = encode_fn or encode
     used_prompt = resolve_prompt(model, role, prompt)
 
@@ -143,10 +148,13 @@ def embed_texts(model: SentenceTransformer, texts: Sequence[str], *, role: str |
                "prompt": used_prompt, "max_seq_length": getattr(model, "max_seq_length", None)}
         cache = EmbeddingCache(cache_dir, key, shard_size=shard_size)
         emb = cache.get_or_encode(list(texts), run, desc=f"encode {role or 'texts'}",
-                                  show_progress_bar=show_progress_bar)
+                                  show_progress_bar=show_progress_bar, lazy=lazy)
         if stats is not None:
             stats.encoded += cache.encoded
             stats.from_cache += len(texts) - cache.encoded
+        if isinstance(emb, EmbeddingView):
+            emb.normalize = True
+            return emb
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     return emb / np.maximum(norms, 1e-12)
 
@@ -282,6 +290,13 @@ def mine_hard_negatives(
     if teacher_type not in ("cross", "bi"):
         raise ConfigError(f"unknown teacher type '{teacher_type}'", where="--teacher-type", hint="use cross or bi")
     check_teacher_settings(cfg, teacher)
+    stream = cfg.block_size is not None or cfg.index == "ivfpq"
+    if cfg.block_size is not None and cache_dir is None:
+        raise ConfigError("block_size streams the corpus from the embedding cache, but no cache folder is given",
+                          where="mining.block_size", hint="pass a cache folder (--cache-dir DIR) or unset block_size")
+    if cfg.index == "ivfpq" and cfg.use_gpu is True:
+        raise ConfigError("index=ivfpq runs on the CPU (codes are small; exact re-scoring reads the cache)",
+                          where="mining.use_gpu", hint="use use_gpu=auto or false with ivfpq, or index=flat/ivf")
     if not isinstance(pairs, (PairSet, list, tuple)):
         pairs = load_pairs(pairs, skip_invalid=skip_invalid)
     records = list(pairs)
@@ -322,7 +337,8 @@ def mine_hard_negatives(
     common = dict(batch_size=cfg.batch_size, cache_dir=cache_dir, source=source, fingerprint=fingerprint,
                   encode_fn=encode_fn, show_progress_bar=show_progress_bar, stats=stats,
                   shard_size=shard_size)
-    doc_emb = embed_texts(st_model, corpus_texts, role="document", **common)
+    doc_emb = embed_texts(st_model, corpus_texts, role="document", lazy=stream and cache_dir is not None,
+                          **common)
     q_emb = embed_texts(st_model, queries, role="query", **common)
     stats.seconds["encode"] = time.perf_counter() - t_setup
     rank, world = rank_world()
@@ -362,22 +378,66 @@ def mine_hard_negatives(
     return MiningResult(pairs=out, stats=stats, corpus=corpus_texts)
 
 
+def min_positive_scores(docs: np.ndarray | RowSource, q_emb: np.ndarray, positives: Sequence[set[int]], *,
+                        max_rows: int = 65536) -> np.ndarray:
+    """Each query's lowest positive score, gathering at most ``max_rows`` positive vectors at a time."""
+    src = as_rows(docs)
+    out = np.empty(len(positives), dtype=np.float64)
+    start = 0
+    while start < len(positives):
+        stop, rows = start, 0
+        while stop < len(positives) and (rows == 0 or rows + len(positives[stop]) <= max_rows):
+            rows += len(positives[stop])
+            stop += 1
+        ids = [sorted(p) for p in positives[start:stop]]
+        vecs = src.rows(np.fromiter((d for p in ids for d in p), dtype=np.int64, count=rows))
+        at = 0
+        for i, p in enumerate(ids, start):
+            out[i] = float((vecs[at:at + len(p)] @ q_emb[i]).min())
+            at += len(p)
+        start = stop
+    return out
+
+
+def retrieve(cfg: MiningConfig, docs: np.ndarray | RowSource, q_emb: np.ndarray, k: int, *,
+             show_progress_bar: bool | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Top-``k`` ``(scores, ids)`` of every query with the index the config asks for.
+
+    ``docs`` is an in-memory matrix or an :class:`~embedkit.mining.cache.EmbeddingView` over the cache. With
+    ``index=ivfpq`` or ``block_size`` set the corpus is read block by block (bounded memory); otherwise it is
+    loaded whole into a FAISS index, as before.
+
+    Example:
+        >>> import numpy as np
+        >>> from embedkit.mining.config import MiningConfig
+        >>> docs = np.eye(3, dtype=np.float32)
+        >>> retrieve(MiningConfig(block_size=2), docs, docs[1:2], k=1)[1].tolist()
+        [[1]]
+    """
+    n = as_rows(docs).shape[0]
+    block = cfg.block_size or 65536
+    if cfg.index == "ivfpq":
+        index = build_ivfpq(docs, nlist=cfg.nlist, nprobe=cfg.nprobe, pq_m=cfg.pq_m, pq_bits=cfg.pq_bits,
+                            block_size=block, seed=cfg.seed)
+        return search_ivfpq(index, docs, q_emb, k, refine=cfg.pq_refine, show_progress_bar=show_progress_bar)
+    if cfg.block_size is not None:
+        return search_blocked(docs, q_emb, k, block_size=block, show_progress_bar=show_progress_bar)
+    matrix = docs if isinstance(docs, np.ndarray) else as_rows(docs).rows(np.arange(n))
+    index = build_index(matrix, cfg.index, nlist=cfg.nlist, nprobe=cfg.nprobe, hnsw_m=cfg.hnsw_m,
+                        ef_search=cfg.ef_search, use_gpu=cfg.use_gpu, seed=cfg.seed)
+    return search(index, q_emb, k, ef_search=cfg.ef_search, show_progress_bar=show_progress_bar)
+
+
 def _select_and_score(cfg: MiningConfig, stats: MiningStats, records: list[Pair], texts: dict[str, int],
                       corpus_texts: list[str], queries: list[str], q_index: dict[str, int],
-                      positives: list[set[int]], doc_emb: np.ndarray, q_emb: np.ndarray,
+                      positives: list[set[int]], doc_emb: np.ndarray | RowSource, q_emb: np.ndarray,
                       shared: _SharedScoring | None, show_progress_bar: bool | None) -> list[Pair]:
     """Rank 0: search, select the negatives, add the candidates and the teacher's scores."""
     t1 = time.perf_counter()
-    min_pos = np.empty(len(queries), dtype=np.float64)
-    for i, pos in enumerate(positives):
-        ids = np.fromiter(pos, dtype=np.int64, count=len(pos))
-        min_pos[i] = float((doc_emb[ids] @ q_emb[i]).min())
+    min_pos = min_positive_scores(doc_emb, q_emb, positives)
     max_pos = max(len(p) for p in positives)
     k = min(max(cfg.range_max, cfg.num_candidates or 0) + max_pos, len(corpus_texts))
-    index = build_index(doc_emb, cfg.index, nlist=cfg.nlist, nprobe=cfg.nprobe, hnsw_m=cfg.hnsw_m,
-                        ef_search=cfg.ef_search, use_gpu=cfg.use_gpu, seed=cfg.seed)
-    scores, cand = search(index, q_emb, k, ef_search=cfg.ef_search, show_progress_bar=show_progress_bar)
-    del index
+    scores, cand = retrieve(cfg, doc_emb, q_emb, k, show_progress_bar=show_progress_bar)
     stats.seconds["search"] = time.perf_counter() - t1
 
     t2 = time.perf_counter()
