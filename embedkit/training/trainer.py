@@ -198,18 +198,93 @@ def _save_pipeline(model: SentenceTransformer, path: str | os.PathLike, *, merge
         from embedkit.models.lora import merge_lora as _merge
         from embedkit.models.lora import save_adapter
 
+        # merging and stripping change the module tree: work on a copy, so the live (training) model keeps its
+        # adapter. A sharded model refuses deepcopy; it is copied from its gathered weights instead.
+        clone = _copy_for_saving(model)
         if merge_lora:
-            merged = copy.deepcopy(model)
-            _merge(merged)
-            merged.save(str(path), create_model_card=False)
+            _merge(clone)
+            clone.save(str(path), create_model_card=False)
             return
-        save_adapter(model, path / "adapter")
-        base = copy.deepcopy(model)
-        base[0].model = base[0].model.get_base_model()  # the frozen base, without adapter layers
-        _strip_lora_layers(base[0].model)
-        base.save(str(path), create_model_card=False)
+        save_adapter(clone, path / "adapter")
+        clone[0].model = clone[0].model.get_base_model()  # the frozen base, without adapter layers
+        _strip_lora_layers(clone[0].model)
+        clone.save(str(path), create_model_card=False)
         return
     model.save(str(path), create_model_card=False)
+
+
+def _is_fsdp_module(module: torch.nn.Module) -> bool:
+    try:
+        from torch.distributed.fsdp import FSDPModule
+    except ImportError:  # pragma: no cover - torch without FSDP2
+        return False
+    return isinstance(module, FSDPModule)
+
+
+def _copy_for_saving(model: SentenceTransformer) -> SentenceTransformer:
+    """A copy of ``model`` that saving may modify: ``copy.deepcopy``, or :func:`_plain_copy` if FSDP2 wraps it."""
+    if any(_is_fsdp_module(m) for m in model.modules()):
+        return _plain_copy(model)  # type: ignore[return-value]
+    return copy.deepcopy(model)
+
+
+#: per-module hook registries; an FSDP2 module's hooks are FSDP's own (all-gather / reshard) and are not copied
+_HOOK_DICTS = ("_forward_pre_hooks", "_forward_pre_hooks_with_kwargs", "_forward_hooks", "_forward_hooks_with_kwargs",
+               "_forward_hooks_always_called", "_backward_pre_hooks", "_backward_hooks", "_state_dict_hooks",
+               "_state_dict_pre_hooks", "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def _plain_copy(module: torch.nn.Module, memo: dict[int, Any] | None = None) -> torch.nn.Module:
+    """A detached CPU copy of a module tree sharded in place with FSDP2 ``fully_shard``, without the sharding.
+
+    Why: FSDP2 modules refuse ``copy.deepcopy`` by design ("FSDP does not support deepcopy": the state object
+    ``fully_shard`` inserts is not copyable, https://github.com/pytorch/pytorch/pull/117776), and merging a LoRA
+    adapter in place would take it away from the model being trained. Call it inside :func:`_full_weights`, where
+    every parameter holds its gathered full value: each module is rebuilt as its original class
+    (``FSDPBertLayer`` -> ``BertLayer``), parameters and buffers are cloned to CPU (shared ones stay shared), other
+    attributes are deep copied, and FSDP's state and hooks are left out. peft then merges the copy like any CPU
+    model, instead of working on shards -- the "'weight' must be 2-D" class of FSDP failure
+    (https://github.com/huggingface/transformers/issues/39186).
+
+    Example:
+        >>> with _full_weights(model, full_state_dict(model)):                             # doctest: +SKIP
+        ...     plain = _plain_copy(model)          # a CPU SentenceTransformer, no DTensor, no FSDP hooks
+    """
+    memo = {} if memo is None else memo
+    if id(module) in memo:
+        return memo[id(module)]
+    cls = type(module)
+    fsdp = _is_fsdp_module(module)
+    if fsdp:  # FSDP2 swapped the class for FSDP<cls>(FSDPModule, cls): take the original back
+        from torch.distributed.fsdp import FSDPModule
+
+        cls = next(c for c in cls.__mro__ if issubclass(c, torch.nn.Module) and not issubclass(c, FSDPModule))
+    new = cls.__new__(cls)
+    memo[id(module)] = new
+    skip = {"_parameters", "_buffers", "_modules", "_is_fsdp_managed_module", "_fsdp_use_orig_params", *_HOOK_DICTS}
+    for key, value in module.__dict__.items():
+        if key in skip or key.startswith("__"):  # "__composable_api_state_key_*": FSDP's per-module state
+            continue
+        new.__dict__[key] = copy.deepcopy(value, memo)
+    for key in _HOOK_DICTS:
+        if key in module.__dict__:
+            hooks = module.__dict__[key]
+            new.__dict__[key] = type(hooks)() if fsdp else copy.copy(hooks)
+
+    def tensor(t: Tensor) -> Tensor:
+        if _is_sharded(t):
+            raise OutputError("a sharded weight reached the copy being saved", where="save",
+                              hint="gather the weights first (full_state_dict(model)) and pass state_dict=")
+        if id(t) not in memo:
+            data = t.detach().to("cpu", copy=True)
+            memo[id(t)] = torch.nn.Parameter(data, requires_grad=t.requires_grad) \
+                if isinstance(t, torch.nn.Parameter) else data
+        return memo[id(t)]
+
+    new.__dict__["_parameters"] = {n: None if p is None else tensor(p) for n, p in module._parameters.items()}
+    new.__dict__["_buffers"] = {n: None if b is None else tensor(b) for n, b in module._buffers.items()}
+    new.__dict__["_modules"] = {n: None if c is None else _plain_copy(c, memo) for n, c in module._modules.items()}
+    return new
 
 
 def _strip_lora_layers(module: torch.nn.Module) -> None:
