@@ -3,6 +3,7 @@ IVF-PQ (compressed codes, exact re-scoring), issue #32."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import faiss
@@ -169,3 +170,20 @@ def test_streaming_needs_a_cache_folder(tiny_st, debian_pairs) -> None:
     with pytest.raises(ConfigError) as err:
         mine_hard_negatives(debian_pairs[:5], tiny_st, block_size=1024, show_progress_bar=False)
     assert err.value.where == "mining.block_size"
+
+
+def test_bench_mining_1m_runs_at_a_tiny_size(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    bench = Path(__file__).resolve().parents[2] / "eval" / "bench_mining_1m.py"
+    out = tmp_path / "bench.json"
+    proc = subprocess.run([sys.executable, str(bench), "--size", "3000", "--dim", "32", "--queries", "40",
+                           "--block-size", "1024", "--arms", "memory-flat", "stream-flat", "--json", str(out)],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(out.read_text())
+    arms = {a["arm"]: a for a in result["arms"]}
+    assert arms["stream-flat"]["recall_at_k"] == 1.0  # exact: the same top-k as the in-memory IndexFlatIP
+    assert all(a["peak_rss_mb"] > 0 and a["seconds"] > 0 for a in arms.values())
+    assert "stream-flat_memory_ratio" in result and "x less memory" in proc.stdout
