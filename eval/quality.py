@@ -305,7 +305,7 @@ ABLATIONS: dict[str, dict[str, Any]] = {
 MATRYOSHKA_DIMS = [384, 256, 128, 64]
 BATCH_ABLATIONS: dict[str, dict[str, Any]] = {
     "with B3 cluster batches (p 30, m 100)": {"data.batching": "b3"},
-    "with negatives re-mined every 20 steps": {"miner.refresh_every_steps": 20},
+    "with negatives re-mined every third of the run": {"miner.refresh_every_steps": "third"},
     "with Matryoshka 384/256/128/64": {"losses.matryoshka": {"dims": MATRYOSHKA_DIMS}},
     "with the spread-out regulariser (weight 1)": {"losses.spread_out": {"weight": 1.0}},
     "with hardness weighting (strength 5)": {"losses.infonce.hardness": {"strength": 5.0}},
@@ -917,8 +917,10 @@ def main(argv: list[str] | None = None) -> int:
         trained += [(f"embedkit {name}", embedkit_arm(args, pairs_path, out, change), f"ablation-{i}")
                     for i, (name, change) in enumerate(ABLATIONS.items())]
     if args.ablate_batches:
-        trained += [(f"embedkit {name}", embedkit_arm(args, pairs_path, out, change), f"batches-{i}")
-                    for i, (name, change) in enumerate(BATCH_ABLATIONS.items())]
+        refresh = max(1, args.steps // 3)  # two refreshes in the run, whatever its length
+        trained += [(f"embedkit {name}".replace("every third of the run", f"every {refresh} steps"),
+                     embedkit_arm(args, pairs_path, out, {k: refresh if v == "third" else v for k, v in change.items()}),
+                     f"batches-{i}") for i, (name, change) in enumerate(BATCH_ABLATIONS.items())]
     if args.teacher is not None:
         trained.append((f"{EMBEDKIT} + listwise distillation from {args.teacher.name}",
                         embedkit_arm(args, pairs_path, out, teacher=args.teacher), "teacher-kd"))
