@@ -160,7 +160,8 @@ def encode(
                 if plen is not None:
                     batch["prompt_length"] = plen
                 emb = model(batch)["sentence_embedding"]
-                out[torch.tensor(rows)] = emb.float().cpu()
+                # a model with truncate_dim set (Matryoshka) gives its first `dim` dimensions, as model.encode does
+                out[torch.tensor(rows)] = emb[:, :dim].float().cpu()
                 bar.update(len(rows))
     finally:
         model.train(was_training)

@@ -83,3 +83,19 @@ def test_non_string_input_error(minilm):
 def test_bad_role(minilm):
     with pytest.raises(InputError, match="unknown role"):
         encode(minilm, ["x"], role="passage")
+
+
+def test_encode_honours_truncate_dim_like_sentence_transformers(minilm_path) -> None:
+    """A Matryoshka-style ``truncate_dim`` gives the first d dimensions, as ``SentenceTransformer.encode`` does."""
+    import numpy as np
+    from sentence_transformers import SentenceTransformer
+
+    import embedkit
+
+    texts = ["list directory contents", "copy files and directories", "a"]
+    model = SentenceTransformer(minilm_path, device="cpu")
+    full = np.asarray(embedkit.encode(model, texts))
+    model.truncate_dim = 128
+    cut = np.asarray(embedkit.encode(model, texts))
+    assert cut.shape == (3, 128) and np.allclose(cut, full[:, :128], atol=1e-6)
+    assert np.allclose(cut, model.encode(texts), atol=1e-5)
