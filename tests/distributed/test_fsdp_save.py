@@ -10,50 +10,27 @@ every rank of a sharded model (its forward is a collective; rank 0 alone used to
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
 
+from torchrun_helpers import copy_without_dropout, encode_folder, run_worker  # noqa: E402
+
 SCRIPT = Path(__file__).parent / "fsdp_save.py"
 
 
 def _torchrun(model: str, out: Path, *extra: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-           "--model", model, "--out", str(out), *extra]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out / "result.json").read_text())
+    return run_worker(SCRIPT, model, out, *extra)
 
 
 @pytest.fixture(scope="module")
 def nodrop(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("fsdp_nodrop")
-    shutil.copytree(tiny_bert, out, dirs_exist_ok=True)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (out / "config.json").write_text(json.dumps(cfg))
-    return str(out)
+    return copy_without_dropout(tiny_bert, tmp_path_factory.mktemp("fsdp_nodrop"))
 
 
 def _encode(folder: Path, texts: list[str], *, plain: bool) -> torch.Tensor:
-    if plain:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(folder), device="cpu")
-    else:
-        from embedkit.models import load_model
-
-        model = load_model(str(folder))
-    model.eval()
-    return model.encode(texts, convert_to_tensor=True, batch_size=8).cpu()
+    return encode_folder(folder, texts, plain=plain)
 
 
 @pytest.mark.slow

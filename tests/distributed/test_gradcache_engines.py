@@ -11,9 +11,6 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +21,8 @@ from embedkit.losses import InfoNCELoss, make_batch
 from embedkit.models import load_model
 from embedkit.training.gradcache import GradCache, compute_loss_uncached
 
+from torchrun_helpers import copy_without_dropout, run_worker  # noqa: E402
+
 SCRIPT = Path(__file__).parent / "fsdp_save.py"
 QUERIES = [f"how do I {v} a {n}" for v, n in zip(["copy", "move", "list", "delete", "compress", "find"],
                                                    ["file", "folder", "process", "user", "archive", "package"])]
@@ -32,13 +31,7 @@ DOCS = [f"{w} text number {i} about {QUERIES[i // 2].split()[-1]} and more words
 
 
 def _torchrun(model: str, out: Path, *extra: str) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-           "--model", model, "--out", str(out), *extra]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return json.loads((out / "result.json").read_text())
+    return run_worker(SCRIPT, model, out, *extra)
 
 
 def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
@@ -48,15 +41,9 @@ def _max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
 
 @pytest.mark.slow
 def test_gradcache_under_fsdp2_equals_the_uncached_full_batch(tiny_bert: str, tmp_path: Path) -> None:
-    import shutil
-
-    nodrop = tmp_path / "nodrop"
-    shutil.copytree(tiny_bert, nodrop)
-    cfg = json.loads((nodrop / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (nodrop / "config.json").write_text(json.dumps(cfg))
-    plain = _torchrun(str(nodrop), tmp_path / "plain", "--steps", "2")
-    cached = _torchrun(str(nodrop), tmp_path / "cached", "--steps", "2", "--gradcache", "3", "--no-sync")
+    nodrop = copy_without_dropout(tiny_bert, tmp_path / "nodrop")
+    plain = _torchrun(nodrop, tmp_path / "plain", "--steps", "2")
+    cached = _torchrun(nodrop, tmp_path / "cached", "--steps", "2", "--gradcache", "3", "--no-sync")
     g_plain = load_file(str(tmp_path / "plain" / "grads.safetensors"))
     g_cached = load_file(str(tmp_path / "cached" / "grads.safetensors"))
     assert max(g.abs().max().item() for g in g_plain.values()) > 1e-3

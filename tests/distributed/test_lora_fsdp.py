@@ -10,15 +10,12 @@ to the embeddings of the in-memory sharded model, and the sharded model must sti
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import torch
+
+from torchrun_helpers import copy_without_dropout, encode_folder, run_worker  # noqa: E402
 
 SCRIPT = Path(__file__).parent / "lora_fsdp.py"
 TEXTS = ["copy a file", "list running processes", "compress a folder into an archive"]
@@ -26,38 +23,18 @@ TEXTS = ["copy a file", "list running processes", "compress a folder into an arc
 
 @pytest.fixture(scope="module")
 def nodrop(tiny_bert: str, tmp_path_factory: pytest.TempPathFactory) -> str:
-    out = tmp_path_factory.mktemp("lora_fsdp_nodrop")
-    shutil.copytree(tiny_bert, out, dirs_exist_ok=True)
-    cfg = json.loads((out / "config.json").read_text())
-    cfg.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
-    (out / "config.json").write_text(json.dumps(cfg))
-    return str(out)
+    return copy_without_dropout(tiny_bert, tmp_path_factory.mktemp("lora_fsdp_nodrop"))
 
 
 def _encode(folder: Path, *, plain: bool) -> torch.Tensor:
-    if plain:
-        from sentence_transformers import SentenceTransformer
-
-        model = SentenceTransformer(str(folder), device="cpu")
-    else:
-        from embedkit.models import load_model
-
-        model = load_model(str(folder))
-    model.eval()
-    return model.encode(TEXTS, convert_to_tensor=True, batch_size=8).cpu()
+    return encode_folder(folder, TEXTS, plain=plain)
 
 
 @pytest.mark.slow
 def test_lora_fsdp2_saves_merged_weights_equal_to_the_sharded_model(nodrop: str, tmp_path: Path) -> None:
     from embedkit.models import load_model
 
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
-               TOKENIZERS_PARALLELISM="false", PYTHONWARNINGS="ignore")
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", str(SCRIPT),
-           "--model", nodrop, "--out", str(tmp_path)]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    res = json.loads((tmp_path / "result.json").read_text())
+    res = run_worker(SCRIPT, nodrop, tmp_path, timeout=180, tail=4000)
     assert res["param_types"] == ["DTensor"]  # really sharded
     assert res["trainable"] and all("lora_" in n for n in res["trainable"])  # only the adapter trains
     trained = torch.tensor(res["embeddings"])
