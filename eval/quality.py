@@ -152,6 +152,17 @@ def score(model: Any, beir: Any) -> dict[str, float]:
     return {m: float(s[m]) for m in METRICS}
 
 
+def score_at_dims(model: Any, beir: Any, dims: list[int]) -> dict[int | None, dict[str, float]]:
+    """``{None: the full-size scores (as score() gives), d: the scores truncated to d}`` from one encoding pass."""
+    from embedkit.evaluation.scoring import score_beir_at_dims
+
+    full = model.get_embedding_dimension()
+    got = score_beir_at_dims(model, beir, [full, *dims], k_values=(10,))
+    out: dict[int | None, dict[str, float]] = {None: {m: float(got[full][m]) for m in METRICS}}
+    out.update({d: {m: float(got[d][m]) for m in METRICS} for d in dims if d != full})
+    return out
+
+
 def train_pairs(max_pairs: int | None, path: Path | None = None, seed: int = 42, dataset: str = "debian"):
     """The packaged sample's first ``max_pairs`` pairs, or a seeded random ``max_pairs`` of a larger ``path``.
 
@@ -883,13 +894,13 @@ def main(argv: list[str] | None = None) -> int:
         got = train()
         model, clock = got if isinstance(got, tuple) else (got, None)
         train_s = time.time() - t
-        scores = model.scores if isinstance(model, TeacherRows) else score(model, beir)
-        rows[name] = {**scores, "train_s": round(train_s, 1) if trained else 0.0}
+        curve: dict[int, dict[str, float]] = {}
         if dims and (name == BASE or name.startswith(EMBEDKIT + " (") or "Matryoshka" in name):
-            for d in dims:  # the same model truncated to d dimensions (re-normalised by the cosine scorer)
-                model.truncate_dim = d
-                rows[f"{name} @{d}"] = {**score(model, beir), "train_s": 0.0}
-            model.truncate_dim = None
+            curve = score_at_dims(model, beir, dims)  # the full size and each truncation, from one encoding
+        scores = model.scores if isinstance(model, TeacherRows) else curve.pop(None, None) or score(model, beir)
+        rows[name] = {**scores, "train_s": round(train_s, 1) if trained else 0.0}
+        for d, at_d in curve.items():  # the same model truncated to d dimensions (re-normalised, cosine)
+            rows[f"{name} @{d}"] = {**at_d, "train_s": 0.0}
         if clock is not None:
             rows[name].update(clock.summary())
         log(f"{name} (train {train_s:.0f} s, total {time.time() - t_start:.0f} s): {rows[name]}")

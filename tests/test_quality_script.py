@@ -608,8 +608,10 @@ def test_the_batch_ablations_change_one_thing_each_and_dims_score_truncated_mode
     monkeypatch.setattr(embedkit.models, "load_model", lambda m: Model())
     monkeypatch.setattr(quality, "eval_split",
                         lambda *a: SimpleNamespace(queries={"q": "a query"}, corpus={"d": "a doc"}, source=""))
-    monkeypatch.setattr(quality, "score", lambda model, beir: dict.fromkeys(quality.METRICS, 1.0 / (
-        model.truncate_dim or 1)))
+    monkeypatch.setattr(quality, "score", lambda model, beir: dict.fromkeys(quality.METRICS, 1.0))
+    curves: list[list[int]] = []
+    monkeypatch.setattr(quality, "score_at_dims", lambda model, beir, dims: curves.append(dims) or {
+        None: dict.fromkeys(quality.METRICS, 1.0), **{d: dict.fromkeys(quality.METRICS, 1.0 / d) for d in dims}})
     monkeypatch.setattr("embedkit.evaluation.report.write_report", lambda results, out: None)
     out = tmp_path / "out"
     assert quality.main(["--quick", "--skip-anchor", "--ablate-batches", "--dims", "128,64", "-o", str(out)]) == 0
@@ -627,6 +629,7 @@ def test_the_batch_ablations_change_one_thing_each_and_dims_score_truncated_mode
         assert a_full == b_full
     scores = json.loads((out / "quality.json").read_text())["scores"]
     for name in (quality.BASE, next(n for n in scores if n.startswith(quality.EMBEDKIT + " ("))):
-        assert scores[f"{name} @128"]["ndcg@10"] == pytest.approx(1 / 128)  # scored truncated, then restored
+        assert scores[f"{name} @128"]["ndcg@10"] == pytest.approx(1 / 128)  # one curve per such arm
         assert scores[f"{name} @64"]["ndcg@10"] == pytest.approx(1 / 64) and scores[name]["ndcg@10"] == 1.0
     assert any("Matryoshka" in n and n.endswith("@64") for n in scores)
+    assert curves == [[128, 64]] * 3  # base, the default recipe and the Matryoshka arm; no other arm is truncated

@@ -2,6 +2,7 @@
 
 * :func:`score_beir` -- exact nDCG / Recall / MRR of one model on a BEIR split, in seconds (soups, callbacks);
   :func:`beir_score_fn` wraps it as the ``score_fn`` of a greedy :func:`embedkit.soup.soup`;
+  :func:`score_beir_at_dims` scores several Matryoshka dims from one encoding pass;
 * :func:`evaluate` -- several checkpoints x mteb tasks -> mteb result JSONs + ``REPORT.md`` + chart + ``summary.json``;
 * :class:`~embedkit.evaluation.callback.RetrievalEvalCallback` -- score a held-out split during training;
 * :func:`manpages_path` -- the packaged Linux man-pages retrieval sample (976 queries / documents).
@@ -21,6 +22,7 @@ from embedkit.utils.lazy import lazy_exports
 
 _LAZY = {
     "score_beir": "embedkit.evaluation.scoring",
+    "score_beir_at_dims": "embedkit.evaluation.scoring",
     "beir_score_fn": "embedkit.evaluation.scoring",
     "BeirScoreFn": "embedkit.evaluation.scoring",
     "retrieval_metrics": "embedkit.evaluation.scoring",

@@ -39,7 +39,8 @@ from sentence_transformers import SentenceTransformer
 from embedkit.data.beir import BeirData, load_beir
 from embedkit.errors import ConfigError
 
-__all__ = ["BeirScoreFn", "beir_score_fn", "check_metric", "rank_documents", "retrieval_metrics", "score_beir"]
+__all__ = ["BeirScoreFn", "beir_score_fn", "check_metric", "rank_documents", "retrieval_metrics", "score_beir",
+           "score_beir_at_dims"]
 
 METRICS = ("ndcg", "recall", "mrr", "precision")
 
@@ -172,6 +173,13 @@ def retrieve(model: SentenceTransformer, data: BeirData, top_k: int, *, batch_si
 
     The one retrieval step of :func:`score_beir` and of reranking (:mod:`embedkit.evaluation.rerank`).
     """
+    qids, doc_ids, q_emb, d_emb = _embed(model, data, batch_size, show_progress_bar)
+    sim = getattr(model, "similarity_fn_name", None) or "cosine"
+    ranked = rank_documents(q_emb, d_emb, doc_ids, top_k, similarity="dot" if sim == "dot" else "cosine")
+    return dict(zip(qids, ranked))
+
+
+def _embed(model: SentenceTransformer, data: BeirData, batch_size: int, show_progress_bar: bool | None):
     from embedkit.encode import encode
 
     qids = list(data.queries)
@@ -180,9 +188,55 @@ def retrieve(model: SentenceTransformer, data: BeirData, top_k: int, *, batch_si
                    show_progress_bar=show_progress_bar, output="torch")
     d_emb = encode(model, [data.doc_text(d) for d in doc_ids], role="document", batch_size=batch_size,
                    show_progress_bar=show_progress_bar, output="torch")
-    sim = getattr(model, "similarity_fn_name", None) or "cosine"
-    ranked = rank_documents(q_emb, d_emb, doc_ids, top_k, similarity="dot" if sim == "dot" else "cosine")
-    return dict(zip(qids, ranked))
+    return qids, doc_ids, q_emb, d_emb
+
+
+def score_beir_at_dims(
+    model: SentenceTransformer,
+    beir: BeirData | str | os.PathLike,
+    dims: Sequence[int],
+    *,
+    k_values: Sequence[int] = (10,),
+    batch_size: int = 32,
+    split: str = "test",
+    show_progress_bar: bool | None = None,
+) -> dict[int, dict[str, float]]:
+    """:func:`score_beir` at several embedding sizes from **one** encoding pass: ``{dim: metrics}``.
+
+    Why: a Matryoshka curve (384 / 256 / 128 / 64) scored one dim at a time encodes the corpus once per dim; the
+    truncated embeddings are the first ``d`` columns of the full ones, so slicing gives the same ranking for a
+    fraction of the cost. Each truncated dim is compared with cosine similarity (re-normalised, as
+    ``losses.matryoshka`` trains and sentence-transformers' ``truncate_dim`` + cosine score it); the model's full
+    dimension, when listed, keeps the model's own similarity, so its row equals :func:`score_beir`.
+
+    Args:
+        dims: embedding sizes, each at most the model's output size (a larger one is a ``ConfigError`` naming
+            ``dims`` before anything is encoded).
+
+    Example:
+        >>> from embedkit import load_model
+        >>> from embedkit.evaluation import manpages_path, score_beir_at_dims
+        >>> curve = score_beir_at_dims(load_model("minilm"), manpages_path(), [384, 128, 64])   # doctest: +SKIP
+        >>> sorted(curve)                                                                      # doctest: +SKIP
+        [64, 128, 384]
+    """
+    from embedkit.losses.matryoshka import check_dims
+
+    wanted = [int(d) for d in dims]
+    if not wanted or min(wanted) < 1:
+        raise ConfigError(f"dims must be positive integers (got {list(dims)})", where="dims",
+                          hint="give e.g. 384,128,64")
+    check_dims(wanted, model.get_embedding_dimension(), where="dims")  # truncate_dim counted, as encode gives
+    data = beir if isinstance(beir, BeirData) else load_beir(beir, split=split)
+    ks = _check_k(k_values)
+    qids, doc_ids, q_emb, d_emb = _embed(model, data, batch_size, show_progress_bar)
+    own = getattr(model, "similarity_fn_name", None) or "cosine"
+    out: dict[int, dict[str, float]] = {}
+    for d in dict.fromkeys(wanted):
+        sim = ("dot" if own == "dot" else "cosine") if d == q_emb.shape[1] else "cosine"
+        ranked = rank_documents(q_emb[:, :d], d_emb[:, :d], doc_ids, ks[-1], similarity=sim)
+        out[d] = retrieval_metrics(data.qrels, dict(zip(qids, ranked)), ks)
+    return out
 
 
 @dataclass(frozen=True)

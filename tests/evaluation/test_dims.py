@@ -99,3 +99,51 @@ def test_cli_dims_writes_the_curve(tmp_path, capsys, tiny_bert, small_beir) -> N
     assert "@32" in printed and "@8" in printed
     summary = json.loads((out / "summary.json").read_text())
     assert summary["dims"] == [32, 8] and (out / "dims.png").is_file()
+
+
+def test_score_beir_at_dims_equals_one_truncated_run_per_dim_from_one_encoding(tiny_bert, small_beir,
+                                                                               monkeypatch) -> None:
+    import importlib
+
+    from embedkit import load_model
+    from embedkit.evaluation import score_beir, score_beir_at_dims
+
+    encode_module = importlib.import_module("embedkit.encode")  # the module (the package exports the function)
+
+    model = load_model(tiny_bert)
+    per_dim = {}
+    for dim in (32, 16, 8):
+        model.truncate_dim = dim
+        per_dim[dim] = score_beir(model, small_beir, k_values=(1, 10))
+    model.truncate_dim = None
+    calls = []
+    real = encode_module.encode
+    monkeypatch.setattr(encode_module, "encode", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    curve = score_beir_at_dims(model, small_beir, [8, 32, 16], k_values=(1, 10))
+    assert len(calls) == 2  # the queries once, the documents once, for all three dims
+    assert list(curve) == [8, 32, 16]
+    assert len({round(c["ndcg@10"], 6) for c in curve.values()}) == 3  # truncation changes the scores
+    for dim, scores in curve.items():
+        assert scores.keys() == per_dim[dim].keys()
+        for metric, value in scores.items():
+            assert value == pytest.approx(per_dim[dim][metric], abs=1e-6), (dim, metric)
+
+
+def test_score_beir_at_dims_refuses_a_dim_above_the_model_before_encoding(tiny_bert, small_beir,
+                                                                          monkeypatch) -> None:
+    import importlib
+
+    from embedkit import load_model
+    from embedkit.errors import ConfigError
+    from embedkit.evaluation import score_beir_at_dims
+
+    encode_module = importlib.import_module("embedkit.encode")
+    model = load_model(tiny_bert)
+    monkeypatch.setattr(encode_module, "encode", lambda *a, **kw: pytest.fail("encoded before refusing"))
+    with pytest.raises(ConfigError, match=r"dims: 64 is larger than the model's embedding dimension 32"):
+        score_beir_at_dims(model, small_beir, [64, 8])
+    with pytest.raises(ConfigError, match=r"dims: dims must be positive integers"):
+        score_beir_at_dims(model, small_beir, [0])
+    model.truncate_dim = 16  # an already-truncated model cannot give 32
+    with pytest.raises(ConfigError, match=r"32 is larger than the model's embedding dimension 16"):
+        score_beir_at_dims(model, small_beir, [32])

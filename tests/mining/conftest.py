@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,3 +62,26 @@ def debian_pairs():
     from embedkit.data.samples import sample_path
 
     return list(load_pairs(sample_path("debian-train")))
+
+
+def _mine_one_and_two(common: list[str], tmp_path: Path) -> tuple[subprocess.CompletedProcess, subprocess.CompletedProcess]:
+    """``embedkit mine *common`` in one process (``one.jsonl``, cache ``c1``) and on 2 torchrun ranks (``two.jsonl``,
+    cache ``c2``); both must exit 0. Returns the two finished processes (their stderr holds the summaries)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    launchers = {"one": [sys.executable, "-m", "embedkit.cli"],
+                 "two": [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                         "--module", "embedkit.cli"]}
+    done = []
+    for i, (name, launcher) in enumerate(launchers.items(), start=1):
+        proc = subprocess.run([*launcher, *common, "-o", str(tmp_path / f"{name}.jsonl"),
+                               "--cache-dir", str(tmp_path / f"c{i}")], env=env, capture_output=True, text=True,
+                              timeout=600)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        done.append(proc)
+    return done[0], done[1]
+
+
+@pytest.fixture
+def mine_one_and_two():
+    """Run one ``embedkit mine`` command in one process and under 2-rank torchrun (see :func:`_mine_one_and_two`)."""
+    return _mine_one_and_two

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -23,18 +20,11 @@ def _cache_vectors(root: Path) -> dict[bytes, np.ndarray]:
 
 
 @pytest.mark.slow
-def test_two_rank_torchrun_equals_one_process(tiny_bert, debian_pairs, tmp_path: Path) -> None:
+def test_two_rank_torchrun_equals_one_process(tiny_bert, debian_pairs, mine_one_and_two, tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(debian_pairs[:60], pairs)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    common = ["mine", "--pairs", str(pairs), "--model", tiny_bert, "--num-negatives", "3", "--shard-size", "16"]
-    one = subprocess.run([sys.executable, "-m", "embedkit.cli", *common, "-o", str(tmp_path / "one.jsonl"),
-                          "--cache-dir", str(tmp_path / "c1")], env=env, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "--module", "embedkit.cli", *common, "-o", str(tmp_path / "two.jsonl"),
-                          "--cache-dir", str(tmp_path / "c2")], env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
+    one, two = mine_one_and_two(["mine", "--pairs", str(pairs), "--model", tiny_bert, "--num-negatives", "3",
+                                 "--shard-size", "16"], tmp_path)
     # 60 docs and 60 queries, shards of 16 (longest first): rank 0 takes shards 0 and 2, rank 1 shards 1 and 3
     assert "texts encoded: 120, read from cache: 0 (encoded per rank: 64, 56)" in two.stderr, two.stderr[-1500:]
     assert "texts encoded: 120, read from cache: 0\n" in one.stderr

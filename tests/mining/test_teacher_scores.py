@@ -3,9 +3,6 @@ score cache (keyed by teacher weights, query, document), resumption, throughput 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -225,19 +222,13 @@ def test_cli_reports_throughput_and_honours_no_progress(tiny_bert, cross_encoder
 
 
 @pytest.mark.slow
-def test_two_rank_torchrun_scoring_equals_one_process(tiny_bert, cross_encoder, debian_pairs, tmp_path: Path) -> None:
+def test_two_rank_torchrun_scoring_equals_one_process(tiny_bert, cross_encoder, debian_pairs, mine_one_and_two,
+                                                      tmp_path: Path) -> None:
     pairs = tmp_path / "pairs.jsonl"
     write_pairs(debian_pairs[:30], pairs)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    common = ["mine", "--pairs", str(pairs), "--model", tiny_bert, "--num-negatives", "3", "--shard-size", "16",
-              "--teacher", cross_encoder, "--num-candidates", "6", "--no-progress"]
-    one = subprocess.run([sys.executable, "-m", "embedkit.cli", *common, "-o", str(tmp_path / "one.jsonl"),
-                          "--cache-dir", str(tmp_path / "c1")], env=env, capture_output=True, text=True, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          "--module", "embedkit.cli", *common, "-o", str(tmp_path / "two.jsonl"),
-                          "--cache-dir", str(tmp_path / "c2")], env=env, capture_output=True, text=True, timeout=600)
-    assert two.returncode == 0, two.stderr[-2000:]
+    one, two = mine_one_and_two(["mine", "--pairs", str(pairs), "--model", tiny_bert, "--num-negatives", "3",
+                                 "--shard-size", "16", "--teacher", cross_encoder, "--num-candidates", "6",
+                                 "--no-progress"], tmp_path)
     a, b = load_pairs(tmp_path / "one.jsonl"), load_pairs(tmp_path / "two.jsonl")
     assert [p.negatives for p in a] == [p.negatives for p in b]
     assert [(p.positive_scores, p.negative_scores) for p in a] == [(p.positive_scores, p.negative_scores) for p in b]
