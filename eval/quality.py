@@ -321,6 +321,19 @@ BATCH_ABLATIONS: dict[str, dict[str, Any]] = {
     "with the spread-out regulariser (weight 1)": {"losses.spread_out": {"weight": 1.0}},
     "with hardness weighting (strength 5)": {"losses.infonce.hardness": {"strength": 5.0}},
 }
+#: --combine KEYS: one run with several BATCH_ABLATIONS changes at once (short key -> its entry)
+BATCH_KEYS = dict(zip(("b3", "refresh", "matryoshka", "spread-out", "hardness"), BATCH_ABLATIONS))
+
+
+def combined_batches(keys: str, steps: int) -> tuple[str, dict[str, Any]]:
+    """``--combine b3,refresh`` -> (the arm's name, the merged changes); a refresh "third" becomes steps // 3."""
+    picked = [k.strip() for k in keys.split(",") if k.strip()]  # checked by parse_args
+    change: dict[str, Any] = {}
+    for k in picked:
+        change.update(BATCH_ABLATIONS[BATCH_KEYS[k]])
+    refresh = max(1, steps // 3)
+    change = {k: refresh if v == "third" else v for k, v in change.items()}
+    return "embedkit combined: " + " + ".join(picked), change
 
 
 def embedkit_arm(args: argparse.Namespace, pairs_path: Path, out: Path, change: dict[str, Any] | None = None,
@@ -773,6 +786,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--ablate-batches", action="store_true",
                     help="also run embedkit once per entry of BATCH_ABLATIONS (B3, re-mining, Matryoshka, "
                          "spread-out, hardness)")
+    ap.add_argument("--combine", default=None, metavar="KEYS",
+                    help="also one embedkit run with several --ablate-batches changes together, e.g. b3,refresh "
+                         "(keys: b3, refresh, matryoshka, spread-out, hardness)")
     ap.add_argument("--dims", default=None,
                     help="e.g. 256,128,64: also score the base, default and Matryoshka arms truncated to each")
     ap.add_argument("--decoder", action="store_true", help="also run the SmolLM2 bidirectional vs causal comparison")
@@ -849,6 +865,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if unknown or not args.decoder_arms:
         ap.error(f"--decoder-arms: unknown arm(s) {', '.join(unknown) or '(none given)'}; "
                  f"choose from {', '.join(DECODER_ARMS)}")
+    if args.combine is not None:
+        picked = [k.strip() for k in args.combine.split(",") if k.strip()]
+        unknown = [k for k in picked if k not in BATCH_KEYS]
+        if unknown or not picked:
+            ap.error(f"--combine: unknown key(s) {', '.join(unknown) or '(none given)'}; "
+                     f"choose from {', '.join(BATCH_KEYS)}")
     if args.decoder_negatives < 0:
         ap.error(f"--decoder-negatives {args.decoder_negatives}: must be 0 (in-batch negatives only) or more")
     for objective, folder in (("mntp", args.decoder_mntp_model), ("clm", args.decoder_clm_model)):
@@ -895,7 +917,7 @@ def main(argv: list[str] | None = None) -> int:
         model, clock = got if isinstance(got, tuple) else (got, None)
         train_s = time.time() - t
         curve: dict[int, dict[str, float]] = {}
-        if dims and (name == BASE or name.startswith(EMBEDKIT + " (") or "Matryoshka" in name):
+        if dims and (name == BASE or name.startswith(EMBEDKIT + " (") or "matryoshka" in name.lower()):
             curve = score_at_dims(model, beir, dims)  # the full size and each truncation, from one encoding
         scores = model.scores if isinstance(model, TeacherRows) else curve.pop(None, None) or score(model, beir)
         rows[name] = {**scores, "train_s": round(train_s, 1) if trained else 0.0}
@@ -932,6 +954,9 @@ def main(argv: list[str] | None = None) -> int:
         trained += [(f"embedkit {name}".replace("every third of the run", f"every {refresh} steps"),
                      embedkit_arm(args, pairs_path, out, {k: refresh if v == "third" else v for k, v in change.items()}),
                      f"batches-{i}") for i, (name, change) in enumerate(BATCH_ABLATIONS.items())]
+    if args.combine:
+        name, change = combined_batches(args.combine, args.steps)
+        trained.append((name, embedkit_arm(args, pairs_path, out, change), "combined"))
     if args.teacher is not None:
         trained.append((f"{EMBEDKIT} + listwise distillation from {args.teacher.name}",
                         embedkit_arm(args, pairs_path, out, teacher=args.teacher), "teacher-kd"))

@@ -633,3 +633,16 @@ def test_the_batch_ablations_change_one_thing_each_and_dims_score_truncated_mode
         assert scores[f"{name} @64"]["ndcg@10"] == pytest.approx(1 / 64) and scores[name]["ndcg@10"] == 1.0
     assert any("Matryoshka" in n and n.endswith("@64") for n in scores)
     assert curves == [[128, 64]] * 3  # base, the default recipe and the Matryoshka arm; no other arm is truncated
+
+
+def test_combine_merges_batch_ablations_into_one_arm_and_rejects_unknown_keys(quality, capsys) -> None:
+    name, change = quality.combined_batches("b3, refresh,matryoshka", steps=60)
+    assert name == "embedkit combined: b3 + refresh + matryoshka"
+    assert change == {"data.batching": "b3", "miner.refresh_every_steps": 20,
+                      "losses.matryoshka": {"dims": quality.MATRYOSHKA_DIMS}}
+    assert set(quality.BATCH_KEYS.values()) == set(quality.BATCH_ABLATIONS)  # every entry has a short key
+    with pytest.raises(SystemExit) as err:
+        quality.parse_args(["--combine", "b3,mixing"])
+    assert err.value.code == 2
+    assert "--combine: unknown key(s) mixing; choose from b3, refresh, matryoshka, spread-out, hardness" in \
+        capsys.readouterr().err
