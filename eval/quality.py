@@ -152,15 +152,14 @@ def score(model: Any, beir: Any) -> dict[str, float]:
     return {m: float(s[m]) for m in METRICS}
 
 
-def score_at_dims(model: Any, beir: Any, dims: list[int]) -> dict[int | None, dict[str, float]]:
-    """``{None: the full-size scores (as score() gives), d: the scores truncated to d}`` from one encoding pass."""
+def score_at_dims(model: Any, beir: Any, dims: list[int]) -> tuple[dict[str, float], dict[int, dict[str, float]]]:
+    """(the full-size scores, as score() gives; ``{d: the scores truncated to d}``) from one encoding pass."""
     from embedkit.evaluation.scoring import score_beir_at_dims
 
     full = model.get_embedding_dimension()
-    got = score_beir_at_dims(model, beir, [full, *dims], k_values=(10,))
-    out: dict[int | None, dict[str, float]] = {None: {m: float(got[full][m]) for m in METRICS}}
-    out.update({d: {m: float(got[d][m]) for m in METRICS} for d in dims if d != full})
-    return out
+    got = {d: {m: float(s[m]) for m in METRICS}
+           for d, s in score_beir_at_dims(model, beir, [full, *dims], k_values=(10,)).items()}
+    return got[full], {d: got[d] for d in dims if d != full}
 
 
 def train_pairs(max_pairs: int | None, path: Path | None = None, seed: int = 42, dataset: str = "debian"):
@@ -325,15 +324,28 @@ BATCH_ABLATIONS: dict[str, dict[str, Any]] = {
 BATCH_KEYS = dict(zip(("b3", "refresh", "matryoshka", "spread-out", "hardness"), BATCH_ABLATIONS))
 
 
+def refresh_steps(change: dict[str, Any], steps: int) -> dict[str, Any]:
+    """``change`` with a refresh of "third" made ``steps // 3`` (two refreshes in the run, whatever its length)."""
+    refresh = max(1, steps // 3)
+    return {k: refresh if v == "third" else v for k, v in change.items()}
+
+
+def combine_keys(keys: str) -> list[str]:
+    """``"b3, refresh"`` -> ``["b3", "refresh"]``; ``ValueError`` naming what is not a key of ``BATCH_KEYS``."""
+    picked = [k.strip() for k in keys.split(",") if k.strip()]
+    unknown = [k for k in picked if k not in BATCH_KEYS]
+    if unknown or not picked:
+        raise ValueError(f"unknown key(s) {', '.join(unknown) or '(none given)'}; choose from {', '.join(BATCH_KEYS)}")
+    return picked
+
+
 def combined_batches(keys: str, steps: int) -> tuple[str, dict[str, Any]]:
     """``--combine b3,refresh`` -> (the arm's name, the merged changes); a refresh "third" becomes steps // 3."""
-    picked = [k.strip() for k in keys.split(",") if k.strip()]  # checked by parse_args
+    picked = combine_keys(keys)
     change: dict[str, Any] = {}
     for k in picked:
         change.update(BATCH_ABLATIONS[BATCH_KEYS[k]])
-    refresh = max(1, steps // 3)
-    change = {k: refresh if v == "third" else v for k, v in change.items()}
-    return "embedkit combined: " + " + ".join(picked), change
+    return "embedkit combined: " + " + ".join(picked), refresh_steps(change, steps)
 
 
 def embedkit_arm(args: argparse.Namespace, pairs_path: Path, out: Path, change: dict[str, Any] | None = None,
@@ -866,11 +878,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error(f"--decoder-arms: unknown arm(s) {', '.join(unknown) or '(none given)'}; "
                  f"choose from {', '.join(DECODER_ARMS)}")
     if args.combine is not None:
-        picked = [k.strip() for k in args.combine.split(",") if k.strip()]
-        unknown = [k for k in picked if k not in BATCH_KEYS]
-        if unknown or not picked:
-            ap.error(f"--combine: unknown key(s) {', '.join(unknown) or '(none given)'}; "
-                     f"choose from {', '.join(BATCH_KEYS)}")
+        try:
+            combine_keys(args.combine)
+        except ValueError as exc:
+            ap.error(f"--combine: {exc}")
     if args.decoder_negatives < 0:
         ap.error(f"--decoder-negatives {args.decoder_negatives}: must be 0 (in-batch negatives only) or more")
     for objective, folder in (("mntp", args.decoder_mntp_model), ("clm", args.decoder_clm_model)):
@@ -917,9 +928,12 @@ def main(argv: list[str] | None = None) -> int:
         model, clock = got if isinstance(got, tuple) else (got, None)
         train_s = time.time() - t
         curve: dict[int, dict[str, float]] = {}
-        if dims and (name == BASE or name.startswith(EMBEDKIT + " (") or "matryoshka" in name.lower()):
-            curve = score_at_dims(model, beir, dims)  # the full size and each truncation, from one encoding
-        scores = model.scores if isinstance(model, TeacherRows) else curve.pop(None, None) or score(model, beir)
+        if isinstance(model, TeacherRows):
+            scores = model.scores
+        elif dims and (name == BASE or name.startswith(EMBEDKIT + " (") or "matryoshka" in name.lower()):
+            scores, curve = score_at_dims(model, beir, dims)  # the full size and each truncation, one encoding
+        else:
+            scores = score(model, beir)
         rows[name] = {**scores, "train_s": round(train_s, 1) if trained else 0.0}
         for d, at_d in curve.items():  # the same model truncated to d dimensions (re-normalised, cosine)
             rows[f"{name} @{d}"] = {**at_d, "train_s": 0.0}
@@ -950,9 +964,9 @@ def main(argv: list[str] | None = None) -> int:
         trained += [(f"embedkit {name}", embedkit_arm(args, pairs_path, out, change), f"ablation-{i}")
                     for i, (name, change) in enumerate(ABLATIONS.items())]
     if args.ablate_batches:
-        refresh = max(1, args.steps // 3)  # two refreshes in the run, whatever its length
+        refresh = max(1, args.steps // 3)  # as refresh_steps() sets it
         trained += [(f"embedkit {name}".replace("every third of the run", f"every {refresh} steps"),
-                     embedkit_arm(args, pairs_path, out, {k: refresh if v == "third" else v for k, v in change.items()}),
+                     embedkit_arm(args, pairs_path, out, refresh_steps(change, args.steps)),
                      f"batches-{i}") for i, (name, change) in enumerate(BATCH_ABLATIONS.items())]
     if args.combine:
         name, change = combined_batches(args.combine, args.steps)

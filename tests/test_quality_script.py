@@ -610,8 +610,8 @@ def test_the_batch_ablations_change_one_thing_each_and_dims_score_truncated_mode
                         lambda *a: SimpleNamespace(queries={"q": "a query"}, corpus={"d": "a doc"}, source=""))
     monkeypatch.setattr(quality, "score", lambda model, beir: dict.fromkeys(quality.METRICS, 1.0))
     curves: list[list[int]] = []
-    monkeypatch.setattr(quality, "score_at_dims", lambda model, beir, dims: curves.append(dims) or {
-        None: dict.fromkeys(quality.METRICS, 1.0), **{d: dict.fromkeys(quality.METRICS, 1.0 / d) for d in dims}})
+    monkeypatch.setattr(quality, "score_at_dims", lambda model, beir, dims: curves.append(dims) or (
+        dict.fromkeys(quality.METRICS, 1.0), {d: dict.fromkeys(quality.METRICS, 1.0 / d) for d in dims}))
     monkeypatch.setattr("embedkit.evaluation.report.write_report", lambda results, out: None)
     out = tmp_path / "out"
     assert quality.main(["--quick", "--skip-anchor", "--ablate-batches", "--dims", "128,64", "-o", str(out)]) == 0

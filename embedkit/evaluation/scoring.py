@@ -174,9 +174,13 @@ def retrieve(model: SentenceTransformer, data: BeirData, top_k: int, *, batch_si
     The one retrieval step of :func:`score_beir` and of reranking (:mod:`embedkit.evaluation.rerank`).
     """
     qids, doc_ids, q_emb, d_emb = _embed(model, data, batch_size, show_progress_bar)
-    sim = getattr(model, "similarity_fn_name", None) or "cosine"
-    ranked = rank_documents(q_emb, d_emb, doc_ids, top_k, similarity="dot" if sim == "dot" else "cosine")
+    ranked = rank_documents(q_emb, d_emb, doc_ids, top_k, similarity=_similarity(model))
     return dict(zip(qids, ranked))
+
+
+def _similarity(model: SentenceTransformer) -> str:
+    """The model's own similarity as :func:`rank_documents` names it: dot product, else cosine."""
+    return "dot" if getattr(model, "similarity_fn_name", None) == "dot" else "cosine"
 
 
 def _embed(model: SentenceTransformer, data: BeirData, batch_size: int, show_progress_bar: bool | None):
@@ -230,10 +234,9 @@ def score_beir_at_dims(
     data = beir if isinstance(beir, BeirData) else load_beir(beir, split=split)
     ks = _check_k(k_values)
     qids, doc_ids, q_emb, d_emb = _embed(model, data, batch_size, show_progress_bar)
-    own = getattr(model, "similarity_fn_name", None) or "cosine"
     out: dict[int, dict[str, float]] = {}
     for d in dict.fromkeys(wanted):
-        sim = ("dot" if own == "dot" else "cosine") if d == q_emb.shape[1] else "cosine"
+        sim = _similarity(model) if d == q_emb.shape[1] else "cosine"
         ranked = rank_documents(q_emb[:, :d], d_emb[:, :d], doc_ids, ks[-1], similarity=sim)
         out[d] = retrieval_metrics(data.qrels, dict(zip(qids, ranked)), ks)
     return out
