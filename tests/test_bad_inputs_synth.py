@@ -39,15 +39,17 @@ def _partial(t: Path, text: str) -> Path:
     return _w(t / "out.partial", text)
 
 
-def _other_run_partial(t: Path) -> list[str]:
-    """The partial file of a crop run with seed 1, then a resume with seed 2."""
+def _other_run_partial(t: Path, version: int | None = None) -> list[str]:
+    """The partial file of a crop run with seed 1, then a resume with seed 2 (or, given ``version``, the same
+    settings in a partial file of that format version)."""
     from embedkit.synth.config import SynthConfig
     from embedkit.synth.corpus import read_documents
     from embedkit.synth.pipeline import _header
 
     argv = _crop(t, "--resume", "--seed", "2")
     docs = read_documents(t / "docs.jsonl")
-    _partial(t, json.dumps(_header(SynthConfig(method="crop", seed=1), docs)) + "\n")
+    header = _header(SynthConfig(method="crop", seed=1 if version is None else 2), docs)
+    _partial(t, json.dumps({**header, **({} if version is None else {"embedkit_synth": version})}) + "\n")
     return argv
 
 
@@ -107,6 +109,8 @@ CASES: list[Case] = [
     Case("synth: a stopped run's partial file without --resume", lambda t, m, b: (
         _partial(t, '{"embedkit_synth": 1}\n'), _crop(t))[1],
          ("out.partial", "--resume"), category="outputs"),
+    Case("synth: resume of another format version's partial file", lambda t, m, b: _other_run_partial(t, version=1),
+         ("out.partial", "another version of embedkit synth", "delete"), category="outputs"),
     Case("synth: resume with other settings", lambda t, m, b: _other_run_partial(t),
          ("out.partial", "other settings", "seed 1 -> 2"), category="outputs"),
     Case("synth: resume of a file that is no synth partial", lambda t, m, b: (

@@ -134,7 +134,7 @@ def test_resume_after_a_stop_writes_the_same_file_as_one_run(tmp_path: Path, tin
     corpus = _corpus(tmp_path)
     cfg = _cfg(tiny_lm)
     one = synthesize(corpus, tmp_path / "one.jsonl", cfg, generator=generator)
-    assert len(plan_batches(len(DOCS), cfg)) == 5  # batch_size 2 prompts = 1 document per batch
+    assert len(plan_batches(read_documents(corpus), cfg)) == 5  # batch_size 2 prompts = 1 document per batch
 
     class Stop(KeyboardInterrupt):
         pass
@@ -207,6 +207,23 @@ def test_output_records_are_pairs_with_type_and_source(tmp_path: Path, tiny_lm: 
         assert p.positives == [f"{doc.get('title', '')} {doc['text']}".strip()]
         assert p.query_type in ("question", "claim")
     assert {p.query_type for p in pairs} <= {"question", "claim"}
+
+
+def test_llm_batches_group_documents_of_similar_length_and_output_keeps_corpus_order(
+        tmp_path: Path, tiny_lm: str, generator) -> None:
+    docs = [Document(id=f"d{i}", text=" ".join(["word"] * n)) for i, n in enumerate([3, 40, 5, 40, 4, 41, 300])]
+    cfg = _cfg(tiny_lm, queries_per_doc=1, batch_size=2, max_doc_words=50)
+    # longest shown text first (the 300-word document is shown as its first 50 words), ties (d1, d3) by position
+    assert plan_batches(docs, cfg) == [[6, 5], [1, 3], [2, 4], [0]]
+    assert plan_batches(docs, cfg.model_copy(update={"queries_per_doc": 2})) == [[6], [5], [1], [3], [2], [4], [0]]
+    assert plan_batches(docs, cfg.model_copy(update={"method": "crop"})) == [[0, 1], [2, 3], [4, 5], [6]]
+    batches = plan_batches(docs, cfg)
+    assert sorted(i for b in batches for i in b) == list(range(len(docs)))
+    out = tmp_path / "pairs.jsonl"
+    result = synthesize(docs, out, cfg.model_copy(update={"max_query_words": 512}), generator=generator)
+    assert [p.doc_id for p in load_pairs(out)] == [p.doc_id for p in result.pairs]
+    order = [p.doc_id for p in result.pairs]
+    assert order == sorted(order, key=lambda d: int(d[1:]))  # corpus order, not batch order
 
 
 def test_query_type_mix_rotates_over_documents() -> None:

@@ -36,13 +36,13 @@ from embedkit.synth.config import SynthConfig
 from embedkit.synth.corpus import Document, corpus_digest, read_documents
 from embedkit.synth.crop import Candidate, crop_queries
 from embedkit.synth.filters import FilterStats, duplicate_mask, first_failing
-from embedkit.synth.prompts import build_messages, clean_query
+from embedkit.synth.prompts import build_messages, clean_query, truncate_words
 
 __all__ = ["SynthResult", "partial_path", "plan_batches", "synthesize"]
 
 #: settings that only filter (applied at the end): they may differ between a stopped run and its resume
 FILTER_SETTINGS = ("max_query_words", "copy_min_words", "copy_max_ratio", "round_trip_model", "round_trip_k")
-_VERSION = 1
+_VERSION = 2  # 2: LLM batches hold documents of similar length (1: corpus order)
 
 
 @dataclass
@@ -66,11 +66,21 @@ def partial_path(output: str | os.PathLike) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-def plan_batches(num_docs: int, config: SynthConfig) -> list[list[int]]:
+def plan_batches(docs: Sequence[Document], config: SynthConfig) -> list[list[int]]:
     """Document indices per batch: ``batch_size`` prompts rounded down to whole documents (at least one); crop
-    batches hold ``batch_size`` documents. Fixed by position, so a resumed run cuts the same batches."""
-    per = config.batch_size if config.method == "crop" else max(1, config.batch_size // config.queries_per_doc)
-    return [list(range(i, min(i + per, num_docs))) for i in range(0, num_docs, per)]
+    batches hold ``batch_size`` documents in corpus order.
+
+    LLM batches group documents of similar length, longest first: a left-padded batch costs its longest prompt
+    times its rows (prefill dominates on a CPU), so mixing a 60-word and a 200-word document wastes most of the
+    short one's row. The order depends only on the corpus and the settings, so a resumed run cuts the same batches;
+    the output is written in corpus order whatever the batch order."""
+    if config.method == "crop":
+        order, per = list(range(len(docs))), config.batch_size
+    else:
+        per = max(1, config.batch_size // config.queries_per_doc)
+        size = [len(truncate_words(d.full_text, config.max_doc_words)) for d in docs]
+        order = sorted(range(len(docs)), key=lambda i: (-size[i], i))
+    return [order[i:i + per] for i in range(0, len(order), per)]
 
 
 def _header(config: SynthConfig, docs: Sequence[Document]) -> dict[str, Any]:
@@ -97,6 +107,10 @@ def _read_journal(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any
         raise OutputError("is not an embedkit synth partial file", where=str(path),
                           hint=f"delete {path} or choose another --output")
     found = entries[0]
+    if found["embedkit_synth"] != _VERSION:
+        raise ConfigError(f"was written by another version of embedkit synth (format {found['embedkit_synth']}, "
+                          f"this one writes {_VERSION}), which cuts other batches", where=str(path),
+                          hint=f"delete {path} to start over, or finish it with the embedkit that started it")
     if found.get("corpus") != header["corpus"] or found.get("documents") != header["documents"]:
         raise ConfigError("was started on another corpus", where=str(path),
                           hint=f"resume with the same --corpus, or delete {path} to start over")
@@ -169,10 +183,8 @@ def _round_trip(queries: list[str], sources: list[int], docs: Sequence[Document]
 
 def _finish(journal: dict[int, dict[str, Any]], docs: Sequence[Document], config: SynthConfig,
             stats: FilterStats) -> list[Pair]:
-    cands: list[tuple[int, dict[str, Any]]] = []
-    for k in sorted(journal):
-        for row in journal[k]["docs"]:
-            cands.extend((int(row["doc"]), q) for q in row["queries"])
+    rows = sorted((row for entry in journal.values() for row in entry["docs"]), key=lambda row: int(row["doc"]))
+    cands = [(int(row["doc"]), q) for row in rows for q in row["queries"]]  # corpus order, whatever the batches
     stats.documents = len(docs)
     stats.generated = len(cands)
     kept: list[tuple[int, dict[str, Any]]] = []
@@ -255,7 +267,7 @@ def synthesize(
         from embedkit.synth.generator import Generator
 
         generator = Generator.load(config.model)
-    batches = plan_batches(len(docs), config)
+    batches = plan_batches(docs, config)
     todo = [k for k in range(len(batches)) if k not in journal]
     done_docs = sum(len(batches[k]) for k in range(len(batches)) if k in journal)
     generated, seconds = 0, 0.0
