@@ -251,6 +251,14 @@ def test_clean_query_strips_labels_quotes_and_extra_lines() -> None:
     assert clean_query('Query: "list files in a folder"\nExplanation: ...') == "list files in a folder"
     assert clean_query("\n\n**Question:** How do I copy a file?") == "How do I copy a file?"
     assert clean_query("   ") == ""
+    # SmolLM2-135M's lead-ins, as it writes them
+    assert clean_query('A user could ask: "How many CPUs can a set hold?"') == "How many CPUs can a set hold?"
+    assert clean_query('The user asks: "What is the maximum number of bytes needed t') == \
+        "What is the maximum number of bytes needed t"
+    assert clean_query("The document answers questions about CPU sets") == "CPU sets"
+    assert clean_query("This document describes the ls command.") == "the ls command."
+    assert clean_query("The documentation of ls") == "The documentation of ls"  # a lead-in needs its whole words
+    assert clean_query("What does the user ask: nothing") == "What does the user ask: nothing"
 
 
 def test_each_filter_by_hand() -> None:

@@ -32,6 +32,11 @@ _NOUN = {"question": "question", "keyword": "query", "title": "title", "claim": 
 
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:search\s+)?(?:query|question|keywords?|title|claim|statement|answer|document)"
                     r"\s*(?:\*\*)?\s*[:\-]\s*", re.IGNORECASE)
+#: lead-ins small models put before the query itself: "A user could ask: ...", "The user asks: ...",
+#: "This document answers questions about ...", "The document is about ..."
+_LEAD_IN = re.compile(r"^(?:(?:an?|the)\s+user\s+(?:(?:could|might|would|can|may)\s+)?asks?\s*:"
+                      r"|(?:the|this)\s+document\s+(?:answers\s+(?:the\s+)?(?:questions?|queries)\s+"
+                      r"(?:about|on|regarding)|is\s+about|describes|explains)\b)\s*", re.IGNORECASE)
 
 
 def truncate_words(text: str, max_words: int) -> str:
@@ -73,10 +78,14 @@ def plain_prompt(messages: Sequence[dict[str, str]]) -> str:
 
 
 def clean_query(text: str) -> str:
-    """The query in a generation: its first non-empty line, without a leading label, quotes or markdown bold."""
+    """The query in a generation: its first non-empty line, without a leading label or lead-in ("A user could
+    ask:"), quotes or markdown bold."""
     line = next((ln for ln in text.splitlines() if ln.strip()), "")
     line = _LABEL.sub("", line.strip(), count=1).strip()
+    line = _LEAD_IN.sub("", line, count=1).strip()
     line = line.strip("*").strip()
     if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'`":
         line = line[1:-1].strip()
+    elif line[:1] in ("\"", "`") and line.count(line[0]) == 1:  # an opening quote cut off by max_new_tokens
+        line = line[1:].strip()
     return line
