@@ -77,9 +77,10 @@ def tiny_lm(tmp_path_factory: pytest.TempPathFactory, gen_tokenizer: str) -> str
 
 @pytest.fixture(scope="module")
 def generator(tiny_lm: str):
+    """float32: the plumbing tests compare generations exactly (bf16 rounding may flip a random model's argmax)."""
     from embedkit.synth.generator import Generator
 
-    return Generator.load(tiny_lm)
+    return Generator.load(tiny_lm, dtype="float32")
 
 
 # ---- generation plumbing
@@ -93,6 +94,63 @@ def test_left_padded_batch_equals_one_prompt_at_a_time(generator) -> None:
     single = [generator.generate([p], max_new_tokens=8)[0] for p in prompts]
     assert batched == single
     assert generator.tokenizer.padding_side == "left"
+
+
+def test_dtype_auto_is_bf16_only_where_the_hardware_computes_it(monkeypatch, tiny_lm: str) -> None:
+    import torch
+
+    from embedkit.synth import generator as g
+
+    assert g.resolve_dtype("float32") == "float32" and g.resolve_dtype("bfloat16") == "bfloat16"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for native, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(g, "_cpu_has_native_bf16", lambda native=native: native)
+        assert g.resolve_dtype("auto") == want
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    for bf16, want in ((True, "bfloat16"), (False, "float32")):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda bf16=bf16: bf16)
+        assert g.resolve_dtype("auto") == want
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    gen = g.Generator.load(tiny_lm, dtype="bfloat16")
+    assert gen.dtype == "bfloat16" and next(gen.model.parameters()).dtype == torch.bfloat16
+    assert len(gen.generate([gen.render(build_messages(DOCS[0]["text"], "title"))], max_new_tokens=3)) == 1
+
+
+def test_cpu_bf16_probe_reads_the_kernels_cpu_flags(monkeypatch, tmp_path: Path) -> None:
+    from embedkit.synth import generator as g
+
+    real_read = Path.read_text
+
+    def fake(flags: str | None):
+        def read(self, *a, **kw):
+            if str(self) != "/proc/cpuinfo":
+                return real_read(self, *a, **kw)
+            if flags is None:
+                raise FileNotFoundError(self)
+            return f"processor\t: 0\nflags\t\t: {flags}\n"
+        return read
+
+    for flags, want in (("fpu avx2 avx512f avx512_bf16", True), ("fpu amx_bf16 amx_tile", True),
+                        ("fpu avx2 avx512f avx512bw", False), (None, False)):
+        monkeypatch.setattr(Path, "read_text", fake(flags))
+        assert g._cpu_has_native_bf16() is want, flags
+
+
+def test_resume_refuses_a_journal_generated_in_another_precision(tmp_path: Path, tiny_lm: str, generator) -> None:
+    from embedkit.synth.generator import Generator
+
+    corpus = _corpus(tmp_path)
+    out = tmp_path / "p.jsonl"
+
+    def stop(done: int, total: int) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # started in float32 (the fixture) with dtype auto
+        synthesize(corpus, out, _cfg(tiny_lm), generator=generator, on_batch=stop)
+    bf16 = Generator.load(tiny_lm, dtype="bfloat16")
+    with pytest.raises(ConfigError, match="generated in float32, this run would generate in bfloat16"):
+        synthesize(corpus, out, _cfg(tiny_lm), generator=bf16, resume=True)
+    assert synthesize(corpus, out, _cfg(tiny_lm, dtype="float32"), generator=generator, resume=True).pairs
 
 
 def test_sampling_is_seeded(generator) -> None:

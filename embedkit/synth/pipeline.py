@@ -42,6 +42,8 @@ __all__ = ["SynthResult", "partial_path", "plan_batches", "synthesize"]
 
 #: settings that only filter (applied at the end): they may differ between a stopped run and its resume
 FILTER_SETTINGS = ("max_query_words", "copy_min_words", "copy_max_ratio", "round_trip_model", "round_trip_k")
+#: compared by what they resolve to (``dtype: auto`` is float32 on one machine, bfloat16 on another), not as written
+RESOLVED_SETTINGS = ("dtype",)
 _VERSION = 2  # 2: LLM batches hold documents of similar length (1: corpus order)
 
 
@@ -83,10 +85,11 @@ def plan_batches(docs: Sequence[Document], config: SynthConfig) -> list[list[int
     return [order[i:i + per] for i in range(0, len(order), per)]
 
 
-def _header(config: SynthConfig, docs: Sequence[Document]) -> dict[str, Any]:
-    settings = {k: v for k, v in config.fingerprint().items() if k not in FILTER_SETTINGS}
+def _header(config: SynthConfig, docs: Sequence[Document], dtype: str | None = None) -> dict[str, Any]:
+    """``dtype``: the generator's precision as loaded (``None`` for crop runs)."""
+    settings = {k: v for k, v in config.fingerprint().items() if k not in FILTER_SETTINGS + RESOLVED_SETTINGS}
     return {"embedkit_synth": _VERSION, "settings": settings, "corpus": corpus_digest(list(docs)),
-            "documents": len(docs)}
+            "documents": len(docs), "dtype": dtype}
 
 
 def _read_journal(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -120,6 +123,10 @@ def _read_journal(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any
         shown = ", ".join(f"{k} {old.get(k)!r} -> {new.get(k)!r}" for k in diff[:3])
         raise ConfigError(f"was started with other settings ({shown})", where=str(path),
                           hint=f"resume with the settings of the first run, or delete {path} to start over")
+    if found.get("dtype") != header["dtype"]:
+        raise ConfigError(f"was generated in {found.get('dtype')}, this run would generate in {header['dtype']}",
+                          where=str(path), hint=f"resume with --dtype {found.get('dtype')}, or delete {path} to "
+                                                f"start over")
     return {int(e["batch"]): e for e in entries[1:]}
 
 
@@ -252,7 +259,13 @@ def synthesize(
     if not docs:
         raise InputError("the corpus holds no documents", where="corpus", hint="give at least one document")
     examples = _load_examples(config)
-    header = _header(config, docs)
+    if config.method == "llm" and generator is None:
+        from embedkit.synth.generator import resolve_dtype
+
+        dtype: str | None = resolve_dtype(config.dtype)
+    else:
+        dtype = generator.dtype if config.method == "llm" else None
+    header = _header(config, docs, dtype)
     journal: dict[int, dict[str, Any]] = {}
     if part.exists():
         if not resume:
@@ -266,7 +279,7 @@ def synthesize(
     if config.method == "llm" and generator is None:
         from embedkit.synth.generator import Generator
 
-        generator = Generator.load(config.model)
+        generator = Generator.load(config.model, dtype=dtype)
     batches = plan_batches(docs, config)
     todo = [k for k in range(len(batches)) if k not in journal]
     done_docs = sum(len(batches[k]) for k in range(len(batches)) if k in journal)
