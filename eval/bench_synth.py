@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--queries-per-doc", type=int, default=2)
     ap.add_argument("--gen-batch-size", type=int, default=16)
     ap.add_argument("--max-new-tokens", type=int, default=32)
+    ap.add_argument("--dtype", choices=["auto", "float32", "bfloat16"], default="auto", help="generator precision")
     ap.add_argument("--round-trip-model", default=None, help="e.g. minilm (off by default: it is the base model)")
     ap.add_argument("--steps", type=int, default=300)
     ap.add_argument("--batch-size", type=int, default=32)
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict[str, float]] = {"base all-MiniLM-L6-v2": quality.score(load_model("minilm"), beir)}
     info: dict[str, dict] = {}
     common = dict(queries_per_doc=args.queries_per_doc, batch_size=args.gen_batch_size, seed=args.seed,
-                  max_new_tokens=args.max_new_tokens, round_trip_model=args.round_trip_model)
+                  dtype=args.dtype, max_new_tokens=args.max_new_tokens, round_trip_model=args.round_trip_model)
     sets: dict[str, dict] = {"crop fallback (title / first line + random spans)": {"method": "crop"}}
     if not args.skip_llm:
         types = args.query_types.split(",")
@@ -118,8 +119,8 @@ def main(argv: list[str] | None = None) -> int:
         from embedkit.synth.generator import Generator
 
         t0 = time.perf_counter()
-        generator = Generator.load(args.generator)
-        log(f"generator {args.generator} loaded in {time.perf_counter() - t0:.1f} s")
+        generator = Generator.load(args.generator, dtype=args.dtype)
+        log(f"generator {args.generator} ({generator.dtype}) loaded in {time.perf_counter() - t0:.1f} s")
     for i, (name, kw) in enumerate(sets.items()):
         path, info[name] = generate(docs, args.out / f"synth-{i}.jsonl", {**common, **kw},
                                     generator if kw.get("method") != "crop" else None)
@@ -137,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         qps = f"{info[name]['queries_per_second']:.2f}" if name in info else ""
         lines.append(f"| {name} | {r['ndcg@10']:.4f} | {d:+.4f} | {share} | {qps} |")
     print("\n".join(lines))
-    (args.out / "bench_synth.json").write_text(json.dumps({"scores": rows, "synth": info, "args": {
-        k: str(v) for k, v in vars(args).items()}}, indent=2), encoding="utf-8")
+    record = {"scores": rows, "synth": info, "generator_dtype": generator.dtype if generator else None,
+              "args": {k: str(v) for k, v in vars(args).items()}}
+    (args.out / "bench_synth.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return 0
 
 
