@@ -2,8 +2,8 @@
 
 Batched with left padding (every prompt ends at the same position, so the first new token of each row is read
 from its own last prompt token), with the KV cache on, greedy or sampled. Sampling is seeded per call, so the same
-batch gives the same queries on every run; greedy output does not depend on the batch (left padding with the
-attention mask is equivalent to one prompt at a time -- tests check it).
+batch gives the same queries on every run; in float32, greedy output does not depend on the batch (left padding
+with the attention mask is equivalent to one prompt at a time -- tests check it; in bf16 rounding may differ).
 
 Weights load in bfloat16 where the hardware computes it natively (``dtype="auto"``): a GPU with bf16 support, or a
 CPU with AVX512-BF16 / AMX, where prefill -- the cost that dominates on a CPU -- runs about twice as fast as in

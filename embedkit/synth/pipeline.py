@@ -3,9 +3,10 @@
 Why a journal: generation is the slow part (minutes to hours on a CPU), so it must survive Ctrl-C and a killed
 job. Finished batches of documents go to ``<output>.partial``, one JSON line per batch, flushed as they finish; a
 resumed run (``resume=True``) reads it, drops a torn last line, and generates only the batches still missing.
-Batches are fixed by document position and each is seeded from its index, so a resumed run writes the same file as
-one that ran through. The partial file's first line records the generation settings and a hash of the corpus: a
-resumed run with other settings or another corpus is refused instead of mixing two runs.
+Batches are fixed by the corpus (documents of similar length together, :func:`plan_batches`) and each is seeded
+from its index, so a resumed run writes the same file as one that ran through. The partial file's first line
+records the generation settings, the generator's precision and a hash of the corpus: a resumed run with other
+settings, another precision or another corpus is refused instead of mixing two runs.
 
 Every filter runs at the end, over the whole journal (so a resumed run counts what one run would, and the filter
 settings may change between a stop and its resume). The output (``query``, ``positive``, ``query_type``,
