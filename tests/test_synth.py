@@ -391,19 +391,6 @@ def test_crop_is_deterministic_and_independent_of_batching(tmp_path: Path) -> No
     assert one.stats == two.stats
 
 
-def test_crop_spans_of_a_long_document_are_capped_and_survive_the_over_long_filter(tmp_path: Path) -> None:
-    doc = Document("long", " ".join(f"w{i}" for i in range(400)), title="t")
-    uncapped = crop_queries(doc, 6, seed=0)[1:]
-    assert min(len(c.query.split()) for c in uncapped) >= 40  # 10-50 % of 400 words
-    capped = crop_queries(doc, 6, seed=0, max_words=24)[1:]
-    assert all(1 <= len(c.query.split()) <= 24 and c.query in doc.full_text for c in capped)
-    corpus = _corpus(tmp_path, [{"id": "long", "title": "t", "text": doc.text}])
-    kept = synthesize(corpus, tmp_path / "p.jsonl", SynthConfig(method="crop", queries_per_doc=6))
-    assert kept.stats.removed["too_long"] == 0 and kept.stats.kept == 6
-    cut = synthesize(corpus, tmp_path / "q.jsonl", SynthConfig(method="crop", queries_per_doc=6, crop_max_words=100))
-    assert cut.stats.removed["too_long"] == 5  # every span is longer than --max-query-words 24
-
-
 def test_crop_without_a_title_uses_the_first_line_and_leaves_it_out_of_the_positive() -> None:
     doc = Document("cp", "Copy files and directories.\nCopy SOURCE to DEST.")
     first = crop_queries(doc, 1)[0]

@@ -62,8 +62,6 @@ class SynthConfig(BaseModel):
     round_trip_k: int = Field(5, ge=1, description="k of the round-trip filter")
     crop_min_ratio: float = Field(0.1, gt=0, le=1, description="crop: shortest span, as a share of the document")
     crop_max_ratio: float = Field(0.5, gt=0, le=1, description="crop: longest span, as a share of the document")
-    crop_max_words: int = Field(24, ge=1, description="crop: longest span in words (keep it <= --max-query-words, or "
-                                                      "the over-long filter drops the crops of long documents)")
 
     @field_validator("query_types", mode="before")
     @classmethod

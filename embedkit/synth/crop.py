@@ -45,12 +45,11 @@ def _first_line(text: str) -> tuple[str, str]:
 
 
 def crop_queries(doc: Document, n: int, *, seed: int = 0, min_ratio: float = 0.1,
-                 max_ratio: float = 0.5, max_words: int | None = None) -> list[Candidate]:
+                 max_ratio: float = 0.5) -> list[Candidate]:
     """``n`` pseudo-queries for ``doc``: first its title (or first line), then random word spans.
 
-    A span holds ``round(U(min_ratio, max_ratio) x words)`` words (at least one, at most ``max_words``) at a uniform
-    start; its positive is the whole document (Contriever's crops overlap their positive too). Capping the span at
-    the over-long filter's length keeps the crops of long documents instead of cutting them and filtering them all.
+    A span holds ``round(U(min_ratio, max_ratio) x words)`` words (at least one) at a uniform start; its positive
+    is the whole document (Contriever's crops overlap their positive too).
     """
     rng = random.Random(f"crop:{seed}:{doc.id}")
     out: list[Candidate] = []
@@ -63,8 +62,6 @@ def crop_queries(doc: Document, n: int, *, seed: int = 0, min_ratio: float = 0.1
     tokens = doc.full_text.split()
     while len(out) < n:
         length = max(1, round(rng.uniform(min_ratio, max_ratio) * len(tokens)))
-        if max_words is not None:
-            length = min(length, max_words)
         start = rng.randrange(0, len(tokens) - length + 1)
         out.append(Candidate(" ".join(tokens[start:start + length]), "crop", doc.full_text))
     return out[:n]

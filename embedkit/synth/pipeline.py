@@ -165,7 +165,7 @@ def _llm_batch(generator: Any, docs: Sequence[Document], indices: Sequence[int],
 
 def _crop_batch(docs: Sequence[Document], indices: Sequence[int], config: SynthConfig) -> list[list[Candidate]]:
     return [crop_queries(docs[i], config.queries_per_doc, seed=config.seed, min_ratio=config.crop_min_ratio,
-                         max_ratio=config.crop_max_ratio, max_words=config.crop_max_words) for i in indices]
+                         max_ratio=config.crop_max_ratio) for i in indices]
 
 
 def _entry(batch_index: int, docs: Sequence[Document], indices: Sequence[int], cands: list[list[Candidate]],
