@@ -33,12 +33,10 @@ _NOUN = {"question": "question", "keyword": "query", "title": "title", "claim": 
 _LABEL = re.compile(r"^\s*(?:\*\*)?(?:search\s+)?(?:query|question|keywords?|title|claim|statement|answer|document)"
                     r"\s*(?:\*\*)?\s*[:\-]\s*", re.IGNORECASE)
 #: lead-ins small models put before the query itself: "A user could ask: ...", "The user asks: ...",
-#: "This document answers the question ...", "The document supports the use of ...", "The document is about ..."
-_LEAD_IN = re.compile(
-    r"^(?:(?:an?|the)\s+user\s+(?:(?:could|might|would|can|may)\s+)?asks?\s*:"
-    r"|(?:the|this)\s+document\s+(?:answers\s+(?:the\s+|a\s+)?(?:questions?|quer(?:y|ies))"
-    r"(?:\s+(?:of|about|on|regarding))?|supports(?:\s+the\s+(?:use|concept|idea)\s+of)?"
-    r"|provides|contains|describes|explains|discusses|is\s+about)\b)\s*:?\s*", re.IGNORECASE)
+#: "This document answers questions about ...", "The document is about ..."
+_LEAD_IN = re.compile(r"^(?:(?:an?|the)\s+user\s+(?:(?:could|might|would|can|may)\s+)?asks?\s*:"
+                      r"|(?:the|this)\s+document\s+(?:answers\s+(?:the\s+)?(?:questions?|queries)\s+"
+                      r"(?:about|on|regarding)|is\s+about|describes|explains)\b)\s*", re.IGNORECASE)
 
 
 def truncate_words(text: str, max_words: int) -> str:
@@ -84,13 +82,10 @@ def clean_query(text: str) -> str:
     ask:"), quotes or markdown bold."""
     line = next((ln for ln in text.splitlines() if ln.strip()), "")
     line = _LABEL.sub("", line.strip(), count=1).strip()
-    for _ in range(3):  # a lead-in may quote another ('The document answers the question "The document ...')
-        before = line
-        line = _LEAD_IN.sub("", line, count=1).strip().strip("*").strip()
-        if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'`":
-            line = line[1:-1].strip()
-        elif line[:1] in ("\"", "`") and line.count(line[0]) == 1:  # an opening quote cut off by max_new_tokens
-            line = line[1:].strip()
-        if line == before:
-            break
+    line = _LEAD_IN.sub("", line, count=1).strip()
+    line = line.strip("*").strip()
+    if len(line) >= 2 and line[0] == line[-1] and line[0] in "\"'`":
+        line = line[1:-1].strip()
+    elif line[:1] in ("\"", "`") and line.count(line[0]) == 1:  # an opening quote cut off by max_new_tokens
+        line = line[1:].strip()
     return line
