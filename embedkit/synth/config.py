@@ -19,7 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from embedkit.synth.prompts import QUERY_TYPES
 
-__all__ = ["SynthConfig"]
+__all__ = ["GeneratorDType", "SynthConfig"]
+
+#: the generator weights' precision; ``auto``: see :func:`embedkit.synth.generator.resolve_dtype`
+GeneratorDType = Literal["auto", "float32", "bfloat16"]
 
 
 class SynthConfig(BaseModel):
@@ -42,7 +45,7 @@ class SynthConfig(BaseModel):
     examples: str | None = Field(None, description="pairs file whose first records become few-shot examples (llm)")
     num_examples: int = Field(3, ge=0, le=16, description="how many few-shot examples to take from --examples")
     seed: int = Field(0, description="seed of sampling and of cropping")
-    dtype: Literal["auto", "float32", "bfloat16"] = Field(
+    dtype: GeneratorDType = Field(
         "auto", description="generator precision: auto = bfloat16 on a bf16 GPU or a CPU with native bf16 "
                             "(AVX512-BF16 / AMX; about 2x faster there), else float32")
     batch_size: int = Field(8, ge=1, description="prompts per generate call (rounded to whole documents)")

@@ -34,12 +34,10 @@ import torch
 
 from embedkit.errors import ModelError
 from embedkit.models.folders import refuse_pickle_weights, resolve_model_path
+from embedkit.synth.config import GeneratorDType
 from embedkit.synth.prompts import plain_prompt
 
-__all__ = ["GeneratorDType", "Generator", "check_generator_folder", "resolve_dtype"]
-
-#: the weights' precision; ``auto``: see :func:`resolve_dtype`
-GeneratorDType = Literal["auto", "float32", "bfloat16"]
+__all__ = ["Generator", "check_generator_folder", "resolve_dtype"]
 
 logger = logging.getLogger(__name__)
 

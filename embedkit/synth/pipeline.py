@@ -260,12 +260,11 @@ def synthesize(
     if not docs:
         raise InputError("the corpus holds no documents", where="corpus", hint="give at least one document")
     examples = _load_examples(config)
-    if config.method == "llm" and generator is None:
+    dtype: str | None = None  # the precision the queries are generated in: a given generator's, else the setting's
+    if config.method == "llm":
         from embedkit.synth.generator import resolve_dtype
 
-        dtype: str | None = resolve_dtype(config.dtype)
-    else:
-        dtype = generator.dtype if config.method == "llm" else None
+        dtype = generator.dtype if generator is not None else resolve_dtype(config.dtype)
     header = _header(config, docs, dtype)
     journal: dict[int, dict[str, Any]] = {}
     if part.exists():
