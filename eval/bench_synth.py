@@ -55,6 +55,35 @@ def generate(docs: list, out: Path, cfg_kw: dict, generator) -> tuple[Path, dict
     return out, info
 
 
+def reusable(out: Path, name: str, path: Path, cfg_kw: dict) -> dict | None:
+    """The generation record of ``name`` from an earlier run in ``out`` when it used these settings and its pairs
+    file is still there; None otherwise (generate again)."""
+    from embedkit.synth import SynthConfig
+
+    record = out / "bench_synth.json"
+    if not (record.is_file() and path.is_file()):
+        return None
+    old = json.loads(record.read_text(encoding="utf-8")).get("synth", {}).get(name)
+    if old is None or old.get("settings") != SynthConfig(**cfg_kw).model_dump(mode="json"):
+        return None
+    log(f"  {path.name}: reused ({old['summary']})")
+    return old
+
+
+def union(paths: list[Path], out: Path, seed: int) -> Path:
+    """The pairs of several synthetic sets in one file, shuffled with ``seed`` so that batches mix the methods; ids
+    are prefixed with the set's file stem (each set numbers its queries ``<doc>#<n>`` from 0)."""
+    import dataclasses
+    import random
+
+    from embedkit.data.readers import load_pairs, write_pairs
+
+    pairs = [dataclasses.replace(p, id=f"{path.stem}:{p.id}") for path in paths for p in load_pairs(path)]
+    random.Random(seed).shuffle(pairs)
+    write_pairs(pairs, out)
+    return out
+
+
 def train_and_score(args: argparse.Namespace, pairs_path: Path, out: Path, beir) -> dict[str, float]:
     arm = quality.make_arm(quality.MINILM_RECIPE, quality.budget(args, pairs_path, out),
                            {} if args.negatives is None else quality.negatives(args.negatives))
@@ -87,6 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bf16", action="store_true")
     ap.add_argument("--skip-llm", action="store_true", help="crop and real arms only (no generator)")
     ap.add_argument("--skip-crop", action="store_true", help="no crop arm")
+    ap.add_argument("--union", action="store_true",
+                    help="also an arm on the crop and LLM-mix pairs together, in one shuffled file")
+    ap.add_argument("--reuse", action="store_true",
+                    help="take a synthetic set from OUT when OUT/bench_synth.json records it with the same settings "
+                         "(train again, do not generate again)")
     ap.add_argument("--skip-real", action="store_true",
                     help="no real-pairs arm (the share column needs it; it does not depend on the synthetic arms)")
     ap.add_argument("--tiny", action="store_true",
@@ -127,10 +161,24 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.perf_counter()
         generator = Generator.load(args.generator, dtype=args.dtype)
         log(f"generator {args.generator} ({generator.dtype}) loaded in {time.perf_counter() - t0:.1f} s")
+    made: dict[str, Path] = {}
     for i, (name, kw) in enumerate(sets.items()):
-        path, info[name] = generate(docs, args.out / f"synth-{i}.jsonl", {**common, **kw},
-                                    generator if kw.get("method") != "crop" else None)
+        path = args.out / f"synth-{i}.jsonl"
+        old = reusable(args.out, name, path, {**common, **kw}) if args.reuse else None
+        if old is not None:
+            info[name] = old
+        else:
+            _, info[name] = generate(docs, path, {**common, **kw}, generator if kw.get("method") != "crop" else None)
+        made[name] = path
         rows[name] = train_and_score(args, path, args.out / f"arm-{i}", beir)
+        log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
+    if args.union:
+        parts = [made[n] for n in made if n.startswith("crop") or " mix " in n]
+        if len(parts) != 2:
+            ap.error("--union needs the crop arm and the LLM mix arm (drop --skip-crop / --skip-llm)")
+        name = "crop + LLM mix, one file"
+        rows[name] = train_and_score(args, union(parts, args.out / "synth-union.jsonl", args.seed),
+                                     args.out / "arm-union", beir)
         log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
     real_name = "real pairs, same budget (upper bound)"
     if not args.skip_real:
