@@ -55,19 +55,36 @@ def generate(docs: list, out: Path, cfg_kw: dict, generator) -> tuple[Path, dict
     return out, info
 
 
-def reusable(out: Path, name: str, path: Path, cfg_kw: dict) -> dict | None:
-    """The generation record of ``name`` from an earlier run in ``out`` when it used these settings and its pairs
-    file is still there; None otherwise (generate again)."""
-    from embedkit.synth import SynthConfig
+#: what an arm's score depends on besides its pairs: a score is reused only when all of these are unchanged
+SCORE_KEYS = ("dataset", "docs", "max_queries", "max_corpus", "steps", "batch_size", "gradcache_factor",
+              "gradcache_chunk", "negatives", "seed", "bf16")
 
-    record = out / "bench_synth.json"
-    if not (record.is_file() and path.is_file()):
-        return None
-    old = json.loads(record.read_text(encoding="utf-8")).get("synth", {}).get(name)
-    if old is None or old.get("settings") != SynthConfig(**cfg_kw).model_dump(mode="json"):
-        return None
-    log(f"  {path.name}: reused ({old['summary']})")
-    return old
+
+class Earlier:
+    """What an earlier run recorded in ``OUT/bench_synth.json``, for ``--reuse``: a synthetic set is taken again when
+    it was made with the same settings and its pairs file is still there; an arm's score when, besides, every
+    training and scoring setting (``SCORE_KEYS``) is the same. Without ``--reuse`` nothing is taken."""
+
+    def __init__(self, out: Path, args: argparse.Namespace, enabled: bool = True) -> None:
+        path = out / "bench_synth.json"
+        self.record = json.loads(path.read_text(encoding="utf-8")) if enabled and path.is_file() else {}
+        old = self.record.get("args", {})
+        self.same_budget = bool(self.record) and all(old.get(k) == str(getattr(args, k)) for k in SCORE_KEYS)
+
+    def synth(self, name: str, path: Path, cfg_kw: dict) -> dict | None:
+        from embedkit.synth import SynthConfig
+
+        old = self.record.get("synth", {}).get(name)
+        if old is None or not path.is_file() or old.get("settings") != SynthConfig(**cfg_kw).model_dump(mode="json"):
+            return None
+        log(f"  {path.name}: reused ({old['summary']})")
+        return old
+
+    def score(self, name: str) -> dict[str, float] | None:
+        found = self.record.get("scores", {}).get(name) if self.same_budget else None
+        if found is not None:
+            log(f"  {name}: score reused, nDCG@10 {found['ndcg@10']:.4f}")
+        return found
 
 
 def union(paths: list[Path], out: Path, seed: int) -> Path:
@@ -92,7 +109,8 @@ def train_and_score(args: argparse.Namespace, pairs_path: Path, out: Path, beir)
     return quality.score(model, beir)
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line; a combination that cannot run is refused here, before anything loads."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("-o", "--out", type=Path, required=True)
     ap.add_argument("--dataset", choices=quality.DATASETS, default="debian")
@@ -119,8 +137,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--union", action="store_true",
                     help="also an arm on the crop and LLM-mix pairs together, in one shuffled file")
     ap.add_argument("--reuse", action="store_true",
-                    help="take a synthetic set from OUT when OUT/bench_synth.json records it with the same settings "
-                         "(train again, do not generate again)")
+                    help="take from an earlier run's OUT/bench_synth.json each synthetic set made with the same "
+                         "settings (not generated again) and, at the same training and scoring settings, each score "
+                         "(not trained again); the record keeps the earlier arms this run skips")
     ap.add_argument("--skip-real", action="store_true",
                     help="no real-pairs arm (the share column needs it; it does not depend on the synthetic arms)")
     ap.add_argument("--tiny", action="store_true",
@@ -130,6 +149,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.tiny:
         args.docs, args.max_queries, args.max_corpus, args.steps, args.batch_size = 6, 20, 300, 2, 2
         args.queries_per_doc, args.max_new_tokens, args.negatives, args.query_types = 1, 16, 0, "question,keyword"
+    if args.union and (args.skip_crop or args.skip_llm):
+        ap.error("--union trains on the crop and the LLM-mix pairs together: drop --skip-crop / --skip-llm")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
 
     from embedkit.data.readers import write_pairs
     from embedkit.models import load_model
@@ -141,8 +167,12 @@ def main(argv: list[str] | None = None) -> int:
     log(f"{len(docs)} training documents (queries hidden); held out: {len(beir.queries)} queries x "
         f"{len(beir.corpus)} documents")
     # the base as the trained arms start from it: the recipe's model settings (max_seq_length 128), as quality.py
-    base_model = load_model(quality.make_arm(quality.MINILM_RECIPE).load().model)
-    rows: dict[str, dict[str, float]] = {"base all-MiniLM-L6-v2": quality.score(base_model, beir)}
+    earlier = Earlier(args.out, args, enabled=args.reuse)
+    base_name = "base all-MiniLM-L6-v2"
+    rows: dict[str, dict[str, float]] = {}
+    # the base as the trained arms start from it: the recipe's model settings (max_seq_length 128), as quality.py
+    rows[base_name] = earlier.score(base_name) or quality.score(
+        load_model(quality.make_arm(quality.MINILM_RECIPE).load().model), beir)
     info: dict[str, dict] = {}
     common = dict(queries_per_doc=args.queries_per_doc, batch_size=args.gen_batch_size, seed=args.seed,
                   dtype=args.dtype, max_new_tokens=args.max_new_tokens, round_trip_model=args.round_trip_model)
@@ -155,27 +185,22 @@ def main(argv: list[str] | None = None) -> int:
             for t in types:
                 sets[f"synthetic LLM, {t} only"] = {"model": args.generator, "query_types": [t]}
     generator = None
-    if not args.skip_llm:
-        from embedkit.synth.generator import Generator
-
-        t0 = time.perf_counter()
-        generator = Generator.load(args.generator, dtype=args.dtype)
-        log(f"generator {args.generator} ({generator.dtype}) loaded in {time.perf_counter() - t0:.1f} s")
     made: dict[str, Path] = {}
     for i, (name, kw) in enumerate(sets.items()):
         path = args.out / f"synth-{i}.jsonl"
-        old = reusable(args.out, name, path, {**common, **kw}) if args.reuse else None
-        if old is not None:
-            info[name] = old
-        else:
-            _, info[name] = generate(docs, path, {**common, **kw}, generator if kw.get("method") != "crop" else None)
+        old = earlier.synth(name, path, {**common, **kw})
+        if old is None and kw.get("method") != "crop" and generator is None:
+            from embedkit.synth.generator import Generator
+
+            t0 = time.perf_counter()
+            generator = Generator.load(args.generator, dtype=args.dtype)
+            log(f"generator {args.generator} ({generator.dtype}) loaded in {time.perf_counter() - t0:.1f} s")
+        info[name] = old or generate(docs, path, {**common, **kw}, generator if kw.get("method") != "crop" else None)[1]
         made[name] = path
-        rows[name] = train_and_score(args, path, args.out / f"arm-{i}", beir)
+        rows[name] = (old and earlier.score(name)) or train_and_score(args, path, args.out / f"arm-{i}", beir)
         log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
     if args.union:
-        parts = [made[n] for n in made if n.startswith("crop") or " mix " in n]
-        if len(parts) != 2:
-            ap.error("--union needs the crop arm and the LLM mix arm (drop --skip-crop / --skip-llm)")
+        parts = [made[n] for n in made if n.startswith("crop") or " mix " in n]  # the first two sets
         name = "crop + LLM mix, one file"
         rows[name] = train_and_score(args, union(parts, args.out / "synth-union.jsonl", args.seed),
                                      args.out / "arm-union", beir)
@@ -184,17 +209,21 @@ def main(argv: list[str] | None = None) -> int:
     if not args.skip_real:
         real = args.out / "real.jsonl"
         write_pairs(pairs, real)
-        rows[real_name] = train_and_score(args, real, args.out / "arm-real", beir)
-    base = rows["base all-MiniLM-L6-v2"]["ndcg@10"]
+        rows[real_name] = earlier.score(real_name) or train_and_score(args, real, args.out / "arm-real", beir)
+    if earlier.same_budget:  # keep the earlier arms this run skipped
+        rows = {**earlier.record.get("scores", {}), **rows}
+        info = {**earlier.record.get("synth", {}), **info}
+    base = rows[base_name]["ndcg@10"]
     gain_real = rows[real_name]["ndcg@10"] - base if real_name in rows else 0.0
     lines = ["| arm | nDCG@10 | vs base | share of the real-pairs gain | queries/s |", "|---|---|---|---|---|"]
     for name, r in rows.items():
         d = r["ndcg@10"] - base
-        share = f"{100 * d / gain_real:.0f} %" if gain_real > 0 and name in info else ""
+        share = f"{100 * d / gain_real:.0f} %" if gain_real > 0 and name not in (base_name, real_name) else ""
         qps = f"{info[name]['queries_per_second']:.2f}" if name in info else ""
         lines.append(f"| {name} | {r['ndcg@10']:.4f} | {d:+.4f} | {share} | {qps} |")
     print("\n".join(lines))
-    record = {"scores": rows, "synth": info, "generator_dtype": generator.dtype if generator else None,
+    dtype = generator.dtype if generator else earlier.record.get("generator_dtype")
+    record = {"scores": rows, "synth": info, "generator_dtype": dtype,
               "args": {k: str(v) for k, v in vars(args).items()}}
     (args.out / "bench_synth.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
     return 0

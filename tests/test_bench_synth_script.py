@@ -50,14 +50,36 @@ def test_union_keeps_every_pair_under_distinct_ids(bench, tmp_path):
     assert [p.id for p in again] == [p.id for p in pairs]
 
 
+def _args(bench, tmp_path, *extra):
+    return bench.parse_args(["-o", str(tmp_path), *extra])
+
+
+def test_union_needs_both_sets(bench, tmp_path, capsys):
+    for skip in ("--skip-crop", "--skip-llm"):
+        with pytest.raises(SystemExit) as exc:
+            _args(bench, tmp_path, "--union", skip)
+        assert exc.value.code == 2 and "--union" in capsys.readouterr().err
+
+
 def test_reuse_only_with_the_same_settings(bench, tmp_path):
     kw = {"method": "crop", "queries_per_doc": 2, "seed": 42}
     path = _set(tmp_path / "synth-0.jsonl", "crop", 3)
-    assert bench.reusable(tmp_path, "crop", path, kw) is None  # no record of an earlier run
-    record = {"summary": "3 kept", "settings": SynthConfig(**kw).model_dump(mode="json"), "queries_per_second": 1.0}
-    (tmp_path / "bench_synth.json").write_text(json.dumps({"synth": {"crop": record}}), encoding="utf-8")
-    assert bench.reusable(tmp_path, "crop", path, kw) == record
-    assert bench.reusable(tmp_path, "crop", path, {**kw, "seed": 43}) is None  # other settings: generate again
-    assert bench.reusable(tmp_path, "another arm", path, kw) is None
+    args = _args(bench, tmp_path, "--steps", "20")
+    assert bench.Earlier(tmp_path, args).synth("crop", path, kw) is None  # no record of an earlier run
+    gen = {"summary": "3 kept", "settings": SynthConfig(**kw).model_dump(mode="json"), "queries_per_second": 1.0}
+    record = {"synth": {"crop": gen}, "scores": {"crop": {"ndcg@10": 0.5}},
+              "args": {k: str(v) for k, v in vars(args).items()}}
+    (tmp_path / "bench_synth.json").write_text(json.dumps(record), encoding="utf-8")
+    earlier = bench.Earlier(tmp_path, args)
+    assert earlier.synth("crop", path, kw) == gen
+    assert earlier.score("crop") == {"ndcg@10": 0.5}
+    assert earlier.synth("crop", path, {**kw, "seed": 43}) is None  # other generation settings: generate again
+    assert earlier.synth("another arm", path, kw) is None
+    assert bench.Earlier(tmp_path, args, enabled=False).synth("crop", path, kw) is None  # no --reuse
+    # another training budget: the set is reused, its score is not (train again)
+    other = bench.Earlier(tmp_path, _args(bench, tmp_path, "--steps", "40"))
+    assert other.synth("crop", path, kw) == gen and other.score("crop") is None
+    # a skip flag is not a training setting: the scores stay valid
+    assert bench.Earlier(tmp_path, _args(bench, tmp_path, "--steps", "20", "--skip-real")).score("crop") is not None
     path.unlink()
-    assert bench.reusable(tmp_path, "crop", path, kw) is None  # the pairs file is gone
+    assert earlier.synth("crop", path, kw) is None  # the pairs file is gone
