@@ -99,6 +99,14 @@ CASES: list[Case] = [
          ("sentence-transformers", "not a text generator"), category="models"),
     Case("synth: missing round-trip encoder", lambda t, m, b: _crop(t, "--round-trip-model", str(t / "noenc")),
          ("noenc", "not found"), category="models"),
+    Case("synth: missing GGUF generator file", lambda t, m, b: _synth(t, None, "--model", str(t / "lm.gguf")),
+         ("--model", "lm.gguf", "does not exist"), category="models"),
+    Case("synth: .gguf file that is not GGUF", lambda t, m, b: _synth(
+        t, None, "--model", str(_w(t / "lm.gguf", "PK a zip archive"))),
+         ("--model", "lm.gguf", "not a GGUF file"), category="models"),
+    Case("synth: truncated GGUF generator file", lambda t, m, b: _synth(
+        t, None, "--model", str(_w(t / "lm.gguf", b"GGUF\x03\x00\x00\x00cut off"))),
+         ("--model", "transformers cannot load lm.gguf"), category="models"),
     # ---- unsafe files
     Case("synth: pickle-only generator", lambda t, m, b: _synth(
         t, None, "--model", pickled_copy(t, _tiny_causal(t, b))),

@@ -179,6 +179,24 @@ def test_generator_refuses_what_cannot_generate(tmp_path: Path, tiny_bert: str, 
         check_generator_folder(str(pickled))
 
 
+def test_a_gguf_generator_that_cannot_load_is_refused(tmp_path: Path) -> None:
+    """Before any weights load (the CLI cases, one line and exit 2, are in the bad-input catalogue)."""
+    from embedkit.synth.generator import check_generator_folder
+
+    with pytest.raises(ModelError, match="does not exist") as exc:
+        check_generator_folder(str(tmp_path / "missing.gguf"))
+    assert exc.value.where == "--model"
+    (tmp_path / "weights.gguf").write_bytes(b"PK\x03\x04 a zip, not a GGUF file")
+    with pytest.raises(ModelError, match="not a GGUF file"):
+        check_generator_folder(str(tmp_path / "weights.gguf"))
+    (tmp_path / "cut.gguf").write_bytes(b"GGUF\x03\x00\x00\x00cut off")  # the magic, then a truncated header
+    with pytest.raises(ModelError, match="transformers cannot load cut.gguf"):
+        check_generator_folder(str(tmp_path / "cut.gguf"), where="synth.model")
+    from embedkit.models.folders import cache_dir
+
+    assert not list((cache_dir() / "gguf").glob("cut-*"))  # nothing half-converted is left in the cache
+
+
 # ---- the pipeline: resume, atomic output, settings
 
 

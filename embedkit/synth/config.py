@@ -36,7 +36,8 @@ class SynthConfig(BaseModel):
     method: Literal["llm", "crop"] = Field(
         "llm", description="llm: an instruct LLM writes the queries; crop: no LLM -- random spans of the document "
                            "and its title / first line (Contriever-style)")
-    model: str = Field("smollm2", description="generator: the packaged alias smollm2 or a local HF causal-LM folder")
+    model: str = Field("smollm2", description="generator: the packaged alias smollm2, a local HF causal-LM folder, "
+                                              "or a .gguf file (converted once to a cached folder)")
     query_types: list[str] = Field(
         default_factory=lambda: ["question", "keyword"],
         description=f"query types to mix, comma-separated, rotated over each document's queries "

@@ -33,7 +33,7 @@ from typing import Any, Literal
 import torch
 
 from embedkit.errors import ModelError
-from embedkit.models.folders import refuse_pickle_weights, resolve_model_path
+from embedkit.models.folders import gguf_folder, refuse_pickle_weights, resolve_model_path
 from embedkit.synth.config import GeneratorDType
 from embedkit.synth.prompts import plain_prompt
 
@@ -72,8 +72,9 @@ def resolve_dtype(dtype: GeneratorDType = "auto") -> Literal["float32", "bfloat1
 
 
 def check_generator_folder(name: str, *, where: str = "--model") -> str:
-    """Resolve ``name`` (alias or folder) and refuse what cannot generate, without loading weights."""
-    path = resolve_model_path(name)
+    """Resolve ``name`` (alias, folder, or a ``.gguf`` file: converted once to a cached folder, see
+    :func:`~embedkit.models.folders.gguf_folder`) and refuse what cannot generate, without loading weights."""
+    path = gguf_folder(name, where=where) if name.lower().endswith(".gguf") else resolve_model_path(name)
     folder = Path(path)
     if (folder / "modules.json").exists():
         raise ModelError(f"'{name}' is a sentence-transformers (embedding) model, not a text generator",
