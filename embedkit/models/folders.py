@@ -154,7 +154,8 @@ def _read_json(path: Path) -> dict[str, Any]:
         with open(path, encoding="utf-8") as f:
             return json.load(f)
     except (OSError, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ModelError(f"cannot read {path}: {exc}", hint="the model folder is corrupt; re-save or re-download it") from None
+        raise ModelError(f"cannot read {path}: {exc}",
+                         hint="the model folder is corrupt; re-save or re-download it") from None
 
 
 def _hf_config_path(folder: Path) -> Path:
