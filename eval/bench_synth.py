@@ -9,6 +9,8 @@ only difference is where the pairs came from. The generator's throughput (querie
 
     .venv/bin/python eval/bench_synth.py -o runs/synth                    # the full comparison (hours on 2 cores)
     .venv/bin/python eval/bench_synth.py --tiny -o runs/synth-tiny         # a minutes-long proof that it runs
+    .venv/bin/python eval/bench_synth.py -o runs/synth --reuse --union     # one more arm: crop + LLM pairs together;
+                                                                           # the sets and scores of the first run kept
 
 Target (issue 30): synthetic >= base + 3.0 nDCG@10 and >= 60 % of the real-pairs gain.
 """
