@@ -302,6 +302,25 @@ def test_llm_batches_group_documents_of_similar_length_and_output_keeps_corpus_o
     assert order == sorted(order, key=lambda d: int(d[1:]))  # corpus order, not batch order
 
 
+def test_llm_plus_crop_is_both_outputs_in_one_file_and_crops_skip_the_copied_filter(
+        tmp_path: Path, tiny_lm: str, generator) -> None:
+    corpus = _corpus(tmp_path)
+    # copy_min_words 2: every crop span would count as copied, so this shows the filter skips crops only
+    cfg = _cfg(tiny_lm, sampling=False, copy_min_words=2, copy_max_ratio=0.01, max_query_words=512)
+    runs = {m: synthesize(corpus, tmp_path / f"{m.replace('+', '-')}.jsonl", cfg.model_copy(update={"method": m}),
+                          generator=generator) for m in ("llm", "crop", "llm+crop")}
+
+    def key(pairs):
+        return sorted((p.doc_id, p.query, p.query_type, p.positives[0]) for p in pairs)
+
+    both = runs["llm+crop"]
+    assert key(both.pairs) == sorted(key(runs["llm"].pairs) + key(runs["crop"].pairs))
+    assert both.stats.generated == 2 * cfg.queries_per_doc * len(DOCS)
+    assert both.stats.removed["copied"] == runs["llm"].stats.removed["copied"]
+    assert len({p.id for p in both.pairs}) == len(both.pairs)  # <doc>#<n> numbered over both methods
+    assert not SynthConfig(method="crop").uses_llm and SynthConfig(method="llm+crop").uses_llm
+
+
 def test_query_type_mix_rotates_over_documents() -> None:
     cfg = SynthConfig(query_types=["question", "keyword", "title"], queries_per_doc=2)
     assert [_query_type(cfg, i, j) for i in range(3) for j in range(2)] == [

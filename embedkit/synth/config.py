@@ -33,9 +33,10 @@ class SynthConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    method: Literal["llm", "crop"] = Field(
+    method: Literal["llm", "crop", "llm+crop"] = Field(
         "llm", description="llm: an instruct LLM writes the queries; crop: no LLM -- random spans of the document "
-                           "and its title / first line (Contriever-style)")
+                           "and its title / first line (Contriever-style); llm+crop: both, queries_per_doc of each "
+                           "per document, in one output")
     model: str = Field("smollm2", description="generator: the packaged alias smollm2, a local HF causal-LM folder, "
                                               "or a .gguf file (converted once to a cached folder)")
     query_types: list[str] = Field(
@@ -95,6 +96,11 @@ class SynthConfig(BaseModel):
         if self.method == "crop" and self.examples is not None:
             raise ValueError("examples are few-shot prompts for method llm; method crop uses no generator")
         return self
+
+    @property
+    def uses_llm(self) -> bool:
+        """Whether a generator writes (some of) the queries: methods ``llm`` and ``llm+crop``."""
+        return self.method != "crop"
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that decide the output: a resumed run must use the same ones."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
+from typing import Literal
 
 from embedkit.synth.corpus import Document
 
@@ -31,6 +32,8 @@ class Candidate:
     query: str
     query_type: str
     positive: str
+    #: who made it: the cropper (spans of the document by design: never "copied") or the generator
+    source: Literal["crop", "llm"] = "crop"
 
 
 def _first_line(text: str) -> tuple[str, str]:

@@ -132,7 +132,7 @@ def _read_journal(path: Path, header: dict[str, Any]) -> dict[int, dict[str, Any
 
 
 def _load_examples(config: SynthConfig) -> list[tuple[str, str]]:
-    if config.method != "llm" or config.examples is None or config.num_examples == 0:
+    if not config.uses_llm or config.examples is None or config.num_examples == 0:
         return []
     from embedkit.data.readers import load_pairs
 
@@ -159,7 +159,7 @@ def _llm_batch(generator: Any, docs: Sequence[Document], indices: Sequence[int],
                                seed=config.seed * 1_000_003 + batch_index)
     out: dict[int, list[Candidate]] = {i: [] for i in indices}
     for (i, t), text in zip(units, texts):
-        out[i].append(Candidate(clean_query(text), t, docs[i].full_text))
+        out[i].append(Candidate(clean_query(text), t, docs[i].full_text, source="llm"))
     return [out[i] for i in indices]
 
 
@@ -169,11 +169,13 @@ def _crop_batch(docs: Sequence[Document], indices: Sequence[int], config: SynthC
 
 
 def _entry(batch_index: int, docs: Sequence[Document], indices: Sequence[int], cands: list[list[Candidate]],
-           seconds: float) -> dict[str, Any]:
+           seconds: float, config: SynthConfig) -> dict[str, Any]:
     rows = []
+    mark = config.method == "llm+crop"  # then a crop says so ("m"), as the copied filter skips crops only
     for i, doc_cands in zip(indices, cands):
         rows.append({"doc": i, "id": docs[i].id, "queries": [
-            {"q": c.query, "t": c.query_type, **({} if c.positive == docs[i].full_text else {"p": c.positive})}
+            {"q": c.query, "t": c.query_type, **({} if c.positive == docs[i].full_text else {"p": c.positive}),
+             **({"m": "crop"} if mark and c.source == "crop" else {})}
             for c in doc_cands]})
     return {"batch": batch_index, "docs": rows, "generated": sum(len(c) for c in cands), "seconds": seconds}
 
@@ -199,7 +201,7 @@ def _finish(journal: dict[int, dict[str, Any]], docs: Sequence[Document], config
     for i, q in cands:
         failed = first_failing(q["q"], docs[i].full_text, max_words=config.max_query_words,
                                copy_min_words=config.copy_min_words, copy_max_ratio=config.copy_max_ratio,
-                               check_copied=config.method == "llm")  # crops are spans of their document by design
+                               check_copied=config.uses_llm and q.get("m") != "crop")  # crops copy by design
         if failed:
             stats.removed[failed] += 1
         else:
@@ -261,7 +263,7 @@ def synthesize(
         raise InputError("the corpus holds no documents", where="corpus", hint="give at least one document")
     examples = _load_examples(config)
     dtype: str | None = None  # the precision the queries are generated in: a given generator's, else the setting's
-    if config.method == "llm":
+    if config.uses_llm:
         from embedkit.synth.generator import resolve_dtype
 
         dtype = generator.dtype if generator is not None else resolve_dtype(config.dtype)
@@ -276,7 +278,7 @@ def synthesize(
         from embedkit.models.loading import check_model
 
         check_model(config.round_trip_model)
-    if config.method == "llm" and generator is None:
+    if config.uses_llm and generator is None:
         from embedkit.synth.generator import Generator
 
         generator = Generator.load(config.model, dtype=dtype)
@@ -296,12 +298,14 @@ def synthesize(
                 f.flush()
             for k in todo:
                 t0 = time.perf_counter()
-                if config.method == "llm":
-                    cands = _llm_batch(generator, docs, batches[k], config, examples, k)
-                else:
+                if config.method == "crop":
                     cands = _crop_batch(docs, batches[k], config)
+                else:
+                    cands = _llm_batch(generator, docs, batches[k], config, examples, k)
+                    if config.method == "llm+crop":
+                        cands = [a + b for a, b in zip(cands, _crop_batch(docs, batches[k], config))]
                 dt = time.perf_counter() - t0
-                entry = _entry(k, docs, batches[k], cands, dt)
+                entry = _entry(k, docs, batches[k], cands, dt, config)
                 f.write(json.dumps(entry, ensure_ascii=False) + "\n")  # one write per batch: whole or torn
                 f.flush()
                 os.fsync(f.fileno())

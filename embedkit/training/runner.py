@@ -625,7 +625,7 @@ def check_synth(recipe: Recipe) -> None:
         raise InputError(f"'synth.corpus' ({s.corpus}) does not exist", where=recipe.where("synth.corpus"),
                          hint="point synth.corpus at a JSONL file with 'text' per line, or a BEIR folder")
     read_documents(path, where=recipe.where("synth.corpus") or "synth.corpus")
-    if s.method == "llm":
+    if s.uses_llm:
         from embedkit.synth.generator import check_generator_folder
 
         check_generator_folder(s.model, where=recipe.where("synth.model") or "synth.model")
