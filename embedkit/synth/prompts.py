@@ -78,17 +78,9 @@ def plain_prompt(messages: Sequence[dict[str, str]]) -> str:
 
 
 def clean_query(text: str) -> str:
-    """The query in a generation: its first line that still says something once a leading label or lead-in ("A
-    user could ask:"), quotes and markdown bold are removed. A line that is only a label ("Question:") gives way to
-    the next, where small models put the query itself."""
-    for line in text.splitlines():
-        query = _clean_line(line)
-        if query:
-            return query
-    return ""
-
-
-def _clean_line(line: str) -> str:
+    """The query in a generation: its first non-empty line, without a leading label or lead-in ("A user could
+    ask:"), quotes or markdown bold."""
+    line = next((ln for ln in text.splitlines() if ln.strip()), "")
     line = _LABEL.sub("", line.strip(), count=1).strip()
     line = _LEAD_IN.sub("", line, count=1).strip()
     line = line.strip("*").strip()
