@@ -50,7 +50,8 @@ def _recipe(tmp_path: Path, minilm_path: str, **synth: Any) -> Path:
 
 def test_the_shipped_synth_recipe_generates_with_an_llm_then_mines_and_trains() -> None:
     r = load_recipe(SHIPPED)
-    assert r.synth is not None and r.synth.method == "llm" and r.synth.model == "smollm2"
+    assert r.synth is not None and r.synth.method == "llm+crop" and r.synth.model == "smollm2"
+    assert r.synth.query_types == ["question", "keyword", "title", "claim"]  # the measured defaults
     assert r.synth.round_trip_model is not None and r.miner is not None and r.data.datasets == []
     assert r.eval.beir == "sample:manpages" and r.synth.corpus == "sample:manpages"
 
