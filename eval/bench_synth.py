@@ -168,7 +168,6 @@ def main(argv: list[str] | None = None) -> int:
     docs = documents_of(pairs)
     log(f"{len(docs)} training documents (queries hidden); held out: {len(beir.queries)} queries x "
         f"{len(beir.corpus)} documents")
-    # the base as the trained arms start from it: the recipe's model settings (max_seq_length 128), as quality.py
     earlier = Earlier(args.out, args, enabled=args.reuse)
     base_name = "base all-MiniLM-L6-v2"
     rows: dict[str, dict[str, float]] = {}
@@ -178,11 +177,12 @@ def main(argv: list[str] | None = None) -> int:
     info: dict[str, dict] = {}
     common = dict(queries_per_doc=args.queries_per_doc, batch_size=args.gen_batch_size, seed=args.seed,
                   dtype=args.dtype, max_new_tokens=args.max_new_tokens, round_trip_model=args.round_trip_model)
-    sets: dict[str, dict] = {} if args.skip_crop else {
-        "crop fallback (title / first line + random spans)": {"method": "crop"}}
+    crop_name = "crop fallback (title / first line + random spans)"
+    types = args.query_types.split(",")
+    mix_name = f"synthetic LLM, mix {'+'.join(types)}"
+    sets: dict[str, dict] = {} if args.skip_crop else {crop_name: {"method": "crop"}}
     if not args.skip_llm:
-        types = args.query_types.split(",")
-        sets[f"synthetic LLM, mix {'+'.join(types)}"] = {"model": args.generator, "query_types": types}
+        sets[mix_name] = {"model": args.generator, "query_types": types}
         if args.per_type:
             for t in types:
                 sets[f"synthetic LLM, {t} only"] = {"model": args.generator, "query_types": [t]}
@@ -191,21 +191,21 @@ def main(argv: list[str] | None = None) -> int:
     for i, (name, kw) in enumerate(sets.items()):
         path = args.out / f"synth-{i}.jsonl"
         old = earlier.synth(name, path, {**common, **kw})
-        if old is None and kw.get("method") != "crop" and generator is None:
+        llm = kw.get("method") != "crop"
+        if old is None and llm and generator is None:
             from embedkit.synth.generator import Generator
 
             t0 = time.perf_counter()
             generator = Generator.load(args.generator, dtype=args.dtype)
             log(f"generator {args.generator} ({generator.dtype}) loaded in {time.perf_counter() - t0:.1f} s")
-        info[name] = old or generate(docs, path, {**common, **kw}, generator if kw.get("method") != "crop" else None)[1]
+        info[name] = old or generate(docs, path, {**common, **kw}, generator if llm else None)[1]
         made[name] = path
         rows[name] = (old and earlier.score(name)) or train_and_score(args, path, args.out / f"arm-{i}", beir)
         log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
     if args.union:
-        parts = [made[n] for n in made if n.startswith("crop") or " mix " in n]  # the first two sets
         name = "crop + LLM mix, one file"
-        rows[name] = train_and_score(args, union(parts, args.out / "synth-union.jsonl", args.seed),
-                                     args.out / "arm-union", beir)
+        both = union([made[crop_name], made[mix_name]], args.out / "synth-union.jsonl", args.seed)
+        rows[name] = train_and_score(args, both, args.out / "arm-union", beir)
         log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
     real_name = "real pairs, same budget (upper bound)"
     if not args.skip_real:
