@@ -103,6 +103,26 @@ def union(paths: list[Path], out: Path, seed: int) -> Path:
     return out
 
 
+CROP = "crop fallback (title / first line + random spans)"
+
+
+def mix_name(args: argparse.Namespace) -> str:
+    return f"synthetic LLM, mix {args.query_types.replace(',', '+')}"
+
+
+def synthetic_sets(args: argparse.Namespace) -> dict[str, dict]:
+    """Each synthetic arm's name and its ``SynthConfig`` settings (beyond the common ones). The LLM arms name their
+    method: the product default (``llm+crop``) would add crops to them."""
+    sets: dict[str, dict] = {} if args.skip_crop else {CROP: {"method": "crop"}}
+    if not args.skip_llm:
+        types = args.query_types.split(",")
+        sets[mix_name(args)] = {"method": "llm", "model": args.generator, "query_types": types}
+        if args.per_type:
+            for t in types:
+                sets[f"synthetic LLM, {t} only"] = {"method": "llm", "model": args.generator, "query_types": [t]}
+    return sets
+
+
 def train_and_score(args: argparse.Namespace, pairs_path: Path, out: Path, beir) -> dict[str, float]:
     arm = quality.make_arm(quality.MINILM_RECIPE, quality.budget(args, pairs_path, out),
                            {} if args.negatives is None else quality.negatives(args.negatives))
@@ -177,15 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     info: dict[str, dict] = {}
     common = dict(queries_per_doc=args.queries_per_doc, batch_size=args.gen_batch_size, seed=args.seed,
                   dtype=args.dtype, max_new_tokens=args.max_new_tokens, round_trip_model=args.round_trip_model)
-    crop_name = "crop fallback (title / first line + random spans)"
-    types = args.query_types.split(",")
-    mix_name = f"synthetic LLM, mix {'+'.join(types)}"
-    sets: dict[str, dict] = {} if args.skip_crop else {crop_name: {"method": "crop"}}
-    if not args.skip_llm:
-        sets[mix_name] = {"model": args.generator, "query_types": types}
-        if args.per_type:
-            for t in types:
-                sets[f"synthetic LLM, {t} only"] = {"model": args.generator, "query_types": [t]}
+    sets = synthetic_sets(args)
     generator = None
     made: dict[str, Path] = {}
     for i, (name, kw) in enumerate(sets.items()):
@@ -204,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
         log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
     if args.union:
         name = "crop + LLM mix, one file"
-        both = union([made[crop_name], made[mix_name]], args.out / "synth-union.jsonl", args.seed)
+        both = union([made[CROP], made[mix_name(args)]], args.out / "synth-union.jsonl", args.seed)
         rows[name] = train_and_score(args, both, args.out / "arm-union", beir)
         log(f"  {name}: nDCG@10 {rows[name]['ndcg@10']:.4f}")
     real_name = "real pairs, same budget (upper bound)"

@@ -83,3 +83,13 @@ def test_reuse_only_with_the_same_settings(bench, tmp_path):
     assert bench.Earlier(tmp_path, _args(bench, tmp_path, "--steps", "20", "--skip-real")).score("crop") is not None
     path.unlink()
     assert earlier.synth("crop", path, kw) is None  # the pairs file is gone
+
+
+def test_the_llm_arms_generate_with_the_llm_only(bench, tmp_path):
+    """The product default is llm+crop; an LLM arm must not get crops too (the union arm is that)."""
+    sets = bench.synthetic_sets(_args(bench, tmp_path, "--per-type", "--query-types", "question,claim"))
+    assert list(sets) == [bench.CROP, "synthetic LLM, mix question+claim", "synthetic LLM, question only",
+                          "synthetic LLM, claim only"]
+    assert [kw["method"] for kw in sets.values()] == ["crop", "llm", "llm", "llm"]
+    assert sets["synthetic LLM, mix question+claim"]["query_types"] == ["question", "claim"]
+    assert list(bench.synthetic_sets(_args(bench, tmp_path, "--skip-llm"))) == [bench.CROP]
